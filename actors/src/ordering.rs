@@ -1,0 +1,170 @@
+//! Per-connection message ordering: merges live events with `sync` replays.
+//!
+//! A client that syncs while messages keep arriving must see every message of
+//! a room exactly once and in seq order. The socket writer feeds every
+//! `message` it is about to write through a [`DeliveryOrder`], which
+//! - holds live messages of a room while that room is being replayed and
+//!   releases the ones the replay did not cover when the replay ends;
+//! - remembers, per room, the contiguous range of seqs already written on
+//!   this connection and drops anything inside it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What to do with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Write it now.
+    Write,
+    /// Already written on this connection: drop it.
+    Duplicate,
+    /// Its room is being replayed: it was held and comes back from [`DeliveryOrder::end_sync`].
+    Held,
+}
+
+/// Ordering state of one connection. Empty (no allocation) until used.
+#[derive(Debug, Default)]
+pub struct DeliveryOrder {
+    written: HashMap<Arc<str>, Spans>,
+    held: HashMap<Arc<str>, Vec<(u64, Arc<str>)>>,
+}
+
+impl DeliveryOrder {
+    /// Starts replays of these rooms: live messages of them are held from now on.
+    pub fn start_sync(&mut self, rooms: &[Arc<str>]) {
+        for r in rooms {
+            self.held.entry(r.clone()).or_default();
+        }
+    }
+
+    /// Number of live messages currently held.
+    pub fn held_len(&self) -> usize {
+        self.held.values().map(Vec::len).sum()
+    }
+
+    /// Decides about a live message.
+    pub fn live(&mut self, room: &Arc<str>, seq: u64, json: &Arc<str>) -> Verdict {
+        if let Some(h) = self.held.get_mut(room) {
+            h.push((seq, json.clone()));
+            return Verdict::Held;
+        }
+        self.admit(room, seq)
+    }
+
+    /// Decides about a replayed message.
+    pub fn replayed(&mut self, room: &Arc<str>, seq: u64) -> Verdict {
+        self.admit(room, seq)
+    }
+
+    /// Ends the replay of a room; returns the held live messages to write now, in order.
+    pub fn end_sync(&mut self, room: &Arc<str>) -> Vec<Arc<str>> {
+        let Some(mut held) = self.held.remove(room) else {
+            return Vec::new();
+        };
+        held.sort_by_key(|(seq, _)| *seq);
+        held.into_iter()
+            .filter(|(seq, _)| self.admit(room, *seq) == Verdict::Write)
+            .map(|(_, json)| json)
+            .collect()
+    }
+
+    fn admit(&mut self, room: &Arc<str>, seq: u64) -> Verdict {
+        let spans = self.written.entry(room.clone()).or_default();
+        if spans.contains(seq) {
+            Verdict::Duplicate
+        } else {
+            spans.insert(seq);
+            Verdict::Write
+        }
+    }
+}
+
+/// Seqs written on a connection, as sorted disjoint inclusive ranges.
+///
+/// Live delivery and replays each write contiguous runs, so there are
+/// almost always one or two ranges.
+#[derive(Debug, Default)]
+struct Spans(Vec<(u64, u64)>);
+
+impl Spans {
+    fn contains(&self, seq: u64) -> bool {
+        self.0.iter().any(|(a, b)| *a <= seq && seq <= *b)
+    }
+
+    fn insert(&mut self, seq: u64) {
+        let i = self.0.partition_point(|(_, b)| *b < seq.saturating_sub(1));
+        match self.0.get_mut(i) {
+            Some((a, b)) if *a <= seq.saturating_add(1) => {
+                *a = (*a).min(seq);
+                *b = (*b).max(seq);
+            }
+            _ => self.0.insert(i, (seq, seq)),
+        }
+        // Merge with the next range if they now touch.
+        if i + 1 < self.0.len() && self.0[i].1.saturating_add(1) >= self.0[i + 1].0 {
+            let (_, b) = self.0.remove(i + 1);
+            self.0[i].1 = self.0[i].1.max(b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn j(s: u64) -> Arc<str> {
+        Arc::from(format!("m{s}"))
+    }
+
+    #[test]
+    fn live_duplicates_are_dropped() {
+        let mut o = DeliveryOrder::default();
+        let r: Arc<str> = Arc::from("r");
+        assert_eq!(o.live(&r, 1, &j(1)), Verdict::Write);
+        assert_eq!(o.live(&r, 2, &j(2)), Verdict::Write);
+        assert_eq!(o.live(&r, 2, &j(2)), Verdict::Duplicate);
+    }
+
+    #[test]
+    fn live_during_sync_is_held_and_merged_in_order() {
+        let mut o = DeliveryOrder::default();
+        let r: Arc<str> = Arc::from("r");
+        o.start_sync(std::slice::from_ref(&r));
+        // Live 6 and 7 arrive while 1..=6 are replayed.
+        assert_eq!(o.live(&r, 6, &j(6)), Verdict::Held);
+        assert_eq!(o.live(&r, 7, &j(7)), Verdict::Held);
+        for s in 1..=6 {
+            assert_eq!(o.replayed(&r, s), Verdict::Write);
+        }
+        assert_eq!(o.end_sync(&r), vec![j(7)]);
+        assert_eq!(o.live(&r, 8, &j(8)), Verdict::Write);
+        assert_eq!(o.held_len(), 0);
+    }
+
+    #[test]
+    fn replay_skips_what_was_already_live() {
+        let mut o = DeliveryOrder::default();
+        let r: Arc<str> = Arc::from("r");
+        assert_eq!(o.live(&r, 5, &j(5)), Verdict::Write);
+        o.start_sync(std::slice::from_ref(&r));
+        let written: Vec<u64> = (3..=5)
+            .filter(|s| o.replayed(&r, *s) == Verdict::Write)
+            .collect();
+        assert_eq!(written, vec![3, 4]);
+        assert!(o.end_sync(&r).is_empty());
+        assert_eq!(o.live(&r, 6, &j(6)), Verdict::Write);
+        assert_eq!(o.replayed(&r, 4), Verdict::Duplicate);
+    }
+
+    #[test]
+    fn spans_merge() {
+        let mut s = Spans::default();
+        for x in [5, 3, 4, 9, 7, 8, 6, 1] {
+            s.insert(x);
+        }
+        assert_eq!(s.0, vec![(1, 1), (3, 9)]);
+        s.insert(2);
+        assert_eq!(s.0, vec![(1, 9)]);
+        assert!(s.contains(9) && !s.contains(10));
+    }
+}

@@ -1,0 +1,179 @@
+//! A session's outbound side: what actors push toward a client's socket.
+//!
+//! Each session has a bounded queue of [`Outbound`] items drained by the
+//! socket writer. Producers never wait on it: when it is full the client is
+//! too slow, and the session is closed with 1013 through its [`CloseSignal`]
+//! instead of growing memory. `sync` replays use a second, small queue that
+//! the replaying task does wait on ([`SyncItem`]).
+
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Notify};
+
+use parley_protocol::ws::CLOSE_TRY_AGAIN;
+
+/// One item for the socket writer.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A ready JSON text frame (any event but `message`).
+    Frame(Arc<str>),
+    /// A live `message` event; carries its room and seq so the writer can
+    /// order it against `sync` replays and drop duplicates.
+    Message {
+        /// Room of the message.
+        room_id: Arc<str>,
+        /// Seq of the message.
+        seq: u64,
+        /// The serialized `message` event.
+        json: Arc<str>,
+    },
+    /// A `sync` replay of these rooms is starting: hold their live messages.
+    SyncStart(Vec<Arc<str>>),
+}
+
+/// One item of a `sync` replay.
+#[derive(Debug, Clone)]
+pub enum SyncItem {
+    /// A replayed `message` event.
+    Message {
+        /// Room of the message.
+        room_id: Arc<str>,
+        /// Seq of the message.
+        seq: u64,
+        /// The serialized `message` event.
+        json: Arc<str>,
+    },
+    /// The replay of one room is complete up to `head`.
+    RoomDone(Arc<str>),
+    /// The whole replay is complete; the `synced` frame to send.
+    Done(Arc<str>),
+}
+
+/// Out-of-band request to close a session's socket with a close code.
+#[derive(Debug, Default)]
+pub struct CloseSignal {
+    code: AtomicU16,
+    notify: Notify,
+}
+
+impl CloseSignal {
+    /// Asks the writer to close with `code` (the first request wins).
+    pub fn close(&self, code: u16) {
+        let _ = self
+            .code
+            .compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// The requested close code, if any.
+    pub fn requested(&self) -> Option<u16> {
+        match self.code.load(Ordering::SeqCst) {
+            0 => None,
+            c => Some(c),
+        }
+    }
+
+    /// Waits until a close is requested; returns its code.
+    pub async fn wait(&self) -> u16 {
+        loop {
+            // Register interest before checking, so a close between the
+            // check and the wait is not missed.
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(c) = self.requested() {
+                return c;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The handle producers use to reach one session's socket.
+#[derive(Debug, Clone)]
+pub struct OutboundTx {
+    live: mpsc::Sender<Outbound>,
+    sync: mpsc::Sender<SyncItem>,
+    close: Arc<CloseSignal>,
+}
+
+/// The writer's ends of a session's queues.
+#[derive(Debug)]
+pub struct OutboundRx {
+    /// Live events.
+    pub live: mpsc::Receiver<Outbound>,
+    /// Sync replays.
+    pub sync: mpsc::Receiver<SyncItem>,
+    /// Close requests.
+    pub close: Arc<CloseSignal>,
+}
+
+/// Result of pushing to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// Queued.
+    Queued,
+    /// Queue full: the session was told to close with 1013.
+    Overflow,
+    /// The session is gone.
+    Closed,
+}
+
+/// Creates a session's outbound queues with room for `capacity` live items.
+pub fn channel(capacity: usize) -> (OutboundTx, OutboundRx) {
+    let (live_tx, live_rx) = mpsc::channel(capacity.max(1));
+    let (sync_tx, sync_rx) = mpsc::channel(64);
+    let close = Arc::new(CloseSignal::default());
+    (
+        OutboundTx {
+            live: live_tx,
+            sync: sync_tx,
+            close: close.clone(),
+        },
+        OutboundRx {
+            live: live_rx,
+            sync: sync_rx,
+            close,
+        },
+    )
+}
+
+impl OutboundTx {
+    /// Queues an item without waiting; a full queue closes the session with 1013.
+    pub fn push(&self, item: Outbound) -> Push {
+        match self.live.try_send(item) {
+            Ok(()) => Push::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.close.close(CLOSE_TRY_AGAIN);
+                Push::Overflow
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Push::Closed,
+        }
+    }
+
+    /// Queues a ready frame (see [`OutboundTx::push`]).
+    pub fn frame(&self, json: impl Into<Arc<str>>) -> Push {
+        self.push(Outbound::Frame(json.into()))
+    }
+
+    /// Queues a sync item, waiting for space. Returns false when the session is gone.
+    pub async fn sync(&self, item: SyncItem) -> bool {
+        self.sync.send(item).await.is_ok()
+    }
+
+    /// Asks the writer to close the socket with `code`.
+    pub fn close(&self, code: u16) {
+        self.close.close(code);
+    }
+
+    /// Waits until a close of this session is requested; returns its code.
+    pub async fn closed(&self) -> u16 {
+        self.close.wait().await
+    }
+
+    /// Whether the session's writer has gone away.
+    pub fn is_closed(&self) -> bool {
+        self.live.is_closed()
+    }
+}

@@ -1,0 +1,161 @@
+//! Presence: who is online, and telling the people who share a room.
+//!
+//! A user is online while at least one of their sessions exists. The first
+//! session makes them `online`, the last one leaving makes them `offline`
+//! and persists `last_seen`. Each change is sent only to users who share a
+//! room with that user (looked up from storage off the actor's thread).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::mpsc;
+
+use parley_protocol::time::{now_millis, to_rfc3339};
+use parley_protocol::ws::{ServerEvent, Status};
+use parley_storage::Store;
+
+use crate::dispatcher::DispatcherMsg;
+use crate::outbound::Outbound;
+
+/// Messages of the presence actor.
+pub enum PresenceMsg {
+    /// A session of the user started.
+    Connected(Arc<str>),
+    /// A session of the user ended.
+    Disconnected(Arc<str>),
+    /// Whether the user has any session.
+    IsOnline(String, RpcReplyPort<bool>),
+    /// Number of users online.
+    Count(RpcReplyPort<usize>),
+}
+
+/// Start-up arguments of the presence actor.
+pub struct PresenceArgs {
+    /// Storage (contacts and last-seen).
+    pub store: Arc<dyn Store>,
+    /// Local dispatcher.
+    pub dispatcher: ActorRef<DispatcherMsg>,
+}
+
+/// The presence actor.
+pub struct Presence;
+
+/// Session counts per online user.
+pub struct PresenceState {
+    announcements: mpsc::Sender<Announcement>,
+    sessions: HashMap<Arc<str>, usize>,
+}
+
+/// Users who share at least one room with `user_id` (not including them).
+pub async fn contacts(store: &dyn Store, user_id: &str) -> Vec<Arc<str>> {
+    let mut out = BTreeSet::new();
+    let rooms = match store.user_rooms(user_id).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "presence: cannot read rooms");
+            return Vec::new();
+        }
+    };
+    for room in rooms {
+        match store.members(&room).await {
+            Ok(members) => out.extend(members.into_iter().map(|m| m.user_id)),
+            Err(e) => tracing::warn!(error = %e, "presence: cannot read members"),
+        }
+    }
+    out.remove(user_id);
+    out.into_iter().map(|u| Arc::from(u.as_str())).collect()
+}
+
+/// One presence change to announce.
+type Announcement = (Arc<str>, Status, i64);
+
+/// Announces presence changes one at a time, in the order they happened, off
+/// the actor's thread (each needs storage reads to find the user's contacts).
+async fn announcer(
+    store: Arc<dyn Store>,
+    dispatcher: ActorRef<DispatcherMsg>,
+    mut rx: mpsc::Receiver<Announcement>,
+) {
+    while let Some((user, status, at)) = rx.recv().await {
+        if status == Status::Offline {
+            if let Err(e) = store.set_last_seen(&user, at).await {
+                tracing::warn!(error = %e, "could not persist last_seen");
+            }
+        }
+        let users = contacts(store.as_ref(), &user).await;
+        if users.is_empty() {
+            continue;
+        }
+        let event = ServerEvent::Presence {
+            user_id: user.to_string(),
+            status,
+            last_seen: Some(to_rfc3339(at)),
+        };
+        let _ = dispatcher.cast(DispatcherMsg::Deliver {
+            users: Arc::from(users),
+            item: Outbound::Frame(Arc::from(event.to_json())),
+            except_user: None,
+        });
+    }
+}
+
+impl PresenceState {
+    fn announce(&self, user: Arc<str>, status: Status, at: i64) {
+        if self.announcements.try_send((user, status, at)).is_err() {
+            tracing::warn!("presence announcements backlogged; dropping one");
+        }
+    }
+}
+
+impl Actor for Presence {
+    type Msg = PresenceMsg;
+    type State = PresenceState;
+    type Arguments = PresenceArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: PresenceArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let (tx, rx) = mpsc::channel(10_000);
+        tokio::spawn(announcer(args.store, args.dispatcher, rx));
+        Ok(PresenceState {
+            announcements: tx,
+            sessions: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            PresenceMsg::Connected(user) => {
+                let n = state.sessions.entry(user.clone()).or_insert(0);
+                *n += 1;
+                if *n == 1 {
+                    state.announce(user, Status::Online, now_millis());
+                }
+            }
+            PresenceMsg::Disconnected(user) => {
+                if let Some(n) = state.sessions.get_mut(&user) {
+                    *n -= 1;
+                    if *n == 0 {
+                        state.sessions.remove(&user);
+                        state.announce(user, Status::Offline, now_millis());
+                    }
+                }
+            }
+            PresenceMsg::IsOnline(user, reply) => {
+                let _ = reply.send(state.sessions.contains_key(user.as_str()));
+            }
+            PresenceMsg::Count(reply) => {
+                let _ = reply.send(state.sessions.len());
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,343 @@
+//! The session actor: one per WebSocket connection.
+//!
+//! The gateway parses and rate-limits client frames and hands them to this
+//! actor, which routes each to the right room actor (through the directory,
+//! caching the answer), answers `ping`, and runs `sync` replays. Everything
+//! bound for the client goes through the session's bounded outbound queue.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
+
+use parley_protocol::ws::{ClientFrame, ClientRequest, ServerEvent};
+use parley_protocol::ErrorCode;
+use parley_storage::{HistoryRange, Store};
+
+use crate::convert;
+use crate::dispatcher::SessionEntry;
+use crate::error::ChatError;
+use crate::outbound::{Outbound, OutboundTx, SyncItem};
+use crate::room::{Caller, RoomMsg};
+use crate::system::ChatSystem;
+
+/// Most rooms one `sync` request may name.
+pub const SYNC_MAX_ROOMS: usize = 10_000;
+/// Most room actors a session remembers; beyond it the cache starts over.
+const ROOM_CACHE_MAX: usize = 1024;
+
+/// Messages of a session actor.
+pub enum SessionMsg {
+    /// A parsed client frame.
+    Frame(ClientFrame),
+    /// A `sync` replay finished (internal).
+    SyncFinished,
+}
+
+/// Start-up arguments of a session.
+pub struct SessionArgs {
+    /// Connection id.
+    pub session_id: Arc<str>,
+    /// Authenticated user.
+    pub user_id: Arc<str>,
+    /// The user's name.
+    pub username: Arc<str>,
+    /// Outbound queue to the socket.
+    pub tx: OutboundTx,
+    /// The node's actors.
+    pub system: ChatSystem,
+}
+
+/// The session actor.
+pub struct SessionActor;
+
+/// State of one connection.
+pub struct SessionState {
+    session_id: Arc<str>,
+    caller: Caller,
+    system: ChatSystem,
+    rooms: HashMap<String, ActorRef<RoomMsg>>,
+    syncing: bool,
+}
+
+impl SessionState {
+    fn error(&self, r#ref: Option<String>, code: ErrorCode, message: impl Into<String>) {
+        self.caller
+            .tx
+            .frame(ServerEvent::error(r#ref, code, message).to_json());
+    }
+
+    /// Delivers a message to a room's actor, looking it up again if it retired.
+    async fn route(&mut self, room_id: &str, mut msg: RoomMsg) -> Result<(), ChatError> {
+        for _ in 0..3 {
+            let room = match self.rooms.get(room_id) {
+                Some(r) => r.clone(),
+                None => {
+                    let r = self.system.room(room_id).await?;
+                    if self.rooms.len() >= ROOM_CACHE_MAX {
+                        self.rooms.clear();
+                    }
+                    self.rooms.insert(room_id.to_string(), r.clone());
+                    r
+                }
+            };
+            match room.cast(msg) {
+                Ok(()) => return Ok(()),
+                Err(MessagingErr::SendErr(back)) => {
+                    self.rooms.remove(room_id);
+                    msg = back;
+                }
+                Err(_) => return Err(ChatError::Unavailable("room unreachable".into())),
+            }
+        }
+        Err(ChatError::Unavailable("room unreachable, retry".into()))
+    }
+
+    async fn handle_frame(&mut self, myself: &ActorRef<SessionMsg>, frame: ClientFrame) {
+        let r#ref = frame.r#ref;
+        let (room_id, msg) = match frame.request {
+            ClientRequest::Ping => {
+                self.caller.tx.frame(ServerEvent::Pong { r#ref }.to_json());
+                return;
+            }
+            ClientRequest::Sync(sync) => {
+                if self.syncing {
+                    self.error(
+                        r#ref,
+                        ErrorCode::InvalidRequest,
+                        "a sync is already running",
+                    );
+                    return;
+                }
+                if sync
+                    .rooms
+                    .as_ref()
+                    .is_some_and(|r| r.len() > SYNC_MAX_ROOMS)
+                {
+                    self.error(
+                        r#ref,
+                        ErrorCode::InvalidRequest,
+                        format!("sync may name at most {SYNC_MAX_ROOMS} rooms"),
+                    );
+                    return;
+                }
+                self.syncing = true;
+                let replay = Replay {
+                    store: self.system.store().clone(),
+                    user_id: self.caller.user_id.clone(),
+                    tx: self.caller.tx.clone(),
+                    page: self.system.config().sync_page.max(1),
+                    r#ref,
+                };
+                let me = myself.clone();
+                let rooms = sync.rooms;
+                tokio::spawn(async move {
+                    replay.run(rooms).await;
+                    let _ = me.cast(SessionMsg::SyncFinished);
+                });
+                return;
+            }
+            ClientRequest::Send(f) => (
+                f.room_id,
+                RoomMsg::Send {
+                    from: self.caller.clone(),
+                    r#ref: r#ref.clone(),
+                    client_msg_id: f.client_msg_id,
+                    body: f.body,
+                },
+            ),
+            ClientRequest::Typing(f) => (
+                f.room_id,
+                RoomMsg::Typing {
+                    from: self.caller.clone(),
+                    active: f.active,
+                },
+            ),
+            ClientRequest::Delivered(f) => (
+                f.room_id,
+                RoomMsg::Watermark {
+                    from: self.caller.clone(),
+                    delivered: f.seq,
+                    read: 0,
+                    r#ref: r#ref.clone(),
+                },
+            ),
+            ClientRequest::Read(f) => (
+                f.room_id,
+                RoomMsg::Watermark {
+                    from: self.caller.clone(),
+                    delivered: f.seq,
+                    read: f.seq,
+                    r#ref: r#ref.clone(),
+                },
+            ),
+        };
+        if let Err(e) = self.route(&room_id, msg).await {
+            self.error(r#ref, e.code(), e.to_string());
+        }
+    }
+}
+
+/// One `sync` replay, run off the session actor.
+struct Replay {
+    store: Arc<dyn Store>,
+    user_id: Arc<str>,
+    tx: OutboundTx,
+    page: u32,
+    r#ref: Option<String>,
+}
+
+impl Replay {
+    async fn run(self, rooms: Option<BTreeMap<String, u64>>) {
+        let result = self.replay(rooms).await;
+        if let Err(e) = result {
+            self.tx
+                .frame(ServerEvent::error(self.r#ref.clone(), e.code(), e.to_string()).to_json());
+        }
+    }
+
+    async fn replay(&self, rooms: Option<BTreeMap<String, u64>>) -> Result<(), ChatError> {
+        let wanted: Vec<(String, u64)> = match rooms {
+            Some(map) => map.into_iter().collect(),
+            None => self
+                .store
+                .user_rooms(&self.user_id)
+                .await?
+                .into_iter()
+                .map(|r| (r, 0))
+                .collect(),
+        };
+        // Only rooms the user belongs to; others answer not_found (no existence leak).
+        let mut allowed = Vec::with_capacity(wanted.len());
+        for (room_id, after) in wanted {
+            let member = parley_protocol::ids::is_valid_id(&room_id)
+                && self.store.member(&room_id, &self.user_id).await?.is_some();
+            if member {
+                allowed.push((Arc::<str>::from(room_id.as_str()), after));
+            } else {
+                self.tx.frame(
+                    ServerEvent::error(
+                        self.r#ref.clone(),
+                        ErrorCode::NotFound,
+                        format!(
+                            "room {} not found",
+                            room_id.chars().take(64).collect::<String>()
+                        ),
+                    )
+                    .to_json(),
+                );
+            }
+        }
+        // Hold live messages of these rooms before reading anything.
+        self.tx.push(Outbound::SyncStart(
+            allowed.iter().map(|(r, _)| r.clone()).collect(),
+        ));
+        let mut heads = BTreeMap::new();
+        for (room_id, after) in allowed {
+            let mut cursor = after;
+            loop {
+                let range = HistoryRange::After {
+                    after_seq: cursor,
+                    before_seq: None,
+                    limit: self.page,
+                };
+                let page = self.store.messages(&room_id, range).await?;
+                let full = page.len() as u32 >= self.page;
+                for m in &page {
+                    cursor = cursor.max(m.seq);
+                    let json: Arc<str> =
+                        Arc::from(ServerEvent::Message(convert::message(m)).to_json());
+                    let item = SyncItem::Message {
+                        room_id: room_id.clone(),
+                        seq: m.seq,
+                        json,
+                    };
+                    if !self.tx.sync(item).await {
+                        return Ok(());
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+            if !self.tx.sync(SyncItem::RoomDone(room_id.clone())).await {
+                return Ok(());
+            }
+            heads.insert(room_id.to_string(), cursor);
+        }
+        let done = ServerEvent::Synced {
+            r#ref: self.r#ref.clone(),
+            rooms: heads,
+        };
+        self.tx
+            .sync(SyncItem::Done(Arc::from(done.to_json())))
+            .await;
+        Ok(())
+    }
+}
+
+impl Actor for SessionActor {
+    type Msg = SessionMsg;
+    type State = SessionState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: SessionArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let config = args.system.config();
+        let hello = ServerEvent::Hello {
+            user_id: args.user_id.to_string(),
+            session_id: args.session_id.to_string(),
+            node: config.node_name.clone(),
+            heartbeat_ms: config.heartbeat.as_millis() as u64,
+        };
+        // `hello` is queued before the session is registered for events, so it is first.
+        args.tx.frame(hello.to_json());
+        args.system.session_started(
+            args.user_id.clone(),
+            SessionEntry {
+                session_id: args.session_id.clone(),
+                tx: args.tx.clone(),
+            },
+        );
+        tracing::debug!(session = %args.session_id, user = %args.user_id, "session started");
+        Ok(SessionState {
+            session_id: args.session_id,
+            caller: Caller {
+                user_id: args.user_id,
+                username: args.username,
+                tx: args.tx,
+            },
+            system: args.system,
+            rooms: HashMap::new(),
+            syncing: false,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state
+            .system
+            .session_ended(state.caller.user_id.clone(), state.session_id.clone());
+        tracing::debug!(session = %state.session_id, "session ended");
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SessionMsg::Frame(frame) => state.handle_frame(&myself, frame).await,
+            SessionMsg::SyncFinished => state.syncing = false,
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,249 @@
+//! The node's actor system as one handle: start it, reach rooms, notify users.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef, MessagingErr, RpcReplyPort};
+
+use parley_protocol::http::RoomInfo;
+use parley_protocol::ws::ServerEvent;
+use parley_storage::Store;
+
+use crate::directory::{Directory, DirectoryArgs, DirectoryMsg};
+use crate::dispatcher::{Dispatcher, DispatcherMsg};
+use crate::error::ChatError;
+use crate::outbound::{Outbound, OutboundTx};
+use crate::presence::{Presence, PresenceArgs, PresenceMsg};
+use crate::room::{ManageCmd, RoomMsg};
+use crate::session::{SessionActor, SessionArgs, SessionMsg};
+use crate::ActorConfig;
+
+/// How long a request waits for an actor's answer.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends a request and waits for its answer, mapping every failure to a [`ChatError`].
+pub async fn ask<M, T>(
+    actor: &ActorRef<M>,
+    build: impl FnOnce(RpcReplyPort<T>) -> M,
+) -> Result<T, ChatError>
+where
+    M: ractor::Message,
+    T: Send + 'static,
+{
+    match actor.call(build, Some(CALL_TIMEOUT)).await {
+        Ok(CallResult::Success(v)) => Ok(v),
+        Ok(CallResult::Timeout) => Err(ChatError::Unavailable("timed out, try again".into())),
+        Ok(CallResult::SenderError) | Err(_) => Err(ChatError::Unavailable(
+            "actor unavailable, try again".into(),
+        )),
+    }
+}
+
+/// Live counts for `/metrics` and the cluster view.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stats {
+    /// Connected sessions on this node.
+    pub sessions: usize,
+    /// Users online on this node.
+    pub users_online: usize,
+    /// Live room actors on this node.
+    pub rooms: usize,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    config: Arc<ActorConfig>,
+    dispatcher: ActorRef<DispatcherMsg>,
+    presence: ActorRef<PresenceMsg>,
+    directory: ActorRef<DirectoryMsg>,
+}
+
+/// Handle to the node's actors; cheap to clone.
+#[derive(Clone)]
+pub struct ChatSystem {
+    inner: Arc<Inner>,
+}
+
+impl ChatSystem {
+    /// Starts the dispatcher, presence and directory actors.
+    pub async fn start(store: Arc<dyn Store>, config: ActorConfig) -> Result<Self, ChatError> {
+        let config = Arc::new(config);
+        let spawn_err = |e: ractor::SpawnErr| ChatError::Internal(format!("actor start: {e}"));
+        let (dispatcher, _) = Actor::spawn(None, Dispatcher, ())
+            .await
+            .map_err(spawn_err)?;
+        let (presence, _) = Actor::spawn(
+            None,
+            Presence,
+            PresenceArgs {
+                store: store.clone(),
+                dispatcher: dispatcher.clone(),
+            },
+        )
+        .await
+        .map_err(spawn_err)?;
+        let (directory, _) = Actor::spawn(
+            None,
+            Directory,
+            DirectoryArgs {
+                store: store.clone(),
+                dispatcher: dispatcher.clone(),
+                config: config.clone(),
+            },
+        )
+        .await
+        .map_err(spawn_err)?;
+        Ok(ChatSystem {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                dispatcher,
+                presence,
+                directory,
+            }),
+        })
+    }
+
+    /// Storage.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Limits.
+    pub fn config(&self) -> &ActorConfig {
+        &self.inner.config
+    }
+
+    /// The live actor of a room, started from storage if needed.
+    pub async fn room(&self, room_id: &str) -> Result<ActorRef<RoomMsg>, ChatError> {
+        if !parley_protocol::ids::is_valid_id(room_id) {
+            return Err(ChatError::NotFound);
+        }
+        let room_id = room_id.to_string();
+        ask(&self.inner.directory, |reply| DirectoryMsg::Get {
+            room_id,
+            reply,
+        })
+        .await?
+    }
+
+    /// Changes a room's membership or details on behalf of `by`.
+    pub async fn manage(
+        &self,
+        room_id: &str,
+        by: &str,
+        cmd: ManageCmd,
+    ) -> Result<RoomInfo, ChatError> {
+        // A room that retires between lookup and request is looked up again.
+        for _ in 0..3 {
+            let room = self.room(room_id).await?;
+            let by = by.to_string();
+            let cmd = cmd.clone();
+            match room
+                .call(
+                    |reply| RoomMsg::Manage { by, cmd, reply },
+                    Some(CALL_TIMEOUT),
+                )
+                .await
+            {
+                Ok(CallResult::Success(r)) => return r,
+                Ok(CallResult::Timeout) => {
+                    return Err(ChatError::Unavailable("timed out, try again".into()))
+                }
+                Ok(CallResult::SenderError) | Err(MessagingErr::SendErr(_)) => continue,
+                Err(_) => continue,
+            }
+        }
+        Err(ChatError::Unavailable("room busy, try again".into()))
+    }
+
+    /// Sends an event to every local session of these users.
+    pub fn notify(&self, users: Vec<String>, event: &ServerEvent) {
+        let users: Vec<Arc<str>> = users.into_iter().map(|u| Arc::from(u.as_str())).collect();
+        let _ = self.inner.dispatcher.cast(DispatcherMsg::Deliver {
+            users: Arc::from(users),
+            item: Outbound::Frame(Arc::from(event.to_json())),
+            except_user: None,
+        });
+    }
+
+    /// Whether the user has a connected session.
+    pub async fn is_online(&self, user_id: &str) -> bool {
+        let user = user_id.to_string();
+        ask(&self.inner.presence, |r| PresenceMsg::IsOnline(user, r))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Starts the actor of a new WebSocket session (it sends `hello` first).
+    pub async fn start_session(
+        &self,
+        session_id: Arc<str>,
+        user_id: Arc<str>,
+        username: Arc<str>,
+        tx: OutboundTx,
+    ) -> Result<ActorRef<SessionMsg>, ChatError> {
+        let args = SessionArgs {
+            session_id,
+            user_id,
+            username,
+            tx,
+            system: self.clone(),
+        };
+        let (actor, _) = Actor::spawn(None, SessionActor, args)
+            .await
+            .map_err(|e| ChatError::Internal(format!("session start: {e}")))?;
+        Ok(actor)
+    }
+
+    /// Registers a session with the dispatcher and presence (used by sessions).
+    pub(crate) fn session_started(
+        &self,
+        user_id: Arc<str>,
+        entry: crate::dispatcher::SessionEntry,
+    ) {
+        let _ = self
+            .inner
+            .presence
+            .cast(PresenceMsg::Connected(user_id.clone()));
+        let _ = self
+            .inner
+            .dispatcher
+            .cast(DispatcherMsg::Register { user_id, entry });
+    }
+
+    /// Unregisters a session (used by sessions).
+    pub(crate) fn session_ended(&self, user_id: Arc<str>, session_id: Arc<str>) {
+        let _ = self.inner.dispatcher.cast(DispatcherMsg::Unregister {
+            user_id: user_id.clone(),
+            session_id,
+        });
+        let _ = self.inner.presence.cast(PresenceMsg::Disconnected(user_id));
+    }
+
+    /// Live counts.
+    pub async fn stats(&self) -> Stats {
+        let (sessions, users_online) = ask(&self.inner.dispatcher, DispatcherMsg::Count)
+            .await
+            .unwrap_or((0, 0));
+        let rooms = ask(&self.inner.directory, DirectoryMsg::Count)
+            .await
+            .unwrap_or(0);
+        Stats {
+            sessions,
+            users_online,
+            rooms,
+        }
+    }
+
+    /// Graceful stop: rooms finish their commits and stop, then every
+    /// session is closed with `close_code` (1012: reconnect elsewhere).
+    pub async fn shutdown(&self, close_code: u16) {
+        let _ = ask(&self.inner.directory, DirectoryMsg::StopAll).await;
+        let _ = self
+            .inner
+            .dispatcher
+            .cast(DispatcherMsg::CloseAll(close_code));
+    }
+}

@@ -1,0 +1,68 @@
+//! The HTTP API (`/api/v1`), operations endpoints and the router.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod ops;
+pub mod rooms;
+pub mod users;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::Router;
+
+use crate::metrics::inc;
+use crate::state::AppState;
+use crate::{gateway, web};
+
+async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    inc(&state.metrics.http_requests);
+    if resp.status().as_u16() >= 400 {
+        inc(&state.metrics.http_errors);
+    }
+    resp
+}
+
+async fn not_found() -> impl IntoResponse {
+    error::ApiError::not_found("no such endpoint")
+}
+
+/// Every route of a node.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/auth/register", post(auth::register))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/refresh", post(auth::refresh_tokens))
+        .route("/auth/logout", post(auth::logout))
+        .route("/users/me", get(users::me))
+        .route("/users/{user_id}", get(users::profile))
+        .route("/rooms", post(rooms::create).get(rooms::list))
+        .route("/rooms/direct", post(rooms::direct))
+        .route("/rooms/{room_id}", get(rooms::get).patch(rooms::update))
+        .route("/rooms/{room_id}/members", post(rooms::add_member))
+        .route(
+            "/rooms/{room_id}/members/{user_id}",
+            delete(rooms::remove_member),
+        )
+        .route(
+            "/rooms/{room_id}/members/{user_id}/role",
+            put(rooms::set_role),
+        )
+        .route("/rooms/{room_id}/messages", get(rooms::history))
+        .fallback(not_found);
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/ws", get(gateway::upgrade))
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .route("/", get(web::index))
+        .route("/{file}", get(web::asset))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), count))
+        .with_state(state)
+}

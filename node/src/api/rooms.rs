@@ -1,0 +1,323 @@
+//! `/rooms/*`: create, list, read, manage members, history.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+
+use parley_actors::convert;
+use parley_actors::room::ManageCmd;
+use parley_protocol::http::{
+    CreateRoomRequest, HistoryQuery, MessagePage, Role, RoleRequest, RoomInfo, RoomKind, RoomList,
+    RoomSummary, UpdateRoomRequest, UsernameRequest, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT,
+};
+use parley_protocol::ids::{is_valid_id, new_id};
+use parley_protocol::time::now_millis;
+use parley_protocol::validate;
+use parley_protocol::ws::{RoomEventKind, ServerEvent};
+use parley_storage::{HistoryRange, MemberRecord, RoomRecord, UserRecord};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{Body, Path, Query};
+use crate::auth::extract::AuthUser;
+use crate::state::AppState;
+
+/// Loads a room the caller belongs to; `not_found` otherwise (no existence leak).
+async fn member_room(state: &AppState, room_id: &str, user_id: &str) -> ApiResult<RoomInfo> {
+    if !is_valid_id(room_id) || state.store.member(room_id, user_id).await?.is_none() {
+        return Err(ApiError::not_found("room not found"));
+    }
+    let room = state
+        .store
+        .room(room_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("room not found"))?;
+    let members = state.store.members(room_id).await?;
+    Ok(convert::room(&room, &members, room.last_seq))
+}
+
+async fn user_named(state: &AppState, raw: &str) -> ApiResult<UserRecord> {
+    let name = validate::username(raw)
+        .map_err(|_| ApiError::not_found(format!("no user named {raw:.40}")))?;
+    state
+        .store
+        .user_by_name(&name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no user named {name}")))
+}
+
+fn announce_created(state: &AppState, room: &RoomInfo) {
+    let users = room.members.iter().map(|m| m.user_id.clone()).collect();
+    state.system.notify(
+        users,
+        &ServerEvent::Room {
+            event: RoomEventKind::Created,
+            room: room.clone(),
+        },
+    );
+}
+
+/// `POST /rooms`: a group room; the caller is its owner.
+pub async fn create(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Body(req): Body<CreateRoomRequest>,
+) -> ApiResult<(StatusCode, Json<RoomInfo>)> {
+    validate::room_name(&req.name).map_err(|e| ApiError::invalid(e.0))?;
+    if req.members.len() > state.config.max_room_members_per_request {
+        return Err(ApiError::invalid(format!(
+            "at most {} members per request",
+            state.config.max_room_members_per_request
+        )));
+    }
+    let now = now_millis();
+    let mut members = BTreeMap::new();
+    members.insert(
+        user.user_id.clone(),
+        MemberRecord {
+            user_id: user.user_id.clone(),
+            username: user.username.clone(),
+            role: Role::Owner.as_str().into(),
+            joined_at: now,
+        },
+    );
+    for name in &req.members {
+        let u = user_named(&state, name)
+            .await
+            .map_err(|e| ApiError::invalid(e.message))?;
+        members.entry(u.user_id.clone()).or_insert(MemberRecord {
+            user_id: u.user_id,
+            username: u.username,
+            role: Role::Member.as_str().into(),
+            joined_at: now,
+        });
+    }
+    let mut members: Vec<MemberRecord> = members.into_values().collect();
+    members.sort_by_key(|m| (m.role != Role::Owner.as_str(), m.username.clone()));
+    let room = RoomRecord {
+        room_id: new_id(),
+        kind: RoomKind::Group.as_str().into(),
+        name: req.name,
+        created_at: now,
+        last_seq: 0,
+    };
+    state.store.create_room(&room, &members).await?;
+    let info = convert::room(&room, &members, 0);
+    announce_created(&state, &info);
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+/// `POST /rooms/direct`: the one room of the caller and another user.
+pub async fn direct(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Body(req): Body<UsernameRequest>,
+) -> ApiResult<(StatusCode, Json<RoomInfo>)> {
+    let other = user_named(&state, &req.username).await?;
+    if other.user_id == user.user_id {
+        return Err(ApiError::invalid("cannot open a direct room with yourself"));
+    }
+    let mut pair = [user.user_id.as_str(), other.user_id.as_str()];
+    pair.sort();
+    let pair_key = pair.join(":");
+    let mut names = [user.username.as_str(), other.username.as_str()];
+    names.sort();
+    let now = now_millis();
+    let room = RoomRecord {
+        room_id: new_id(),
+        kind: RoomKind::Direct.as_str().into(),
+        name: names.join(" & "),
+        created_at: now,
+        last_seq: 0,
+    };
+    let members = [
+        MemberRecord {
+            user_id: user.user_id.clone(),
+            username: user.username.clone(),
+            role: Role::Member.as_str().into(),
+            joined_at: now,
+        },
+        MemberRecord {
+            user_id: other.user_id.clone(),
+            username: other.username.clone(),
+            role: Role::Member.as_str().into(),
+            joined_at: now,
+        },
+    ];
+    let (room_id, created) = state
+        .store
+        .create_direct_room(&pair_key, &room, &members)
+        .await?;
+    let info = member_room(&state, &room_id, &user.user_id).await?;
+    if created {
+        announce_created(&state, &info);
+        Ok((StatusCode::CREATED, Json(info)))
+    } else {
+        Ok((StatusCode::OK, Json(info)))
+    }
+}
+
+/// `GET /rooms`: the caller's rooms with read state and unread counts.
+pub async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<RoomList>> {
+    let mut rooms = Vec::new();
+    for room_id in state.store.user_rooms(&user.user_id).await? {
+        let Some(room) = state.store.room(&room_id).await? else {
+            continue;
+        };
+        let members = state.store.members(&room_id).await?;
+        let marks = state.store.watermarks(&user.user_id, &room_id).await?;
+        let read_seq = marks.read_seq.min(room.last_seq);
+        rooms.push(RoomSummary {
+            room: convert::room(&room, &members, room.last_seq),
+            read_seq,
+            delivered_seq: marks.delivered_seq.min(room.last_seq),
+            unread: room.last_seq - read_seq,
+        });
+    }
+    // Newest rooms first (ids are time-ordered).
+    rooms.sort_by(|a, b| b.room.room_id.cmp(&a.room.room_id));
+    Ok(Json(RoomList { rooms }))
+}
+
+/// `GET /rooms/{room_id}`.
+pub async fn get(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(room_id): Path<String>,
+) -> ApiResult<Json<RoomInfo>> {
+    Ok(Json(member_room(&state, &room_id, &user.user_id).await?))
+}
+
+/// `PATCH /rooms/{room_id}`: rename (owner/admin).
+pub async fn update(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(room_id): Path<String>,
+    Body(req): Body<UpdateRoomRequest>,
+) -> ApiResult<Json<RoomInfo>> {
+    validate::room_name(&req.name).map_err(|e| ApiError::invalid(e.0))?;
+    let info = state
+        .system
+        .manage(
+            &room_id,
+            &user.user_id,
+            ManageCmd::Rename { name: req.name },
+        )
+        .await?;
+    Ok(Json(info))
+}
+
+/// `POST /rooms/{room_id}/members`: add a member (owner/admin).
+pub async fn add_member(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(room_id): Path<String>,
+    Body(req): Body<UsernameRequest>,
+) -> ApiResult<Json<RoomInfo>> {
+    // Membership first, so a stranger learns nothing about users or rooms.
+    member_room(&state, &room_id, &user.user_id).await?;
+    let target = user_named(&state, &req.username).await?;
+    let cmd = ManageCmd::AddMember {
+        user_id: target.user_id,
+        username: target.username,
+    };
+    Ok(Json(
+        state.system.manage(&room_id, &user.user_id, cmd).await?,
+    ))
+}
+
+/// `DELETE /rooms/{room_id}/members/{user_id}`: remove a member, or leave.
+pub async fn remove_member(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path((room_id, target)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    member_room(&state, &room_id, &user.user_id).await?;
+    if !is_valid_id(&target) {
+        return Err(ApiError::not_found("member not found"));
+    }
+    state
+        .system
+        .manage(
+            &room_id,
+            &user.user_id,
+            ManageCmd::RemoveMember { user_id: target },
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /rooms/{room_id}/members/{user_id}/role`: make a member admin or member (owner only).
+pub async fn set_role(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path((room_id, target)): Path<(String, String)>,
+    Body(req): Body<RoleRequest>,
+) -> ApiResult<Json<RoomInfo>> {
+    member_room(&state, &room_id, &user.user_id).await?;
+    let cmd = ManageCmd::SetRole {
+        user_id: target,
+        role: req.role,
+    };
+    Ok(Json(
+        state.system.manage(&room_id, &user.user_id, cmd).await?,
+    ))
+}
+
+/// `GET /rooms/{room_id}/messages?before_seq=&after_seq=&limit=`.
+pub async fn history(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(room_id): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult<Json<MessagePage>> {
+    member_room(&state, &room_id, &user.user_id).await?;
+    let limit = q.limit.unwrap_or(HISTORY_DEFAULT_LIMIT);
+    if limit == 0 {
+        return Err(ApiError::invalid("limit must be at least 1"));
+    }
+    let limit = limit.min(HISTORY_MAX_LIMIT);
+    let probe = limit + 1;
+    let (mut messages, backwards) = match (q.after_seq, q.before_seq) {
+        (Some(after), before) => (
+            state
+                .store
+                .messages(
+                    &room_id,
+                    HistoryRange::After {
+                        after_seq: after,
+                        before_seq: before,
+                        limit: probe,
+                    },
+                )
+                .await?,
+            false,
+        ),
+        (None, before) => (
+            state
+                .store
+                .messages(
+                    &room_id,
+                    HistoryRange::Before {
+                        before_seq: before.unwrap_or(u64::MAX),
+                        limit: probe,
+                    },
+                )
+                .await?,
+            true,
+        ),
+    };
+    let has_more = messages.len() > limit as usize;
+    if has_more {
+        if backwards {
+            messages.remove(0);
+        } else {
+            messages.truncate(limit as usize);
+        }
+    }
+    Ok(Json(MessagePage {
+        messages: messages.iter().map(convert::message).collect(),
+        has_more,
+    }))
+}

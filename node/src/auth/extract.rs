@@ -1,0 +1,47 @@
+//! The authenticated caller of an HTTP request.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+
+use crate::api::error::ApiError;
+use crate::state::AppState;
+
+/// The user a valid access token names.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    /// User id.
+    pub user_id: String,
+    /// Username.
+    pub username: String,
+}
+
+/// The bearer token of `Authorization: Bearer <token>`, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token =
+            bearer(&parts.headers).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+        let claims = state
+            .tokens
+            .verify(token)
+            .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
+        Ok(AuthUser {
+            user_id: claims.sub,
+            username: claims.name,
+        })
+    }
+}

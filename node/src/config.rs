@@ -1,0 +1,202 @@
+//! Node configuration: flags, `PARLEY_*` environment variables, and an optional TOML file.
+//!
+//! Precedence: command-line flag, then environment variable, then the file
+//! named by `--config` (keys are the flag names, e.g. `listen = "..."` or
+//! `data-dir = "..."`), then the built-in default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Storage backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StorageKind {
+    /// SQLite in the data dir (default; no server needed).
+    Embedded,
+    /// A ScyllaDB cluster (not available in this build yet).
+    Scylla,
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (default).
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+/// Everything a node can be told at start-up.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "parley-node", version, about = "A Parley chat node")]
+pub struct Config {
+    /// TOML file with any of these settings (keys are the flag names).
+    #[arg(long, env = "PARLEY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// HTTP, WebSocket and web client address.
+    #[arg(long, env = "PARLEY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory of the embedded store and generated secrets.
+    #[arg(long, env = "PARLEY_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Storage backend.
+    #[arg(long, env = "PARLEY_STORAGE", value_enum, default_value = "embedded")]
+    pub storage: StorageKind,
+    /// ScyllaDB contact points, `host:port,...`.
+    #[arg(long, env = "PARLEY_SCYLLA_NODES", value_delimiter = ',')]
+    pub scylla_nodes: Vec<String>,
+    /// HS256 secret for access tokens; generated and kept in the data dir when absent.
+    #[arg(long, env = "PARLEY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// This node's name (default: host name + port).
+    #[arg(long, env = "PARLEY_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Cluster address (not yet supported: clustering is a later release).
+    #[arg(long, env = "PARLEY_CLUSTER_LISTEN")]
+    pub cluster_listen: Option<String>,
+    /// Cluster seed addresses.
+    #[arg(long, env = "PARLEY_SEEDS", value_delimiter = ',')]
+    pub seeds: Vec<String>,
+    /// Shared cluster cookie.
+    #[arg(long, env = "PARLEY_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// Log format.
+    #[arg(long, env = "PARLEY_LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+
+    /// Access token lifetime, seconds.
+    #[arg(long, env = "PARLEY_ACCESS_TOKEN_TTL_SECS", default_value_t = 900)]
+    pub access_token_ttl_secs: u64,
+    /// Refresh token lifetime, seconds.
+    #[arg(long, env = "PARLEY_REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    pub refresh_token_ttl_secs: u64,
+    /// argon2id memory cost in KiB.
+    #[arg(long, env = "PARLEY_ARGON2_MEMORY_KIB", default_value_t = 19_456)]
+    pub argon2_memory_kib: u32,
+    /// argon2id iterations.
+    #[arg(long, env = "PARLEY_ARGON2_ITERATIONS", default_value_t = 2)]
+    pub argon2_iterations: u32,
+
+    /// Login attempts per client IP per minute (0 = unlimited).
+    #[arg(long, env = "PARLEY_LOGIN_RATE_PER_IP", default_value_t = 60)]
+    pub login_rate_per_ip: u32,
+    /// Login attempts per username per minute (0 = unlimited).
+    #[arg(long, env = "PARLEY_LOGIN_RATE_PER_USER", default_value_t = 10)]
+    pub login_rate_per_user: u32,
+    /// Registrations per client IP per minute (0 = unlimited).
+    #[arg(long, env = "PARLEY_REGISTER_RATE_PER_IP", default_value_t = 30)]
+    pub register_rate_per_ip: u32,
+    /// WebSocket frames per connection per second (0 = unlimited).
+    #[arg(long, env = "PARLEY_WS_RATE", default_value_t = 50)]
+    pub ws_rate: u32,
+    /// WebSocket frames a connection may send at once above its rate.
+    #[arg(long, env = "PARLEY_WS_BURST", default_value_t = 100)]
+    pub ws_burst: u32,
+    /// Rate-limited frames in a row after which the connection is closed with 1008.
+    #[arg(long, env = "PARLEY_WS_FLOOD_CLOSE_AFTER", default_value_t = 50)]
+    pub ws_flood_close_after: u32,
+    /// Largest WebSocket frame in bytes; larger closes with 1009.
+    #[arg(long, env = "PARLEY_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    pub max_frame_bytes: usize,
+    /// Largest HTTP request body in bytes; larger answers 413.
+    #[arg(long, env = "PARLEY_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+    /// Frames queued per session before a slow client is closed with 1013.
+    #[arg(long, env = "PARLEY_OUTBOUND_QUEUE", default_value_t = 1024)]
+    pub outbound_queue: usize,
+    /// Sends a room holds waiting for commit before answering `unavailable`.
+    #[arg(long, env = "PARLEY_ROOM_QUEUE_MAX", default_value_t = 10_000)]
+    pub room_queue_max: usize,
+    /// Most messages in one group commit.
+    #[arg(long, env = "PARLEY_COMMIT_BATCH_MAX", default_value_t = 512)]
+    pub commit_batch_max: usize,
+    /// Seconds without activity after which a room actor stops.
+    #[arg(long, env = "PARLEY_ROOM_IDLE_SECS", default_value_t = 300)]
+    pub room_idle_secs: u64,
+    /// Milliseconds a typing indicator lasts without refresh.
+    #[arg(long, env = "PARLEY_TYPING_TTL_MS", default_value_t = 8000)]
+    pub typing_ttl_ms: u64,
+    /// Milliseconds over which receipts are coalesced.
+    #[arg(long, env = "PARLEY_RECEIPT_FLUSH_MS", default_value_t = 100)]
+    pub receipt_flush_ms: u64,
+    /// Rooms above this many members send receipts only to the member's own sessions.
+    #[arg(long, env = "PARLEY_RECEIPT_FANOUT_MAX_MEMBERS", default_value_t = 256)]
+    pub receipt_fanout_max_members: usize,
+    /// Ping interval suggested to clients, milliseconds.
+    #[arg(long, env = "PARLEY_HEARTBEAT_MS", default_value_t = 30_000)]
+    pub heartbeat_ms: u64,
+    /// Most members in one `POST /rooms`.
+    #[arg(
+        long,
+        env = "PARLEY_MAX_ROOM_MEMBERS_PER_REQUEST",
+        default_value_t = 1000
+    )]
+    pub max_room_members_per_request: usize,
+}
+
+impl Config {
+    /// Reads flags and environment, first loading `--config` (if any) into
+    /// the environment for keys not already set there.
+    pub fn load() -> anyhow::Result<Config> {
+        let first = Config::parse();
+        if let Some(path) = &first.config {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+            let table: toml::Table = text.parse().map_err(|e| {
+                anyhow::anyhow!("config file {} is not valid TOML: {e}", path.display())
+            })?;
+            for (key, value) in table {
+                let var = format!("PARLEY_{}", key.replace('-', "_").to_ascii_uppercase());
+                let value = match value {
+                    toml::Value::String(s) => s,
+                    toml::Value::Array(items) => items
+                        .iter()
+                        .map(|v| {
+                            v.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| v.to_string())
+                        })
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    other => other.to_string(),
+                };
+                if std::env::var_os(&var).is_none() {
+                    // Single-threaded here: nothing else reads the environment yet.
+                    std::env::set_var(var, value);
+                }
+            }
+            return Ok(Config::parse());
+        }
+        Ok(first)
+    }
+
+    /// The node name: configured, or host name + port.
+    pub fn node_name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "parley".to_string());
+            format!("{host}-{}", self.listen.port())
+        })
+    }
+
+    /// The actor tunables from this configuration.
+    pub fn actor_config(&self) -> parley_actors::ActorConfig {
+        parley_actors::ActorConfig {
+            node_name: self.node_name(),
+            outbound_queue: self.outbound_queue.max(16),
+            room_queue_max: self.room_queue_max.max(1),
+            commit_batch_max: self.commit_batch_max.max(1),
+            room_idle: Duration::from_secs(self.room_idle_secs.max(1)),
+            typing_ttl: Duration::from_millis(self.typing_ttl_ms.max(100)),
+            receipt_flush: Duration::from_millis(self.receipt_flush_ms.max(1)),
+            receipt_fanout_max_members: self.receipt_fanout_max_members,
+            heartbeat: Duration::from_millis(self.heartbeat_ms.max(1000)),
+            sync_page: 200,
+        }
+    }
+}

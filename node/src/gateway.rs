@@ -1,0 +1,273 @@
+//! The WebSocket gateway at `/ws`.
+//!
+//! Authenticates before the upgrade (401 otherwise), then runs two tasks per
+//! connection around the session actor:
+//! - the reader: size check (1009), rate limit (`rate_limited`, then 1008 if
+//!   the flood goes on), parse (`invalid_json`/`unknown_type`/
+//!   `invalid_request`), and hands valid frames to the session actor;
+//! - the writer: drains the session's bounded outbound queue into the socket,
+//!   ordering live messages against `sync` replays, and closes with the code
+//!   asked for (1012 on shutdown, 1013 for slow clients).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+
+use parley_actors::ordering::{DeliveryOrder, Verdict};
+use parley_actors::outbound::{self, Outbound, OutboundRx, OutboundTx, SyncItem};
+use parley_actors::session::SessionMsg;
+use parley_protocol::ids::new_id;
+use parley_protocol::ws::{
+    parse_client_frame, ServerEvent, CLOSE_POLICY, CLOSE_TOO_LARGE, CLOSE_TRY_AGAIN,
+};
+use parley_protocol::ErrorCode;
+
+use crate::api::error::ApiError;
+use crate::auth::extract::bearer;
+use crate::metrics::inc;
+use crate::ratelimit::ConnectionLimit;
+use crate::state::AppState;
+
+/// Tungstenite refuses frames beyond this outright; frames between the
+/// configured limit and this are read and refused with 1009 by us.
+const HARD_FRAME_LIMIT: usize = 1024 * 1024;
+
+/// `GET /ws`: authenticate, then upgrade.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let token = params
+        .get("token")
+        .map(String::as_str)
+        .or_else(|| bearer(&headers));
+    let Some(claims) = token.and_then(|t| state.tokens.verify(t)) else {
+        inc(&state.metrics.ws_auth_failures);
+        return ApiError::unauthorized("missing, invalid or expired token").into_response();
+    };
+    if state.draining.load(Ordering::SeqCst) {
+        return ApiError::new(
+            ErrorCode::Unavailable,
+            "node is shutting down; connect to another node",
+        )
+        .into_response();
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => return ApiError::invalid(e.body_text()).into_response(),
+    };
+    let limit = state.config.max_frame_bytes;
+    ws.max_frame_size(HARD_FRAME_LIMIT.max(limit))
+        .max_message_size(HARD_FRAME_LIMIT.max(limit))
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024)
+        .max_write_buffer_size(HARD_FRAME_LIMIT)
+        .on_upgrade(move |socket| run(state, socket, claims.sub, claims.name))
+}
+
+async fn run(state: AppState, socket: WebSocket, user_id: String, username: String) {
+    inc(&state.metrics.ws_connections);
+    let session_id: Arc<str> = Arc::from(new_id());
+    let (tx, rx) = outbound::channel(state.config.outbound_queue.max(16));
+    let (sink, stream) = socket.split();
+    let session = match state
+        .system
+        .start_session(
+            session_id.clone(),
+            Arc::from(user_id.as_str()),
+            Arc::from(username.as_str()),
+            tx.clone(),
+        )
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "could not start session");
+            return;
+        }
+    };
+    let writer = tokio::spawn(write_loop(sink, rx, state.config.outbound_queue.max(16)));
+    read_loop(&state, stream, &tx, &session).await;
+    // Reader done (client left, or a close was asked for): end the session.
+    tx.close(1000);
+    session.stop(None);
+    let _ = writer.await;
+    tracing::debug!(session = %session_id, "connection closed");
+}
+
+async fn read_loop(
+    state: &AppState,
+    mut stream: SplitStream<WebSocket>,
+    tx: &OutboundTx,
+    session: &ractor::ActorRef<SessionMsg>,
+) {
+    let limit = ConnectionLimit::new(state.config.ws_rate, state.config.ws_burst);
+    let mut refused_in_a_row = 0u32;
+    let close_signal = tx.clone();
+    loop {
+        let msg = tokio::select! {
+            msg = stream.next() => msg,
+            _ = close_signal.closed() => return,
+        };
+        let text = match msg {
+            None => return,
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Binary(b))) => {
+                if b.len() > state.config.max_frame_bytes {
+                    inc(&state.metrics.ws_too_large_closes);
+                    tx.close(CLOSE_TOO_LARGE);
+                    return;
+                }
+                tx.frame(
+                    ServerEvent::error(
+                        None,
+                        ErrorCode::InvalidRequest,
+                        "binary frames are not supported",
+                    )
+                    .to_json(),
+                );
+                continue;
+            }
+            Some(Ok(Message::Close(_))) => return,
+            Some(Ok(_)) => continue, // ping/pong are answered by the library
+            Some(Err(e)) => {
+                if is_capacity(&e) {
+                    inc(&state.metrics.ws_too_large_closes);
+                    tx.close(CLOSE_TOO_LARGE);
+                }
+                return;
+            }
+        };
+        inc(&state.metrics.ws_frames_in);
+        if text.len() > state.config.max_frame_bytes {
+            inc(&state.metrics.ws_too_large_closes);
+            tx.close(CLOSE_TOO_LARGE);
+            return;
+        }
+        if !limit.allow() {
+            inc(&state.metrics.ws_rate_limited);
+            refused_in_a_row += 1;
+            if refused_in_a_row >= state.config.ws_flood_close_after.max(1) {
+                inc(&state.metrics.ws_flood_closes);
+                tx.close(CLOSE_POLICY);
+                return;
+            }
+            tx.frame(
+                ServerEvent::error(None, ErrorCode::RateLimited, "too many frames, slow down")
+                    .to_json(),
+            );
+            continue;
+        }
+        refused_in_a_row = 0;
+        match parse_client_frame(&text) {
+            Ok(frame) => {
+                if session.cast(SessionMsg::Frame(frame)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                inc(&state.metrics.ws_bad_frames);
+                tx.frame(ServerEvent::from(e).to_json());
+            }
+        }
+    }
+}
+
+fn is_capacity(e: &axum::Error) -> bool {
+    let text = e.to_string().to_ascii_lowercase();
+    text.contains("capacity") || text.contains("too long") || text.contains("too big")
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+async fn send(sink: &mut Sink, json: &str) -> bool {
+    sink.send(Message::Text(Utf8Bytes::from(json)))
+        .await
+        .is_ok()
+}
+
+async fn close(sink: &mut Sink, code: u16) {
+    let reason = match code {
+        CLOSE_TOO_LARGE => "frame too large",
+        CLOSE_POLICY => "policy violation",
+        CLOSE_TRY_AGAIN => "try again later",
+        1012 => "node going away; reconnect and sync",
+        _ => "",
+    };
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason),
+    };
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        sink.send(Message::Close(Some(frame))),
+    )
+    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+}
+
+async fn write_loop(mut sink: Sink, mut rx: OutboundRx, hold_max: usize) {
+    let mut order = DeliveryOrder::default();
+    let close_signal = rx.close.clone();
+    loop {
+        tokio::select! {
+            biased;
+            code = close_signal.wait() => {
+                close(&mut sink, code).await;
+                return;
+            }
+            item = rx.live.recv() => {
+                let ok = match item {
+                    None => false,
+                    Some(Outbound::Frame(json)) => send(&mut sink, &json).await,
+                    Some(Outbound::Message { room_id, seq, json }) => match order.live(&room_id, seq, &json) {
+                        Verdict::Write => send(&mut sink, &json).await,
+                        Verdict::Duplicate => true,
+                        Verdict::Held => order.held_len() <= hold_max,
+                    },
+                    Some(Outbound::SyncStart(rooms)) => {
+                        order.start_sync(&rooms);
+                        true
+                    }
+                };
+                if !ok {
+                    if order.held_len() > hold_max {
+                        close(&mut sink, CLOSE_TRY_AGAIN).await;
+                    }
+                    return;
+                }
+            }
+            item = rx.sync.recv() => {
+                let ok = match item {
+                    None => true,
+                    Some(SyncItem::Message { room_id, seq, json }) => match order.replayed(&room_id, seq) {
+                        Verdict::Write => send(&mut sink, &json).await,
+                        _ => true,
+                    },
+                    Some(SyncItem::RoomDone(room_id)) => {
+                        let mut ok = true;
+                        for json in order.end_sync(&room_id) {
+                            ok = ok && send(&mut sink, &json).await;
+                        }
+                        ok
+                    }
+                    Some(SyncItem::Done(json)) => send(&mut sink, &json).await,
+                };
+                if !ok {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Counters for `/metrics` (Prometheus text format).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parley_actors::Stats;
+
+/// Process-wide counters; gauges come from the actor system at scrape time.
+#[derive(Default)]
+pub struct Metrics {
+    /// HTTP requests answered.
+    pub http_requests: AtomicU64,
+    /// HTTP answers with status >= 400.
+    pub http_errors: AtomicU64,
+    /// WebSocket connections accepted.
+    pub ws_connections: AtomicU64,
+    /// WebSocket upgrades refused for a bad token.
+    pub ws_auth_failures: AtomicU64,
+    /// Client frames received.
+    pub ws_frames_in: AtomicU64,
+    /// Client frames refused as malformed.
+    pub ws_bad_frames: AtomicU64,
+    /// Frames refused by the per-connection rate limit.
+    pub ws_rate_limited: AtomicU64,
+    /// Connections closed for flooding (1008).
+    pub ws_flood_closes: AtomicU64,
+    /// Connections closed for oversized frames (1009).
+    pub ws_too_large_closes: AtomicU64,
+    /// Logins and registrations refused by rate limits.
+    pub auth_rate_limited: AtomicU64,
+    /// Successful logins.
+    pub logins: AtomicU64,
+    /// Failed logins.
+    pub login_failures: AtomicU64,
+}
+
+/// Adds one to a counter.
+pub fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Metrics {
+    /// Renders every metric in Prometheus text format.
+    pub fn render(&self, stats: Stats, node: &str) -> String {
+        let mut out = String::new();
+        let counters: [(&str, &str, &AtomicU64); 12] = [
+            (
+                "parley_http_requests_total",
+                "HTTP requests answered",
+                &self.http_requests,
+            ),
+            (
+                "parley_http_errors_total",
+                "HTTP answers with status >= 400",
+                &self.http_errors,
+            ),
+            (
+                "parley_ws_connections_total",
+                "WebSocket connections accepted",
+                &self.ws_connections,
+            ),
+            (
+                "parley_ws_auth_failures_total",
+                "WebSocket upgrades refused (401)",
+                &self.ws_auth_failures,
+            ),
+            (
+                "parley_ws_frames_in_total",
+                "client frames received",
+                &self.ws_frames_in,
+            ),
+            (
+                "parley_ws_bad_frames_total",
+                "client frames refused as malformed",
+                &self.ws_bad_frames,
+            ),
+            (
+                "parley_ws_rate_limited_total",
+                "client frames refused by rate limit",
+                &self.ws_rate_limited,
+            ),
+            (
+                "parley_ws_flood_closes_total",
+                "connections closed with 1008",
+                &self.ws_flood_closes,
+            ),
+            (
+                "parley_ws_too_large_closes_total",
+                "connections closed with 1009",
+                &self.ws_too_large_closes,
+            ),
+            (
+                "parley_auth_rate_limited_total",
+                "logins/registrations refused by rate limit",
+                &self.auth_rate_limited,
+            ),
+            ("parley_logins_total", "successful logins", &self.logins),
+            (
+                "parley_login_failures_total",
+                "failed logins",
+                &self.login_failures,
+            ),
+        ];
+        for (name, help, c) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let _ = writeln!(
+                out,
+                "{name}{{node=\"{node}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        let gauges = [
+            (
+                "parley_sessions",
+                "connected WebSocket sessions",
+                stats.sessions,
+            ),
+            (
+                "parley_users_online",
+                "distinct users connected to this node",
+                stats.users_online,
+            ),
+            (
+                "parley_rooms_active",
+                "live room actors on this node",
+                stats.rooms,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            let _ = writeln!(out, "{name}{{node=\"{node}\"}} {v}");
+        }
+        out
+    }
+}

@@ -1,0 +1,89 @@
+//! Rate limits (governor): keyed limits for logins and registrations, and a
+//! per-connection limit for WebSocket frames. A configured rate of 0 turns a
+//! limit off (for load tests).
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+/// A per-key limit of N events per minute.
+pub struct KeyedLimit {
+    limiter: Option<DefaultKeyedRateLimiter<String>>,
+}
+
+impl KeyedLimit {
+    /// `per_minute` events per key per minute (burst of the same size); 0 = unlimited.
+    pub fn per_minute(per_minute: u32) -> Self {
+        KeyedLimit {
+            limiter: NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n))),
+        }
+    }
+
+    /// Counts one event for `key`; `Err(seconds to wait)` when over the limit.
+    pub fn check(&self, key: &str) -> Result<(), u64> {
+        let Some(l) = &self.limiter else {
+            return Ok(());
+        };
+        l.check_key(&key.to_string()).map_err(|not_until| {
+            let wait: Duration = not_until.wait_time_from(DefaultClock::default().now());
+            wait.as_secs() + 1
+        })
+    }
+
+    /// Forgets keys that are back to a full allowance (bounds memory).
+    pub fn prune(&self) {
+        if let Some(l) = &self.limiter {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+}
+
+/// A per-connection frame rate.
+pub struct ConnectionLimit {
+    limiter: Option<DefaultDirectRateLimiter>,
+}
+
+impl ConnectionLimit {
+    /// `per_second` frames per second with `burst` extra; 0 = unlimited.
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        let limiter = NonZeroU32::new(per_second).map(|rate| {
+            let burst = NonZeroU32::new(burst.max(per_second)).unwrap_or(rate);
+            RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
+        });
+        ConnectionLimit { limiter }
+    }
+
+    /// Counts one frame; false when over the limit.
+    pub fn allow(&self) -> bool {
+        self.limiter.as_ref().is_none_or(|l| l.check().is_ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyed_limits_per_key() {
+        let l = KeyedLimit::per_minute(2);
+        assert!(l.check("a").is_ok());
+        assert!(l.check("a").is_ok());
+        assert!(l.check("a").unwrap_err() >= 1);
+        assert!(l.check("b").is_ok());
+        let off = KeyedLimit::per_minute(0);
+        for _ in 0..1000 {
+            assert!(off.check("a").is_ok());
+        }
+    }
+
+    #[test]
+    fn connection_limit_bursts_then_refuses() {
+        let l = ConnectionLimit::new(1, 3);
+        assert!(l.allow() && l.allow() && l.allow());
+        assert!(!l.allow());
+        assert!(ConnectionLimit::new(0, 0).allow());
+    }
+}

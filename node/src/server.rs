@@ -1,0 +1,124 @@
+//! Start-up and graceful shutdown of a node.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use parley_actors::ChatSystem;
+use parley_protocol::ws::CLOSE_GOING_AWAY;
+use parley_storage::embedded::EmbeddedStore;
+use parley_storage::Store;
+
+use crate::auth::password::PasswordHasherConfig;
+use crate::auth::{secret, tokens::TokenKeys};
+use crate::config::{Config, StorageKind};
+use crate::metrics::Metrics;
+use crate::ratelimit::KeyedLimit;
+use crate::state::{AppState, Limits};
+
+fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    match config.storage {
+        StorageKind::Embedded => {
+            let store = EmbeddedStore::open(&config.data_dir).with_context(|| {
+                format!(
+                    "opening the embedded store in {}",
+                    config.data_dir.display()
+                )
+            })?;
+            Ok(Arc::new(store))
+        }
+        StorageKind::Scylla => anyhow::bail!(
+            "the ScyllaDB backend is not part of this build yet; use --storage embedded"
+        ),
+    }
+}
+
+/// Runs a node until SIGTERM or SIGINT, then drains it.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    if config.cluster_listen.is_some() || !config.seeds.is_empty() {
+        tracing::warn!("clustering flags given, but this build runs single-node; they are ignored");
+    }
+    let store = open_store(&config)?;
+    let secret = secret::load_or_generate(config.jwt_secret.as_deref(), &config.data_dir)?;
+    let node_name: Arc<str> = Arc::from(config.node_name());
+    let system = ChatSystem::start(store.clone(), config.actor_config())
+        .await
+        .context("starting the actor system")?;
+    let limits = Arc::new(Limits {
+        login_ip: KeyedLimit::per_minute(config.login_rate_per_ip),
+        login_user: KeyedLimit::per_minute(config.login_rate_per_user),
+        register_ip: KeyedLimit::per_minute(config.register_rate_per_ip),
+    });
+    let state = AppState {
+        system: system.clone(),
+        store,
+        tokens: Arc::new(TokenKeys::new(&secret, config.access_token_ttl_secs)),
+        passwords: PasswordHasherConfig {
+            memory_kib: config.argon2_memory_kib,
+            iterations: config.argon2_iterations,
+        },
+        config: Arc::new(config.clone()),
+        metrics: Arc::new(Metrics::default()),
+        limits: limits.clone(),
+        draining: Arc::new(AtomicBool::new(false)),
+        node_name: node_name.clone(),
+    };
+    // Keyed rate limiters keep an entry per key; prune them now and then.
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            limits.login_ip.prune();
+            limits.login_user.prune();
+            limits.register_ip.prune();
+        }
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, node = %node_name, data_dir = %config.data_dir.display(), "parley node listening");
+
+    let draining = state.draining.clone();
+    let app = crate::api::router(state);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: draining rooms and closing sessions with 1012");
+        draining.store(true, Ordering::SeqCst);
+        system.shutdown(CLOSE_GOING_AWAY).await;
+        // Give writers a moment to send their close frames.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    })
+    .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

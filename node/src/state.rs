@@ -1,0 +1,46 @@
+//! State shared by every request handler.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use parley_actors::ChatSystem;
+use parley_storage::Store;
+
+use crate::auth::password::PasswordHasherConfig;
+use crate::auth::tokens::TokenKeys;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::ratelimit::KeyedLimit;
+
+/// Rate limits of the HTTP API.
+pub struct Limits {
+    /// Login attempts per IP.
+    pub login_ip: KeyedLimit,
+    /// Login attempts per username.
+    pub login_user: KeyedLimit,
+    /// Registrations per IP.
+    pub register_ip: KeyedLimit,
+}
+
+/// Everything handlers need; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The node's actors.
+    pub system: ChatSystem,
+    /// Storage (also reachable through `system`).
+    pub store: Arc<dyn Store>,
+    /// Access token keys.
+    pub tokens: Arc<TokenKeys>,
+    /// Password hashing cost.
+    pub passwords: PasswordHasherConfig,
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// HTTP rate limits.
+    pub limits: Arc<Limits>,
+    /// Set when the node is shutting down (refuses new sessions, `/ready` 503).
+    pub draining: Arc<AtomicBool>,
+    /// This node's name.
+    pub node_name: Arc<str>,
+}

@@ -1,0 +1,452 @@
+//! Test support: real `parley-node` processes on loopback and real clients.
+//!
+//! Every test starts its own node(s) on free 127.0.0.1 ports with its own
+//! data directory, and talks to them over real HTTP and WebSocket
+//! connections. Nodes are killed when dropped.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The JWT secret every test node uses (so tests can forge/expire tokens).
+pub const SECRET: &str = "test-secret-0123456789abcdef";
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A running node process.
+pub struct Node {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    extra: Vec<String>,
+}
+
+/// A data directory that lives as long as the test.
+pub fn data_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+impl Node {
+    /// Starts a node on a fresh port with generous limits and cheap password hashing.
+    pub async fn start(dir: &Path) -> Node {
+        Self::start_with(dir, &[]).await
+    }
+
+    /// Starts a node with extra flags (later flags override earlier ones).
+    pub async fn start_with(dir: &Path, extra: &[&str]) -> Node {
+        let port = free_port();
+        let mut node = Node {
+            child: None,
+            base: format!("http://127.0.0.1:{port}"),
+            addr: format!("127.0.0.1:{port}"),
+            data_dir: dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        node.spawn().await;
+        node
+    }
+
+    async fn spawn(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_parley-node"));
+        cmd.arg("--listen")
+            .arg(&self.addr)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--jwt-secret", SECRET])
+            .args(["--argon2-memory-kib", "64", "--argon2-iterations", "1"])
+            .args(["--login-rate-per-ip", "0", "--login-rate-per-user", "0"])
+            .args(["--register-rate-per-ip", "0"])
+            .args(["--log-format", "pretty"])
+            .args(&self.extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("PARLEY_TEST_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .kill_on_drop(true);
+        let child = cmd.spawn().expect("spawn parley-node");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let http = reqwest::Client::new();
+        loop {
+            if let Ok(r) = http.get(format!("{}/ready", self.base)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("parley-node exited early: {status}");
+                }
+            }
+            assert!(Instant::now() < deadline, "node did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL, no cleanup.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+
+    /// SIGTERM and wait for exit.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let pid = c.id().expect("pid") as i32;
+        // SAFETY-free: plain kill(2) through the `kill` command.
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+        tokio::time::timeout(Duration::from_secs(20), c.wait())
+            .await
+            .expect("node did not stop after SIGTERM")
+            .expect("wait")
+    }
+
+    /// Starts the process again on the same port and data dir.
+    pub async fn restart(&mut self) {
+        self.spawn().await;
+    }
+
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// A URL on this node.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+}
+
+/// An HTTP answer: status and JSON body (Null if none).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+/// Sends a request with an optional bearer token and JSON body.
+pub async fn call(
+    node: &Node,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Answer {
+    let http = reqwest::Client::new();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut req = http.request(method, node.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("http");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    Answer {
+        status,
+        body,
+        headers,
+    }
+}
+
+/// A registered, logged-in user.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub user_id: String,
+    pub username: String,
+    pub password: String,
+    pub token: String,
+    pub refresh: String,
+}
+
+static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A unique username with a prefix.
+pub fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    format!("{prefix}_{}_{n}", std::process::id() % 100_000)
+}
+
+/// Registers and logs in a new user.
+pub async fn user(node: &Node, prefix: &str) -> User {
+    let username = unique(prefix);
+    let password = "password123".to_string();
+    let r = call(
+        node,
+        "POST",
+        "/api/v1/auth/register",
+        None,
+        Some(json!({"username": username, "password": password})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "register: {:?}", r.body);
+    login(node, &username, &password).await
+}
+
+/// Logs in an existing user.
+pub async fn login(node: &Node, username: &str, password: &str) -> User {
+    let r = call(
+        node,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(json!({"username": username, "password": password})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "login: {:?}", r.body);
+    User {
+        user_id: r.body["user"]["user_id"]
+            .as_str()
+            .expect("user_id")
+            .to_string(),
+        username: username.to_string(),
+        password: password.to_string(),
+        token: r.body["access_token"].as_str().expect("token").to_string(),
+        refresh: r.body["refresh_token"]
+            .as_str()
+            .expect("refresh")
+            .to_string(),
+    }
+}
+
+/// Creates a group room owned by `owner` with `members`; returns the room JSON.
+pub async fn group(node: &Node, owner: &User, name: &str, members: &[&User]) -> Value {
+    let names: Vec<&str> = members.iter().map(|u| u.username.as_str()).collect();
+    let r = call(
+        node,
+        "POST",
+        "/api/v1/rooms",
+        Some(&owner.token),
+        Some(json!({"name": name, "members": names})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "create room: {:?}", r.body);
+    r.body
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket client.
+pub struct Client {
+    ws: Ws,
+    /// The `hello` frame.
+    pub hello: Value,
+    /// Frames read but not yet consumed by an expectation.
+    backlog: Vec<Value>,
+}
+
+/// How long expectations wait by default.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Result of reading from a socket.
+#[derive(Debug)]
+pub enum Read {
+    /// A JSON text frame.
+    Frame(Value),
+    /// The server closed with this code.
+    Closed(Option<u16>),
+    /// Nothing within the time.
+    Timeout,
+}
+
+impl Client {
+    /// Connects with `?token=` and waits for `hello`.
+    pub async fn connect(node: &Node, token: &str) -> Client {
+        let url = format!("ws://{}/ws?token={}", node.addr, token);
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connect");
+        let mut c = Client {
+            ws,
+            hello: Value::Null,
+            backlog: Vec::new(),
+        };
+        let hello = c.expect(|f| f["type"] == "hello").await;
+        c.hello = hello;
+        c
+    }
+
+    /// Sends a JSON frame.
+    pub async fn send(&mut self, v: Value) {
+        self.ws
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .expect("ws send");
+    }
+
+    /// Sends raw text.
+    pub async fn send_text(&mut self, s: &str) {
+        self.ws
+            .send(Message::Text(s.to_string().into()))
+            .await
+            .expect("ws send");
+    }
+
+    /// Reads the next frame from the socket (not the backlog).
+    pub async fn read(&mut self, wait: Duration) -> Read {
+        match tokio::time::timeout(wait, self.ws.next()).await {
+            Err(_) => Read::Timeout,
+            Ok(None) => Read::Closed(None),
+            Ok(Some(Err(_))) => Read::Closed(None),
+            Ok(Some(Ok(Message::Text(t)))) => {
+                Read::Frame(serde_json::from_str(&t).expect("server sent JSON"))
+            }
+            Ok(Some(Ok(Message::Close(f)))) => Read::Closed(f.map(|f| u16::from(f.code))),
+            Ok(Some(Ok(_))) => Box::pin(self.read(wait)).await,
+        }
+    }
+
+    /// Waits for a frame matching `pred`, keeping the others for later.
+    pub async fn expect(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.backlog.iter().position(&pred) {
+            return self.backlog.remove(i);
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.read(left).await {
+                Read::Frame(f) if pred(&f) => return f,
+                Read::Frame(f) => self.backlog.push(f),
+                other => panic!(
+                    "expected frame not seen: {other:?}; backlog: {:?}",
+                    self.backlog
+                ),
+            }
+        }
+    }
+
+    /// Asserts that no frame matching `pred` arrives within `wait`.
+    pub async fn expect_none(&mut self, wait: Duration, pred: impl Fn(&Value) -> bool) {
+        assert!(
+            !self.backlog.iter().any(&pred),
+            "unexpected frame in backlog: {:?}",
+            self.backlog
+        );
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match self.read(left).await {
+                Read::Frame(f) => {
+                    assert!(!pred(&f), "unexpected frame: {f}");
+                    self.backlog.push(f);
+                }
+                Read::Timeout => return,
+                Read::Closed(c) => panic!("socket closed ({c:?}) while waiting"),
+            }
+        }
+    }
+
+    /// Waits for the server to close the socket; returns the close code.
+    pub async fn expect_close(&mut self) -> Option<u16> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.read(left).await {
+                Read::Frame(f) => self.backlog.push(f),
+                Read::Closed(c) => return c,
+                Read::Timeout => panic!("socket not closed in time"),
+            }
+        }
+    }
+
+    /// Sends a message and waits for its `sent` ack; returns the ack.
+    pub async fn send_message(&mut self, room_id: &str, client_msg_id: &str, body: &str) -> Value {
+        let r = format!("ref-{client_msg_id}");
+        self.send(json!({"type": "send", "ref": r, "room_id": room_id, "client_msg_id": client_msg_id, "body": body})).await;
+        self.expect(|f| (f["type"] == "sent" || f["type"] == "error") && f["ref"] == r.as_str())
+            .await
+    }
+
+    /// Drains every `message` frame of a room until `seq` has been seen.
+    pub async fn messages_until(&mut self, room_id: &str, seq: u64) -> Vec<Value> {
+        let mut out = Vec::new();
+        loop {
+            let f = self
+                .expect(|f| f["type"] == "message" && f["room_id"] == room_id)
+                .await;
+            let s = f["seq"].as_u64().expect("seq");
+            out.push(f);
+            if s >= seq {
+                return out;
+            }
+        }
+    }
+
+    /// Closes the socket from the client side.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        // Read until the server's close frame so the close is complete.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+
+    /// Close code constant for comparisons.
+    pub fn code(c: CloseCode) -> u16 {
+        u16::from(c)
+    }
+}
+
+/// Tries a WebSocket upgrade and returns the HTTP status of a refusal (or 101).
+pub async fn upgrade_status(
+    node: &Node,
+    query_token: Option<&str>,
+    header_token: Option<&str>,
+) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = match query_token {
+        Some(t) => format!("ws://{}/ws?token={}", node.addr, t),
+        None => format!("ws://{}/ws", node.addr),
+    };
+    let mut req = url.into_client_request().expect("request");
+    if let Some(t) = header_token {
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {t}").parse().expect("header"),
+        );
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("unexpected ws error: {e}"),
+    }
+}

@@ -1,0 +1,468 @@
+//! Real-time chat over WebSocket against real nodes: send/ack/fan-out,
+//! idempotent resend, typing, receipts, presence, sync, several sessions,
+//! durability across restarts and graceful shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn hello_then_ping_pong() {
+    let dir = data_dir();
+    let node = Node::start(dir.path()).await;
+    let alice = user(&node, "alice").await;
+    let mut ws = Client::connect(&node, &alice.token).await;
+    assert_eq!(ws.hello["user_id"], alice.user_id.as_str());
+    assert!(ws.hello["session_id"].is_string());
+    assert!(ws.hello["node"].is_string());
+    assert!(ws.hello["heartbeat_ms"].as_u64().unwrap() > 0);
+    ws.send(json!({"type": "ping", "ref": "p1"})).await;
+    let pong = ws.expect(|f| f["type"] == "pong").await;
+    assert_eq!(pong["ref"], "p1");
+}
+
+#[tokio::test]
+async fn message_reaches_every_session_of_every_member() {
+    let dir = data_dir();
+    let node = Node::start(dir.path()).await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let carol = user(&node, "carol").await; // not a member
+    let room = group(&node, &alice, "team", &[&bob]).await;
+    let room_id = room["room_id"].as_str().unwrap();
+
+    let mut a = Client::connect(&node, &alice.token).await;
+    let mut b1 = Client::connect(&node, &bob.token).await;
+    let mut b2 = Client::connect(&node, &bob.token).await;
+    let mut c = Client::connect(&node, &carol.token).await;
+
+    let ack = a.send_message(room_id, "m1", "hello bob").await;
+    assert_eq!(ack["type"], "sent", "{ack}");
+    assert_eq!(ack["seq"], 1);
+    assert_eq!(ack["client_msg_id"], "m1");
+    assert_eq!(ack["room_id"], room_id);
+    assert!(ack["message_id"].is_string() && ack["sent_at"].is_string());
+
+    for ws in [&mut a, &mut b1, &mut b2] {
+        let m = ws.expect(|f| f["type"] == "message").await;
+        assert_eq!(m["seq"], 1);
+        assert_eq!(m["body"], "hello bob");
+        assert_eq!(m["sender_id"], alice.user_id.as_str());
+        assert_eq!(m["sender_name"], alice.username.as_str());
+        assert_eq!(m["message_id"], ack["message_id"]);
+        assert_eq!(m["client_msg_id"], "m1");
+    }
+    c.expect_none(Duration::from_millis(500), |f| f["type"] == "message")
+        .await;
+
+    // Seqs are gapless and ordered.
+    for i in 2..=20 {
+        let ack = b1
+            .send_message(room_id, &format!("b{i}"), &format!("n{i}"))
+            .await;
+        assert_eq!(ack["seq"], i);
+    }
+    let got = a.messages_until(room_id, 20).await;
+    let seqs: Vec<u64> = got.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (2..=20).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn resending_a_client_msg_id_never_duplicates() {
+    let dir = data_dir();
+    let node = Node::start(dir.path()).await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let room = group(&node, &alice, "dedup", &[&bob]).await;
+    let room_id = room["room_id"].as_str().unwrap();
+    let mut a = Client::connect(&node, &alice.token).await;
+    let mut b = Client::connect(&node, &bob.token).await;
+
+    let first = a.send_message(room_id, "same-id", "once").await;
+    // Resend on the same connection and on a new one: same answer.
+    let again = a.send_message(room_id, "same-id", "once").await;
+    assert_eq!(first["seq"], again["seq"]);
+    assert_eq!(first["message_id"], again["message_id"]);
+    let mut a2 = Client::connect(&node, &alice.token).await;
+    let third = a2.send_message(room_id, "same-id", "once").await;
+    assert_eq!(first["message_id"], third["message_id"]);
+
+    let next = a.send_message(room_id, "other-id", "twice").await;
+    assert_eq!(next["seq"], 2);
+    let got = b.messages_until(room_id, 2).await;
+    assert_eq!(got.len(), 2, "bob must see exactly one copy: {got:?}");
+
+    let h = call(
+        &node,
+        "GET",
+        &format!("/api/v1/rooms/{room_id}/messages"),
+        Some(&alice.token),
+        None,
+    )
+    .await;
+    assert_eq!(h.body["messages"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn typing_reaches_others_but_not_the_typist() {
+    let dir = data_dir();
+    let node = Node::start_with(dir.path(), &["--typing-ttl-ms", "1500"]).await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let room = group(&node, &alice, "typing", &[&bob]).await;
+    let room_id = room["room_id"].as_str().unwrap();
+    let mut a = Client::connect(&node, &alice.token).await;
+    let mut a2 = Client::connect(&node, &alice.token).await;
+    let mut b = Client::connect(&node, &bob.token).await;
+
+    a.send(json!({"type": "typing", "room_id": room_id, "active": true}))
+        .await;
+    let t = b.expect(|f| f["type"] == "typing").await;
+    assert_eq!(t["user_id"], alice.user_id.as_str());
+    assert_eq!(t["room_id"], room_id);
+    assert_eq!(t["active"], true);
+    // It expires by itself without a refresh.
+    let t = b
+        .expect(|f| f["type"] == "typing" && f["active"] == false)
+        .await;
+    assert_eq!(t["user_id"], alice.user_id.as_str());
+    a.expect_none(Duration::from_millis(300), |f| f["type"] == "typing")
+        .await;
+    a2.expect_none(Duration::from_millis(300), |f| f["type"] == "typing")
+        .await;
+
+    a.send(json!({"type": "typing", "room_id": room_id, "active": true}))
+        .await;
+    b.expect(|f| f["type"] == "typing" && f["active"] == true)
+        .await;
+    a.send(json!({"type": "typing", "room_id": room_id, "active": false}))
+        .await;
+    b.expect(|f| f["type"] == "typing" && f["active"] == false)
+        .await;
+}
+
+#[tokio::test]
+async fn receipts_rise_and_never_fall() {
+    let dir = data_dir();
+    let node = Node::start(dir.path()).await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let room = group(&node, &alice, "receipts", &[&bob]).await;
+    let room_id = room["room_id"].as_str().unwrap();
+    let mut a = Client::connect(&node, &alice.token).await;
+    let mut b = Client::connect(&node, &bob.token).await;
+    for i in 1..=3 {
+        a.send_message(room_id, &format!("r{i}"), "x").await;
+    }
+    b.messages_until(room_id, 3).await;
+
+    b.send(json!({"type": "delivered", "room_id": room_id, "seq": 3}))
+        .await;
+    let r = a
+        .expect(|f| f["type"] == "receipt" && f["user_id"] == bob.user_id.as_str())
+        .await;
+    assert_eq!(r["delivered_seq"], 3);
+    assert_eq!(r["read_seq"], 0);
+    assert_eq!(r["room_id"], room_id);
+
+    b.send(json!({"type": "read", "room_id": room_id, "seq": 2}))
+        .await;
+    let r = a
+        .expect(|f| f["type"] == "receipt" && f["read_seq"] == 2)
+        .await;
+    assert_eq!(r["delivered_seq"], 3);
+    // Lowering is ignored; beyond the head is clamped.
+    b.send(json!({"type": "read", "room_id": room_id, "seq": 1}))
+        .await;
+    a.expect_none(Duration::from_millis(400), |f| f["type"] == "receipt")
+        .await;
+    b.send(json!({"type": "read", "room_id": room_id, "seq": 99}))
+        .await;
+    let r = a
+        .expect(|f| f["type"] == "receipt" && f["read_seq"] == 3)
+        .await;
+    assert_eq!(r["delivered_seq"], 3);
+
+    // Unread counts follow the read watermark.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let list = call(&node, "GET", "/api/v1/rooms", Some(&bob.token), None).await;
+    let entry = &list.body["rooms"][0];
+    assert_eq!(entry["last_seq"], 3);
+    assert_eq!(entry["read_seq"], 3);
+    assert_eq!(entry["unread"], 0);
+    a.send_message(room_id, "r4", "x").await;
+    let list = call(&node, "GET", "/api/v1/rooms", Some(&bob.token), None).await;
+    assert_eq!(list.body["rooms"][0]["unread"], 1);
+}
+
+#[tokio::test]
+async fn presence_online_offline_and_last_seen() {
+    let dir = data_dir();
+    let node = Node::start(dir.path()).await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let stranger = user(&node, "stranger").await;
+    let dm = call(
+        &node,
+        "POST",
+        "/api/v1/rooms/direct",
+        Some(&alice.token),
+        Some(json!({"username": bob.username})),
+    )
+    .await;
+    assert_eq!(dm.status, 201);
+
+    let mut a = Client::connect(&node, &alice.token).await;
+    let mut s = Client::connect(&node, &stranger.token).await;
+    let b = Client::connect(&node, &bob.token).await;
+    let p = a
+        .expect(|f| f["type"] == "presence" && f["user_id"] == bob.user_id.as_str())
+        .await;
+    assert_eq!(p["status"], "online");
+    let prof = call(
+        &node,
+        "GET",
+        &format!("/api/v1/users/{}", bob.user_id),
+        Some(&alice.token),
+        None,
+    )
+    .await;
+    assert_eq!(prof.body["online"], true);
+    assert_eq!(prof.body["username"], bob.username.as_str());
+
+    // A second session, closed, does not make bob offline.
+    let b2 = Client::connect(&node, &bob.token).await;
+    b2.close().await;
+    a.expect_none(Duration::from_millis(500), |f| {
+        f["type"] == "presence" && f["status"] == "offline"
+    })
+    .await;
+
+    b.close().await;
+    let p = a
+        .expect(|f| f["type"] == "presence" && f["status"] == "offline")
+        .await;
+    assert_eq!(p["user_id"], bob.user_id.as_str());
+    assert!(p["last_seen"].is_string());
+    // Only users who share a room hear about it.
+    s.expect_none(Duration::from_millis(300), |f| f["type"] == "presence")
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let prof = call(
+        &node,
+        "GET",
+        &format!("/api/v1/users/{}", bob.user_id),
+        Some(&alice.token),
+        None,
+    )
+    .await;
+    assert_eq!(prof.body["online"], false);
+    assert!(prof.body["last_seen"].is_string(), "{}", prof.body);
+}
+
+#[tokio::test]
+async fn sync_replays_exactly_the_missed_messages_in_order() {
+    let dir = data_dir();
+    let node = Node::start(dir.path()).await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let r1 = group(&node, &alice, "one", &[&bob]).await;
+    let r2 = group(&node, &alice, "two", &[&bob]).await;
+    let (r1, r2) = (
+        r1["room_id"].as_str().unwrap(),
+        r2["room_id"].as_str().unwrap(),
+    );
+    let mut a = Client::connect(&node, &alice.token).await;
+    for i in 1..=5 {
+        a.send_message(r1, &format!("x{i}"), &format!("one-{i}"))
+            .await;
+    }
+    for i in 1..=3 {
+        a.send_message(r2, &format!("y{i}"), &format!("two-{i}"))
+            .await;
+    }
+    // Bob saw r1 up to 2 and nothing of r2.
+    let mut b = Client::connect(&node, &bob.token).await;
+    b.send(json!({"type": "sync", "ref": "s1", "rooms": {r1: 2, r2: 0}}))
+        .await;
+    let mut got = Vec::new();
+    let done = loop {
+        let f = b
+            .expect(|f| f["type"] == "message" || f["type"] == "synced")
+            .await;
+        if f["type"] == "synced" {
+            break f;
+        }
+        got.push((
+            f["room_id"].as_str().unwrap().to_string(),
+            f["seq"].as_u64().unwrap(),
+        ));
+    };
+    assert_eq!(done["ref"], "s1");
+    assert_eq!(done["rooms"][r1], 5);
+    assert_eq!(done["rooms"][r2], 3);
+    let one: Vec<u64> = got
+        .iter()
+        .filter(|(r, _)| r == r1)
+        .map(|(_, s)| *s)
+        .collect();
+    let two: Vec<u64> = got
+        .iter()
+        .filter(|(r, _)| r == r2)
+        .map(|(_, s)| *s)
+        .collect();
+    assert_eq!(one, vec![3, 4, 5]);
+    assert_eq!(two, vec![1, 2, 3]);
+
+    // Without `rooms`: everything of every room from 0.
+    let mut b2 = Client::connect(&node, &bob.token).await;
+    b2.send(json!({"type": "sync", "ref": "all"})).await;
+    let mut n = 0;
+    loop {
+        let f = b2
+            .expect(|f| f["type"] == "message" || f["type"] == "synced")
+            .await;
+        if f["type"] == "synced" {
+            break;
+        }
+        n += 1;
+    }
+    assert_eq!(n, 8);
+}
+
+#[tokio::test]
+async fn sync_while_messages_keep_arriving_is_exact() {
+    let dir = data_dir();
+    let node = Node::start_with(dir.path(), &["--ws-rate", "0"]).await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let room = group(&node, &alice, "busy", &[&bob]).await;
+    let room_id = room["room_id"].as_str().unwrap().to_string();
+    let mut a = Client::connect(&node, &alice.token).await;
+    for i in 1..=300 {
+        a.send(json!({"type": "send", "room_id": room_id, "client_msg_id": format!("pre{i}"), "body": "b"})).await;
+    }
+    a.messages_until(&room_id, 300).await;
+    // Bob connects and syncs from 0 while alice keeps sending.
+    let mut b = Client::connect(&node, &bob.token).await;
+    b.send(json!({"type": "sync", "ref": "s", "rooms": {room_id.clone(): 0}}))
+        .await;
+    for i in 1..=100 {
+        a.send(json!({"type": "send", "room_id": room_id, "client_msg_id": format!("live{i}"), "body": "b"})).await;
+    }
+    let got = b.messages_until(&room_id, 400).await;
+    let seqs: Vec<u64> = got.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=400).collect::<Vec<_>>(),
+        "every message exactly once, in order"
+    );
+}
+
+#[tokio::test]
+async fn acked_messages_survive_kill_and_restart() {
+    let dir = data_dir();
+    let mut node = Node::start(dir.path()).await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let room = group(&node, &alice, "durable", &[&bob]).await;
+    let room_id = room["room_id"].as_str().unwrap().to_string();
+    let mut a = Client::connect(&node, &alice.token).await;
+    for i in 1..=10 {
+        let ack = a
+            .send_message(&room_id, &format!("d{i}"), &format!("body {i}"))
+            .await;
+        assert_eq!(ack["seq"], i);
+    }
+    node.kill().await;
+    node.restart().await;
+    let h = call(
+        &node,
+        "GET",
+        &format!("/api/v1/rooms/{room_id}/messages"),
+        Some(&bob.token),
+        None,
+    )
+    .await;
+    let msgs = h.body["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 10);
+    for (i, m) in msgs.iter().enumerate() {
+        assert_eq!(m["seq"], (i + 1) as u64);
+        assert_eq!(m["body"], format!("body {}", i + 1));
+    }
+    // The room continues after its last seq; an old client id still dedups.
+    let mut a = Client::connect(&node, &alice.token).await;
+    assert_eq!(a.send_message(&room_id, "d11", "after").await["seq"], 11);
+    assert_eq!(a.send_message(&room_id, "d3", "body 3").await["seq"], 3);
+}
+
+#[tokio::test]
+async fn sigterm_closes_sessions_with_1012_and_loses_nothing() {
+    let dir = data_dir();
+    let mut node = Node::start(dir.path()).await;
+    let alice = user(&node, "alice").await;
+    let room = group(&node, &alice, "drain", &[]).await;
+    let room_id = room["room_id"].as_str().unwrap().to_string();
+    let mut a = Client::connect(&node, &alice.token).await;
+    for i in 1..=5 {
+        a.send_message(&room_id, &format!("t{i}"), "x").await;
+    }
+    let status = node.terminate().await;
+    assert!(status.success(), "clean exit after SIGTERM: {status}");
+    assert_eq!(a.expect_close().await, Some(1012));
+    node.restart().await;
+    let h = call(
+        &node,
+        "GET",
+        &format!("/api/v1/rooms/{room_id}/messages"),
+        Some(&alice.token),
+        None,
+    )
+    .await;
+    assert_eq!(h.body["messages"].as_array().unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn idle_rooms_stop_and_restart_from_storage() {
+    let dir = data_dir();
+    let node = Node::start_with(dir.path(), &["--room-idle-secs", "1"]).await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let room = group(&node, &alice, "idle", &[&bob]).await;
+    let room_id = room["room_id"].as_str().unwrap().to_string();
+    let mut a = Client::connect(&node, &alice.token).await;
+    let mut b = Client::connect(&node, &bob.token).await;
+    a.send_message(&room_id, "i1", "before").await;
+    b.send(json!({"type": "read", "room_id": room_id, "seq": 1}))
+        .await;
+    // Wait for the room to retire (metrics show no active rooms).
+    let mut retired = false;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let m = reqwest::get(node.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if m.lines()
+            .any(|l| l.starts_with("parley_rooms_active") && l.ends_with(" 0"))
+        {
+            retired = true;
+            break;
+        }
+    }
+    assert!(retired, "room actor should stop when idle");
+    let ack = a.send_message(&room_id, "i2", "after").await;
+    assert_eq!(ack["seq"], 2);
+    let m = b.messages_until(&room_id, 2).await;
+    assert_eq!(m.last().unwrap()["body"], "after");
+    let list = call(&node, "GET", "/api/v1/rooms", Some(&bob.token), None).await;
+    assert_eq!(
+        list.body["rooms"][0]["read_seq"], 1,
+        "watermark persisted across the restart"
+    );
+}

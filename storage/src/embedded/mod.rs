@@ -1,0 +1,112 @@
+//! Embedded backend: one SQLite file, `<data dir>/parley.db`, in WAL mode.
+//!
+//! Several node processes on one machine may open the same file (a local
+//! cluster): writes use `BEGIN IMMEDIATE` and a busy timeout, so they
+//! serialize across processes, and readers never block.
+//!
+//! Durability: `synchronous=FULL`, so every write transaction is fsync'd
+//! before the call returns; a message commit is the point after which the
+//! room owner may ack it.
+//!
+//! Split-owner rule: [`Store::commit_messages`](crate::Store::commit_messages)
+//! reads the room's `last_seq` and writes the batch in one `BEGIN IMMEDIATE`
+//! transaction, so a second owner committing on the same head sees the moved
+//! head and gets `HeadMoved` with nothing written. Cost: one fsync per batch,
+//! and all writers of all processes share one file lock (batches amortise
+//! both).
+//!
+//! Modules: [`pool`] (connections), `schema` (migrations), `sqlerr` (error
+//! mapping), one module per data area, and `store_impl` (the [`Store`]
+//! impl, which runs every call on tokio's blocking pool).
+//!
+//! [`Store`]: crate::Store
+
+mod messages;
+mod pool;
+mod read_states;
+mod rooms;
+mod schema;
+mod sqlerr;
+mod store_impl;
+mod tokens;
+mod users;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rusqlite::{Connection, Transaction};
+
+use crate::error::{StorageError, StorageResult};
+use pool::Pool;
+
+pub use schema::SCHEMA_VERSION;
+
+/// Name of the database file inside the data directory.
+pub const DB_FILE_NAME: &str = "parley.db";
+
+/// The embedded store. Cheap to clone (clones share the connections).
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    pool: Arc<Pool>,
+    path: Arc<PathBuf>,
+}
+
+impl fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens the store under `dir`: creates the directory and
+    /// `dir/parley.db` when missing, switches to WAL and migrates the schema.
+    /// Refuses a file with a newer schema ([`StorageError::Schema`]).
+    /// Blocking; call it at start-up (or from `spawn_blocking`).
+    pub fn open(dir: &Path) -> StorageResult<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StorageError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+        })?;
+        let path = dir.join(DB_FILE_NAME);
+        let pool = Pool::open(&path)?;
+        Ok(EmbeddedStore {
+            pool: Arc::new(pool),
+            path: Arc::new(path),
+        })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on a reader connection on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> StorageResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StorageResult<T> + Send + 'static,
+    {
+        let pool = Arc::clone(&self.pool);
+        tokio::task::spawn_blocking(move || pool.read(f))
+            .await
+            .map_err(join_error)?
+    }
+
+    /// Runs `f` in one durable write transaction on the blocking pool.
+    async fn write<T, F>(&self, f: F) -> StorageResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> StorageResult<T> + Send + 'static,
+    {
+        let pool = Arc::clone(&self.pool);
+        tokio::task::spawn_blocking(move || pool.write(f))
+            .await
+            .map_err(join_error)?
+    }
+}
+
+fn join_error(e: tokio::task::JoinError) -> StorageError {
+    StorageError::Internal(format!("storage task failed: {e}"))
+}
