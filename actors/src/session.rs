@@ -100,6 +100,10 @@ impl SessionState {
                 self.caller.tx.frame(ServerEvent::Pong { r#ref }.to_json());
                 return;
             }
+            ClientRequest::Auth(_) => {
+                // Tokens are the gateway's business; it never forwards `auth`.
+                return;
+            }
             ClientRequest::Sync(sync) => {
                 if self.syncing {
                     self.error(

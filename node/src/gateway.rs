@@ -27,12 +27,14 @@ use parley_actors::outbound::{self, Outbound, OutboundRx, OutboundTx, SyncItem};
 use parley_actors::session::SessionMsg;
 use parley_protocol::ids::new_id;
 use parley_protocol::ws::{
-    parse_client_frame, ServerEvent, CLOSE_POLICY, CLOSE_TOO_LARGE, CLOSE_TRY_AGAIN,
+    parse_client_frame, ClientFrame, ClientRequest, ServerEvent, CLOSE_POLICY, CLOSE_TOKEN_INVALID,
+    CLOSE_TOO_LARGE, CLOSE_TRY_AGAIN,
 };
 use parley_protocol::ErrorCode;
 
 use crate::api::error::ApiError;
 use crate::auth::extract::bearer;
+use crate::auth::tokens::Claims;
 use crate::metrics::inc;
 use crate::ratelimit::ConnectionLimit;
 use crate::state::AppState;
@@ -73,10 +75,25 @@ pub async fn upgrade(
         .read_buffer_size(8 * 1024)
         .write_buffer_size(8 * 1024)
         .max_write_buffer_size(HARD_FRAME_LIMIT)
-        .on_upgrade(move |socket| run(state, socket, claims.sub, claims.name))
+        .on_upgrade(move |socket| run(state, socket, claims))
 }
 
-async fn run(state: AppState, socket: WebSocket, user_id: String, username: String) {
+/// Seconds from now until `exp` (seconds since the epoch); 0 if past.
+fn secs_until(exp: u64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    exp.saturating_sub(now)
+}
+
+/// When a token with expiry `exp` runs out, as an instant.
+fn deadline(exp: u64) -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(secs_until(exp))
+}
+
+async fn run(state: AppState, socket: WebSocket, claims: Claims) {
+    let (user_id, username) = (claims.sub.clone(), claims.name.clone());
     inc(&state.metrics.ws_connections);
     let session_id: Arc<str> = Arc::from(new_id());
     let (tx, rx) = outbound::channel(state.config.outbound_queue.max(16));
@@ -98,7 +115,7 @@ async fn run(state: AppState, socket: WebSocket, user_id: String, username: Stri
         }
     };
     let writer = tokio::spawn(write_loop(sink, rx, state.config.outbound_queue.max(16)));
-    read_loop(&state, stream, &tx, &session).await;
+    read_loop(&state, stream, &tx, &session, claims).await;
     // Reader done (client left, or a close was asked for): end the session.
     tx.close(1000);
     session.stop(None);
@@ -111,14 +128,22 @@ async fn read_loop(
     mut stream: SplitStream<WebSocket>,
     tx: &OutboundTx,
     session: &ractor::ActorRef<SessionMsg>,
+    claims: Claims,
 ) {
     let limit = ConnectionLimit::new(state.config.ws_rate, state.config.ws_burst);
     let mut refused_in_a_row = 0u32;
     let close_signal = tx.clone();
+    // The session lives as long as its token; `auth` frames extend it.
+    let expiry = tokio::time::sleep_until(deadline(claims.exp));
+    tokio::pin!(expiry);
     loop {
         let msg = tokio::select! {
             msg = stream.next() => msg,
             _ = close_signal.closed() => return,
+            _ = &mut expiry => {
+                tx.close(CLOSE_TOKEN_INVALID);
+                return;
+            }
         };
         let text = match msg {
             None => return,
@@ -171,6 +196,32 @@ async fn read_loop(
         }
         refused_in_a_row = 0;
         match parse_client_frame(&text) {
+            Ok(ClientFrame {
+                r#ref,
+                request: ClientRequest::Auth(auth),
+            }) => {
+                match state
+                    .tokens
+                    .verify(&auth.token)
+                    .filter(|c| c.sub == claims.sub)
+                {
+                    Some(fresh) => {
+                        expiry.as_mut().reset(deadline(fresh.exp));
+                        let expires_in = secs_until(fresh.exp);
+                        tx.frame(ServerEvent::Authed { r#ref, expires_in }.to_json());
+                    }
+                    None => {
+                        tx.frame(
+                            ServerEvent::error(
+                                r#ref,
+                                ErrorCode::Unauthorized,
+                                "invalid or expired token",
+                            )
+                            .to_json(),
+                        );
+                    }
+                }
+            }
             Ok(frame) => {
                 if session.cast(SessionMsg::Frame(frame)).is_err() {
                     return;
@@ -203,6 +254,7 @@ async fn close(sink: &mut Sink, code: u16) {
         CLOSE_POLICY => "policy violation",
         CLOSE_TRY_AGAIN => "try again later",
         1012 => "node going away; reconnect and sync",
+        CLOSE_TOKEN_INVALID => "token expired",
         _ => "",
     };
     let frame = CloseFrame {

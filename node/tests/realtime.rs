@@ -466,3 +466,31 @@ async fn idle_rooms_stop_and_restart_from_storage() {
         "watermark persisted across the restart"
     );
 }
+
+#[tokio::test]
+async fn session_closes_with_4001_when_its_token_expires_unless_renewed() {
+    let dir = data_dir();
+    let node = Node::start_with(dir.path(), &["--access-token-ttl-secs", "2"]).await;
+    let alice = user(&node, "alice").await;
+    // Renewed in time: stays open past the first token's expiry.
+    let mut a = Client::connect(&node, &alice.token).await;
+    let mut b = Client::connect(&node, &alice.token).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let fresh = login(&node, &alice.username, &alice.password).await;
+    a.send(json!({"type": "auth", "ref": "re", "token": fresh.token}))
+        .await;
+    let ok = a.expect(|f| f["type"] == "authed").await;
+    assert_eq!(ok["ref"], "re");
+    // A token of someone else is refused without closing.
+    let bob = user(&node, "bob").await;
+    a.send(json!({"type": "auth", "ref": "bad", "token": bob.token}))
+        .await;
+    let err = a
+        .expect(|f| f["type"] == "error" && f["ref"] == "bad")
+        .await;
+    assert_eq!(err["code"], "unauthorized");
+    // Not renewed: closed with 4001.
+    assert_eq!(b.expect_close().await, Some(4001));
+    a.send(json!({"type": "ping", "ref": "still"})).await;
+    a.expect(|f| f["type"] == "pong").await;
+}

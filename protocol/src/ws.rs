@@ -61,6 +61,13 @@ pub struct SyncFrame {
     pub rooms: Option<BTreeMap<String, u64>>,
 }
 
+/// `auth`: present a fresh access token to keep the session open past the old one's expiry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthFrame {
+    /// A new access token of the same user.
+    pub token: String,
+}
+
 /// A parsed, validated client request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientRequest {
@@ -76,6 +83,8 @@ pub enum ClientRequest {
     Sync(SyncFrame),
     /// Keep-alive.
     Ping,
+    /// Renew the session's token.
+    Auth(AuthFrame),
 }
 
 /// A client frame: the request and its optional `ref`.
@@ -175,6 +184,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
         "read" => ClientRequest::Read(fields(value, &r#ref)?),
         "sync" => ClientRequest::Sync(fields(value, &r#ref)?),
         "ping" => ClientRequest::Ping,
+        "auth" => ClientRequest::Auth(fields(value, &r#ref)?),
         other => {
             let shown: String = other.chars().take(64).collect();
             return Err(FrameError::new(
@@ -287,6 +297,14 @@ pub enum ServerEvent {
         r#ref: Option<String>,
         /// Head seq per synced room.
         rooms: BTreeMap<String, u64>,
+    },
+    /// Answer to `auth`: the session now lives until the new token expires.
+    Authed {
+        /// Echo of the request's ref.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        r#ref: Option<String>,
+        /// Seconds until the new token expires.
+        expires_in: u64,
     },
     /// Answer to `ping`.
     Pong {

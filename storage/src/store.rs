@@ -38,8 +38,10 @@ pub trait Store: Send + Sync + 'static {
     async fn put_refresh_token(&self, token: &RefreshTokenRecord) -> StorageResult<()>;
     /// Atomically removes and returns a refresh token (rotation: a token can
     /// be taken once). Expired tokens are returned too; the caller checks.
-    async fn take_refresh_token(&self, token_hash: &str)
-        -> StorageResult<Option<RefreshTokenRecord>>;
+    async fn take_refresh_token(
+        &self,
+        token_hash: &str,
+    ) -> StorageResult<Option<RefreshTokenRecord>>;
 
     // ---- rooms and members ----
 
@@ -57,7 +59,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> StorageResult<(String, bool)>;
     /// Reads a room row (with its current `last_seq`).
     async fn room(&self, room_id: &str) -> StorageResult<Option<RoomRecord>>;
-    /// Renames a room.
+    /// Renames a room; `NotFound` when there is no such room.
     async fn rename_room(&self, room_id: &str, name: &str) -> StorageResult<()>;
     /// All members of a room, by join time.
     async fn members(&self, room_id: &str) -> StorageResult<Vec<MemberRecord>>;
@@ -88,8 +90,11 @@ pub trait Store: Send + Sync + 'static {
         messages: &[NewMessage],
     ) -> StorageResult<Vec<CommitOutcome>>;
     /// Reads a slice of a room's history, always ascending by seq.
-    async fn messages(&self, room_id: &str, range: HistoryRange)
-        -> StorageResult<Vec<StoredMessage>>;
+    async fn messages(
+        &self,
+        room_id: &str,
+        range: HistoryRange,
+    ) -> StorageResult<Vec<StoredMessage>>;
 
     // ---- read states ----
 

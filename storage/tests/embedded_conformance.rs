@@ -84,9 +84,16 @@ async fn data_survives_reopening() {
             .await
             .expect("commit");
     }
-    assert!(dir.path().join(DB_FILE_NAME).is_file(), "database file exists");
+    assert!(
+        dir.path().join(DB_FILE_NAME).is_file(),
+        "database file exists"
+    );
     let store = open(dir.path());
-    let got = store.room("r-reopen").await.expect("room").expect("room kept");
+    let got = store
+        .room("r-reopen")
+        .await
+        .expect("room")
+        .expect("room kept");
     assert_eq!(got.last_seq, 1, "head kept");
     let history = store
         .messages(
@@ -105,7 +112,11 @@ async fn data_survives_reopening() {
         .commit_messages("r-reopen", 1, std::slice::from_ref(&msg))
         .await
         .expect("resend after reopen");
-    assert_eq!(again[0].message().seq, 1, "idempotency key kept across reopen");
+    assert_eq!(
+        again[0].message().seq,
+        1,
+        "idempotency key kept across reopen"
+    );
 }
 
 #[test]

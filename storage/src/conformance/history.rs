@@ -27,7 +27,12 @@ async fn after(
         .unwrap_or_else(|e| panic!("history {range:?} failed: {e}"))
 }
 
-async fn before(store: &dyn Store, room_id: &str, before_seq: u64, limit: u32) -> Vec<StoredMessage> {
+async fn before(
+    store: &dyn Store,
+    room_id: &str,
+    before_seq: u64,
+    limit: u32,
+) -> Vec<StoredMessage> {
     let range = HistoryRange::Before { before_seq, limit };
     store
         .messages(room_id, range)
@@ -57,7 +62,10 @@ async fn page_both_ways(
         assert_seqs(&page, cursor + 1, last, "forward page");
         cursor = last;
     }
-    assert_eq!(cursor, to, "forward paging from {from} must end at the head");
+    assert_eq!(
+        cursor, to,
+        "forward paging from {from} must end at the head"
+    );
 
     let mut cursor = to + 1;
     let mut pages = 0usize;
@@ -82,7 +90,11 @@ async fn page_both_ways(
 pub async fn history_paging(store: &dyn Store) {
     let room_id = group_room(store).await;
     let committed = fill(store, &room_id, 0, 450, 37).await;
-    assert_eq!(all_history(store, &room_id).await, committed, "full history");
+    assert_eq!(
+        all_history(store, &room_id).await,
+        committed,
+        "full history"
+    );
     page_both_ways(store, &room_id, &committed, 0, 450, 50).await;
     page_both_ways(store, &room_id, &committed, 0, 450, 64).await;
 
@@ -92,10 +104,22 @@ pub async fn history_paging(store: &dyn Store) {
     assert_seqs(&w, 101, 105, "After 100 before 111 limit 5");
     let w = after(store, &room_id, 449, None, 200).await;
     assert_seqs(&w, 450, 450, "After 449");
-    assert!(after(store, &room_id, 450, None, 10).await.is_empty(), "After head");
-    assert!(after(store, &room_id, 0, Some(1), 10).await.is_empty(), "before 1");
-    assert!(after(store, &room_id, 10, Some(11), 10).await.is_empty(), "empty window");
-    assert!(after(store, &room_id, 0, None, 0).await.is_empty(), "limit 0");
+    assert!(
+        after(store, &room_id, 450, None, 10).await.is_empty(),
+        "After head"
+    );
+    assert!(
+        after(store, &room_id, 0, Some(1), 10).await.is_empty(),
+        "before 1"
+    );
+    assert!(
+        after(store, &room_id, 10, Some(11), 10).await.is_empty(),
+        "empty window"
+    );
+    assert!(
+        after(store, &room_id, 0, None, 0).await.is_empty(),
+        "limit 0"
+    );
     let w = after(store, &room_id, 440, Some(u64::MAX), 100).await;
     assert_seqs(&w, 441, 450, "After 440 before u64::MAX");
 
@@ -111,8 +135,14 @@ pub async fn history_paging(store: &dyn Store) {
     assert_seqs(&w, 449, 450, "Before past the head");
 
     let unknown = fresh_id();
-    assert!(after(store, &unknown, 0, None, 10).await.is_empty(), "unknown room");
-    assert!(before(store, &unknown, 100, 10).await.is_empty(), "unknown room");
+    assert!(
+        after(store, &unknown, 0, None, 10).await.is_empty(),
+        "unknown room"
+    );
+    assert!(
+        before(store, &unknown, 100, 10).await.is_empty(),
+        "unknown room"
+    );
 }
 
 /// Commits [`BUCKET_BOUNDARY_MESSAGES`] messages in batches of 500 and reads

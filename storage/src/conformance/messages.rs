@@ -20,7 +20,11 @@ pub async fn commit_gapless(store: &dyn Store) {
     for size in [1usize, 5, 10] {
         committed.extend(fill(store, &room_id, head, size, size).await);
         head += size as u64;
-        let r = store.room(&room_id).await.expect("room").expect("room exists");
+        let r = store
+            .room(&room_id)
+            .await
+            .expect("room")
+            .expect("room exists");
         assert_eq!(r.last_seq, head, "last_seq follows the commits");
     }
     let empty = store
@@ -31,7 +35,11 @@ pub async fn commit_gapless(store: &dyn Store) {
     let history = all_history(store, &room_id).await;
     assert_seqs(&history, 1, 16, "history after three batches");
     assert_eq!(history, committed, "history is exactly what was committed");
-    let r = store.room(&room_id).await.expect("room").expect("room exists");
+    let r = store
+        .room(&room_id)
+        .await
+        .expect("room")
+        .expect("room exists");
     assert_eq!(r.last_seq, 16, "an empty batch leaves the head alone");
 }
 
@@ -90,7 +98,11 @@ pub async fn commit_duplicates(store: &dyn Store) {
             CommitOutcome::Duplicate(stored(&room_id, 1, &a)),
         ]
     );
-    let r = store.room(&room_id).await.expect("room").expect("room exists");
+    let r = store
+        .room(&room_id)
+        .await
+        .expect("room")
+        .expect("room exists");
     assert_eq!(r.last_seq, 3, "duplicates do not move the head");
     let history = all_history(store, &room_id).await;
     assert_eq!(
@@ -118,10 +130,16 @@ pub async fn commit_head_moved(store: &dyn Store) {
                 expected: e,
                 actual: 3,
             }) if e == expected => {}
-            other => panic!("commit at head {expected} (actual 3) must be HeadMoved, got {other:?}"),
+            other => {
+                panic!("commit at head {expected} (actual 3) must be HeadMoved, got {other:?}")
+            }
         }
     }
-    let r = store.room(&room_id).await.expect("room").expect("room exists");
+    let r = store
+        .room(&room_id)
+        .await
+        .expect("room")
+        .expect("room exists");
     assert_eq!(r.last_seq, 3, "a refused commit does not move the head");
     assert_eq!(all_history(store, &room_id).await, first, "nothing written");
     let out = store
@@ -192,7 +210,9 @@ pub async fn split_owner_across(a: Arc<dyn Store>, b: Arc<dyn Store>) {
             (Ok(w), Err(l)) => (w, l, batch_a, batch_b, Arc::clone(&b)),
             (Err(l), Ok(w)) => (w, l, batch_b, batch_a, Arc::clone(&a)),
             (Ok(_), Ok(_)) => {
-                panic!("round {round}: both owners committed on head {head}: split-owner rule broken")
+                panic!(
+                    "round {round}: both owners committed on head {head}: split-owner rule broken"
+                )
             }
             (Err(x), Err(y)) => panic!("round {round}: both commits failed: {x}; {y}"),
         };

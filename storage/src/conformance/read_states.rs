@@ -35,8 +35,15 @@ pub async fn watermarks_never_lowered(store: &dyn Store) {
         let got = store.watermarks(&user, &room).await.expect("watermarks");
         assert_eq!(got, want, "after raising with {raise:?}");
     }
-    let other_room = store.watermarks(&user, &fresh_id()).await.expect("watermarks");
-    assert_eq!(other_room, Watermarks::default(), "read states are per room");
+    let other_room = store
+        .watermarks(&user, &fresh_id())
+        .await
+        .expect("watermarks");
+    assert_eq!(
+        other_room,
+        Watermarks::default(),
+        "read states are per room"
+    );
 }
 
 /// 16 concurrent raises end at the maximum of each value.

@@ -22,7 +22,11 @@ pub async fn rooms_and_members(store: &dyn Store) {
         .await
         .unwrap_or_else(|e| panic!("create_room failed: {e}"));
 
-    let got = store.room(&r.room_id).await.expect("room").expect("room exists");
+    let got = store
+        .room(&r.room_id)
+        .await
+        .expect("room")
+        .expect("room exists");
     assert_eq!(got.room_id, r.room_id);
     assert_eq!(got.kind, "group");
     assert_eq!(got.name, r.name, "name stored byte for byte");
@@ -34,7 +38,11 @@ pub async fn rooms_and_members(store: &dyn Store) {
         matches!(dup, Err(StorageError::AlreadyExists)),
         "creating a room with a taken id must give AlreadyExists, got {dup:?}"
     );
-    assert_eq!(store.room(&fresh_id()).await.expect("room"), None, "unknown room");
+    assert_eq!(
+        store.room(&fresh_id()).await.expect("room"),
+        None,
+        "unknown room"
+    );
 
     // Members by join time, then user id.
     let mut want = vec![mc.clone(), ma.clone(), mb.clone()];
@@ -54,7 +62,11 @@ pub async fn rooms_and_members(store: &dyn Store) {
         "a stranger is not a member"
     );
     assert!(
-        store.members(&fresh_id()).await.expect("members").is_empty(),
+        store
+            .members(&fresh_id())
+            .await
+            .expect("members")
+            .is_empty(),
         "unknown room has no members"
     );
     for u in [&a, &b, &c] {
@@ -71,7 +83,11 @@ pub async fn rooms_and_members(store: &dyn Store) {
         .rename_room(&r.room_id, new_name)
         .await
         .unwrap_or_else(|e| panic!("rename_room failed: {e}"));
-    let got = store.room(&r.room_id).await.expect("room").expect("room exists");
+    let got = store
+        .room(&r.room_id)
+        .await
+        .expect("room")
+        .expect("room exists");
     assert_eq!(got.name, new_name, "rename stored");
     let res = store.rename_room(&fresh_id(), "x").await;
     assert!(
@@ -82,7 +98,10 @@ pub async fn rooms_and_members(store: &dyn Store) {
     // Add a member, change a role.
     let d = user();
     let md = member(&d, "member", 2_000);
-    store.put_member(&r.room_id, &md).await.expect("put_member add");
+    store
+        .put_member(&r.room_id, &md)
+        .await
+        .expect("put_member add");
     assert_eq!(
         store.member(&r.room_id, &d.user_id).await.expect("member"),
         Some(md.clone())
@@ -118,9 +137,16 @@ pub async fn rooms_and_members(store: &dyn Store) {
         .remove_member(&r.room_id, &c.user_id)
         .await
         .unwrap_or_else(|e| panic!("remove_member failed: {e}"));
-    assert_eq!(store.member(&r.room_id, &c.user_id).await.expect("member"), None);
+    assert_eq!(
+        store.member(&r.room_id, &c.user_id).await.expect("member"),
+        None
+    );
     assert!(
-        store.user_rooms(&c.user_id).await.expect("user_rooms").is_empty(),
+        store
+            .user_rooms(&c.user_id)
+            .await
+            .expect("user_rooms")
+            .is_empty(),
         "remove_member removes the user-rooms entry"
     );
     store
@@ -153,7 +179,11 @@ pub async fn rooms_and_members(store: &dyn Store) {
     want.sort();
     assert_eq!(got, want, "user_rooms lists every room of the user");
     assert!(
-        store.user_rooms(&fresh_id()).await.expect("user_rooms").is_empty(),
+        store
+            .user_rooms(&fresh_id())
+            .await
+            .expect("user_rooms")
+            .is_empty(),
         "unknown user has no rooms"
     );
 }
@@ -191,7 +221,11 @@ pub async fn direct_room_idempotent(store: &dyn Store) {
         None,
         "the unused candidate room must not exist"
     );
-    let got = store.room(&id).await.expect("room").expect("direct room exists");
+    let got = store
+        .room(&id)
+        .await
+        .expect("room")
+        .expect("direct room exists");
     assert_eq!(got.kind, "direct");
     assert_eq!(store.members(&id).await.expect("members").len(), 2);
     for u in [&x, &y] {
@@ -209,7 +243,10 @@ pub async fn direct_room_idempotent(store: &dyn Store) {
         .create_direct_room(&key2, &third, &members2)
         .await
         .expect("create_direct_room other pair");
-    assert!(created3 && id3 == third.room_id, "a new pair gets its own room");
+    assert!(
+        created3 && id3 == third.room_id,
+        "a new pair gets its own room"
+    );
 }
 
 /// 8 concurrent direct-room creations for one pair.
@@ -254,7 +291,10 @@ pub async fn concurrent_direct_room_across(stores: &[Arc<dyn Store>]) {
         1,
         "exactly one concurrent call creates the room"
     );
-    assert!(candidates.contains(&id), "the room is one of the candidates");
+    assert!(
+        candidates.contains(&id),
+        "the room is one of the candidates"
+    );
     for c in candidates.iter().filter(|c| **c != id) {
         assert_eq!(
             stores[0].room(c).await.expect("room"),

@@ -4,9 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
-use crate::model::{
-    HistoryRange, MemberRecord, NewMessage, RoomRecord, StoredMessage, UserRecord,
-};
+use crate::model::{HistoryRange, MemberRecord, NewMessage, RoomRecord, StoredMessage, UserRecord};
 use crate::store::Store;
 
 /// A fresh id (UUIDv7, hyphenated), unique across runs.

@@ -26,7 +26,11 @@ pub async fn users_create_and_lookup(store: &dyn Store) {
         .await
         .unwrap_or_else(|e| panic!("create_user failed: {e}"));
     let by_name = store.user_by_name(&u.username).await.expect("user_by_name");
-    assert_eq!(by_name.as_ref(), Some(&u), "user_by_name returns the record");
+    assert_eq!(
+        by_name.as_ref(),
+        Some(&u),
+        "user_by_name returns the record"
+    );
     let by_id = store.user_by_id(&u.user_id).await.expect("user_by_id");
     assert_eq!(by_id.as_ref(), Some(&u), "user_by_id returns the record");
     assert_eq!(by_id.and_then(|u| u.last_seen), None, "new user never seen");
@@ -57,7 +61,10 @@ pub async fn username_conflict(store: &dyn Store) {
         "taken username must give AlreadyExists, got {res:?}"
     );
     assert_eq!(
-        store.user_by_name(&first.username).await.expect("user_by_name"),
+        store
+            .user_by_name(&first.username)
+            .await
+            .expect("user_by_name"),
         Some(first),
         "the name still belongs to the first user"
     );
@@ -164,8 +171,14 @@ pub async fn refresh_tokens(store: &dyn Store) {
         user_id: t.user_id.clone(),
         expires_at: now_ms() - 1_000,
     };
-    store.put_refresh_token(&expired).await.expect("put expired");
-    let taken = store.take_refresh_token(&expired.token_hash).await.expect("take");
+    store
+        .put_refresh_token(&expired)
+        .await
+        .expect("put expired");
+    let taken = store
+        .take_refresh_token(&expired.token_hash)
+        .await
+        .expect("take");
     assert_eq!(taken, Some(expired), "expired tokens are returned too");
 }
 
@@ -177,7 +190,10 @@ pub async fn concurrent_token_take(store: Arc<dyn Store>) {
         user_id: fresh_id(),
         expires_at: now_ms() + 3_600_000,
     };
-    store.put_refresh_token(&t).await.expect("put_refresh_token");
+    store
+        .put_refresh_token(&t)
+        .await
+        .expect("put_refresh_token");
     let barrier = Arc::new(Barrier::new(N));
     let mut tasks = Vec::with_capacity(N);
     for _ in 0..N {

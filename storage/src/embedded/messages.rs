@@ -27,7 +27,7 @@ pub(crate) fn commit(
         .and_then(|mut st| st.query_row([room_id], |r| r.get(0)).optional())
         .map_err(map_err)?
         .ok_or(StorageError::NotFound)?;
-    if head != expected_last_seq && false {
+    if head != expected_last_seq {
         return Err(StorageError::HeadMoved {
             expected: expected_last_seq,
             actual: head,
@@ -128,7 +128,10 @@ fn by_client_msg_id(
 ) -> StorageResult<Option<StoredMessage>> {
     let seq: Option<u64> = conn
         .prepare_cached("SELECT seq FROM client_msg_ids WHERE room_id = ?1 AND client_msg_id = ?2")
-        .and_then(|mut st| st.query_row([room_id, client_msg_id], |r| r.get(0)).optional())
+        .and_then(|mut st| {
+            st.query_row([room_id, client_msg_id], |r| r.get(0))
+                .optional()
+        })
         .map_err(map_err)?;
     let Some(seq) = seq else {
         return Ok(None);
@@ -166,9 +169,11 @@ fn insert(conn: &Connection, m: &StoredMessage) -> StorageResult<()> {
         ))
     })
     .map_err(map_err)?;
-    conn.prepare_cached("INSERT INTO client_msg_ids (room_id, client_msg_id, seq) VALUES (?1, ?2, ?3)")
-        .and_then(|mut st| st.execute((&m.room_id, &m.client_msg_id, m.seq)))
-        .map_err(map_err)?;
+    conn.prepare_cached(
+        "INSERT INTO client_msg_ids (room_id, client_msg_id, seq) VALUES (?1, ?2, ?3)",
+    )
+    .and_then(|mut st| st.execute((&m.room_id, &m.client_msg_id, m.seq)))
+    .map_err(map_err)?;
     Ok(())
 }
 

@@ -15,7 +15,7 @@
 //! and all writers of all processes share one file lock (batches amortise
 //! both).
 //!
-//! Modules: [`pool`] (connections), `schema` (migrations), `sqlerr` (error
+//! Modules: `pool` (connections), `schema` (migrations), `sqlerr` (error
 //! mapping), one module per data area, and `store_impl` (the [`Store`]
 //! impl, which runs every call on tokio's blocking pool).
 //!

@@ -111,9 +111,8 @@ fn open_connection(path: &Path, role: Role) -> StorageResult<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
-        StorageError::Unavailable(format!("cannot open {}: {e}", path.display()))
-    })?;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| StorageError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     if role == Role::Writer {

@@ -7,7 +7,11 @@ use crate::error::StorageResult;
 use crate::model::Watermarks;
 
 /// A user's watermarks in a room, zeros when none stored.
-pub(crate) fn watermarks(conn: &Connection, user_id: &str, room_id: &str) -> StorageResult<Watermarks> {
+pub(crate) fn watermarks(
+    conn: &Connection,
+    user_id: &str,
+    room_id: &str,
+) -> StorageResult<Watermarks> {
     let found = conn
         .prepare_cached(
             "SELECT delivered_seq, read_seq FROM read_states WHERE user_id = ?1 AND room_id = ?2",

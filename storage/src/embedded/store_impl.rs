@@ -39,12 +39,14 @@ impl Store for EmbeddedStore {
 
     async fn set_last_seen(&self, user_id: &str, at: i64) -> StorageResult<()> {
         let user_id = user_id.to_owned();
-        self.write(move |c| users::set_last_seen(c, &user_id, at)).await
+        self.write(move |c| users::set_last_seen(c, &user_id, at))
+            .await
     }
 
     async fn put_refresh_token(&self, token: &RefreshTokenRecord) -> StorageResult<()> {
         let token = token.clone();
-        self.write(move |c| tokens::put_refresh_token(c, &token)).await
+        self.write(move |c| tokens::put_refresh_token(c, &token))
+            .await
     }
 
     async fn take_refresh_token(
@@ -96,7 +98,8 @@ impl Store for EmbeddedStore {
     async fn member(&self, room_id: &str, user_id: &str) -> StorageResult<Option<MemberRecord>> {
         let room_id = room_id.to_owned();
         let user_id = user_id.to_owned();
-        self.read(move |c| rooms::member(c, &room_id, &user_id)).await
+        self.read(move |c| rooms::member(c, &room_id, &user_id))
+            .await
     }
 
     async fn put_member(&self, room_id: &str, member: &MemberRecord) -> StorageResult<()> {
@@ -136,7 +139,8 @@ impl Store for EmbeddedStore {
         range: HistoryRange,
     ) -> StorageResult<Vec<StoredMessage>> {
         let room_id = room_id.to_owned();
-        self.read(move |c| messages::history(c, &room_id, range)).await
+        self.read(move |c| messages::history(c, &room_id, range))
+            .await
     }
 
     async fn watermarks(&self, user_id: &str, room_id: &str) -> StorageResult<Watermarks> {
