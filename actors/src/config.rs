@@ -32,7 +32,7 @@ impl Default for ActorConfig {
     fn default() -> Self {
         ActorConfig {
             node_name: "parley".to_string(),
-            outbound_queue: 1024,
+            outbound_queue: 4096,
             room_queue_max: 10_000,
             commit_batch_max: 512,
             room_idle: Duration::from_secs(300),

@@ -103,8 +103,9 @@ pub struct Config {
     /// Largest HTTP request body in bytes; larger answers 413.
     #[arg(long, env = "PARLEY_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
-    /// Frames queued per session before a slow client is closed with 1013.
-    #[arg(long, env = "PARLEY_OUTBOUND_QUEUE", default_value_t = 1024)]
+    /// Frames queued per session before a slow client is closed with 1013
+    /// (keep it at least twice `--commit-batch-max`: one commit fans out a whole batch).
+    #[arg(long, env = "PARLEY_OUTBOUND_QUEUE", default_value_t = 4096)]
     pub outbound_queue: usize,
     /// Sends a room holds waiting for commit before answering `unavailable`.
     #[arg(long, env = "PARLEY_ROOM_QUEUE_MAX", default_value_t = 10_000)]

@@ -69,13 +69,28 @@ impl Node {
         cmd.arg("--listen")
             .arg(&self.addr)
             .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(["--jwt-secret", SECRET])
-            .args(["--argon2-memory-kib", "64", "--argon2-iterations", "1"])
-            .args(["--login-rate-per-ip", "0", "--login-rate-per-user", "0"])
-            .args(["--register-rate-per-ip", "0"])
-            .args(["--log-format", "pretty"])
-            .args(&self.extra)
+            .arg(&self.data_dir);
+        // The node refuses a flag given twice, so a default the caller
+        // overrides in `extra` is left out.
+        let defaults = [
+            ("--jwt-secret", SECRET),
+            ("--argon2-memory-kib", "64"),
+            ("--argon2-iterations", "1"),
+            ("--login-rate-per-ip", "0"),
+            ("--login-rate-per-user", "0"),
+            ("--register-rate-per-ip", "0"),
+            ("--log-format", "pretty"),
+        ];
+        for (flag, value) in defaults {
+            let overridden = self
+                .extra
+                .iter()
+                .any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+            if !overridden {
+                cmd.args([flag, value]);
+            }
+        }
+        cmd.args(&self.extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -288,7 +303,26 @@ impl Client {
     /// Connects with `?token=` and waits for `hello`.
     pub async fn connect(node: &Node, token: &str) -> Client {
         let url = format!("ws://{}/ws?token={}", node.addr, token);
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        Self::connect_request(url).await
+    }
+
+    /// Connects with an `Authorization: Bearer` header and waits for `hello`.
+    pub async fn connect_bearer(node: &Node, token: &str) -> Client {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://{}/ws", node.addr)
+            .into_client_request()
+            .expect("request");
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        Self::connect_request(req).await
+    }
+
+    async fn connect_request(
+        req: impl tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
+    ) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(req)
             .await
             .expect("ws connect");
         let mut c = Client {
@@ -315,6 +349,40 @@ impl Client {
             .send(Message::Text(s.to_string().into()))
             .await
             .expect("ws send");
+    }
+
+    /// Sends raw text; false if the socket is already broken.
+    pub async fn try_send_text(&mut self, s: &str) -> bool {
+        self.ws
+            .send(Message::Text(s.to_string().into()))
+            .await
+            .is_ok()
+    }
+
+    /// Sends a binary frame.
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+        self.ws
+            .send(Message::Binary(bytes.into()))
+            .await
+            .expect("ws send");
+    }
+
+    /// Waits for an `error` frame whose `ref` equals `r` (`None`: an error without a ref).
+    pub async fn expect_error(&mut self, r: Option<&str>) -> Value {
+        let want = r.map(|s| Value::String(s.to_string()));
+        self.expect(move |f| {
+            f["type"] == "error"
+                && match &want {
+                    Some(w) => &f["ref"] == w,
+                    None => f.get("ref").is_none_or(Value::is_null),
+                }
+        })
+        .await
+    }
+
+    /// Frames read but not yet consumed, in arrival order.
+    pub fn take_backlog(&mut self) -> Vec<Value> {
+        std::mem::take(&mut self.backlog)
     }
 
     /// Reads the next frame from the socket (not the backlog).
@@ -449,4 +517,175 @@ pub async fn upgrade_status(
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
         Err(e) => panic!("unexpected ws error: {e}"),
     }
+}
+
+/// Sends a request with explicit headers and a raw body (bytes as given).
+pub async fn call_raw(
+    node: &Node,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> Answer {
+    let http = reqwest::Client::new();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut req = http.request(method, node.url(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(b) = body {
+        req = req.body(b);
+    }
+    let resp = req.send().await.expect("http");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    Answer {
+        status,
+        body,
+        headers,
+    }
+}
+
+/// Asserts a contract error answer: the status, a JSON body of exactly
+/// `{"error":{"code","message"}}` with the given code. Returns the message.
+#[track_caller]
+pub fn assert_error(a: &Answer, status: u16, code: &str) -> String {
+    assert_eq!(a.status, status, "status (want {code}); body: {}", a.body);
+    let err = a
+        .body
+        .get("error")
+        .unwrap_or_else(|| panic!("{status} body is not a contract error: {:?}", a.body));
+    assert_eq!(err["code"], code, "error code; body: {}", a.body);
+    let message = err["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("error.message must be a string: {}", a.body));
+    assert!(!message.is_empty(), "error.message is empty: {}", a.body);
+    if let Some(ct) = a.headers.get("content-type") {
+        assert!(
+            ct.to_str().unwrap_or("").starts_with("application/json"),
+            "error content-type: {ct:?}"
+        );
+    }
+    message.to_string()
+}
+
+/// The `room_id` of a room JSON.
+pub fn room_id(room: &Value) -> String {
+    room["room_id"].as_str().expect("room_id").to_string()
+}
+
+/// `GET /api/v1/rooms/{room_id}/messages{query}` as `user`.
+pub async fn history(node: &Node, user: &User, room_id: &str, query: &str) -> Answer {
+    call(
+        node,
+        "GET",
+        &format!("/api/v1/rooms/{room_id}/messages{query}"),
+        Some(&user.token),
+        None,
+    )
+    .await
+}
+
+/// Every message of a room, read through history pages (oldest first).
+pub async fn all_messages(node: &Node, user: &User, room_id: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after = 0u64;
+    loop {
+        let page = history(
+            node,
+            user,
+            room_id,
+            &format!("?after_seq={after}&limit=200"),
+        )
+        .await;
+        assert_eq!(page.status, 200, "history: {}", page.body);
+        let msgs = page.body["messages"].as_array().expect("messages").clone();
+        if let Some(last) = msgs.last() {
+            after = last["seq"].as_u64().expect("seq");
+        }
+        out.extend(msgs);
+        if page.body["has_more"] != true {
+            return out;
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// HMAC-SHA256 (RFC 2104), by hand on top of `sha2`.
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    const BLOCK: usize = 64;
+    let mut k = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    inner.update(msg);
+    let inner = inner.finalize();
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner);
+    outer.finalize().into()
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A JWT with the given header and claims, signed HS256 with `secret`
+/// (whatever `alg` the header claims).
+pub fn jwt_hs256(secret: &[u8], header: &Value, claims: &Value) -> String {
+    let signing_input = format!(
+        "{}.{}",
+        b64url(header.to_string().as_bytes()),
+        b64url(claims.to_string().as_bytes())
+    );
+    let sig = hmac_sha256(secret, signing_input.as_bytes());
+    format!("{signing_input}.{}", b64url(&sig))
+}
+
+/// An unsigned `alg: none` JWT.
+pub fn jwt_none(claims: &Value) -> String {
+    format!(
+        "{}.{}.",
+        b64url(json!({"alg": "none", "typ": "JWT"}).to_string().as_bytes()),
+        b64url(claims.to_string().as_bytes())
+    )
+}
+
+/// Access-token claims for `user` expiring `exp_in` seconds from now (negative: past).
+pub fn claims_for(user: &User, exp_in: i64) -> Value {
+    let now = now_secs() as i64;
+    json!({
+        "sub": user.user_id,
+        "name": user.username,
+        "iat": now - 10,
+        "exp": now + exp_in,
+    })
+}
+
+/// An access token for `user` signed with `secret`.
+pub fn token_signed(secret: &[u8], user: &User, exp_in: i64) -> String {
+    jwt_hs256(
+        secret,
+        &json!({"alg": "HS256", "typ": "JWT"}),
+        &claims_for(user, exp_in),
+    )
 }
