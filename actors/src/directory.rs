@@ -13,9 +13,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort, Sup
 
 use parley_storage::Store;
 
+use crate::cluster::{Cluster, View};
 use crate::dispatcher::DispatcherMsg;
 use crate::error::ChatError;
 use crate::room::{load_room, RoomActor, RoomArgs, RoomDeps, RoomMsg};
+use crate::system::Gauges;
 use crate::ActorConfig;
 
 /// Messages of the directory.
@@ -38,6 +40,8 @@ pub enum DirectoryMsg {
     Count(RpcReplyPort<usize>),
     /// Stop every room actor, draining their queues (shutdown).
     StopAll(RpcReplyPort<()>),
+    /// Membership changed: retire rooms this node no longer owns.
+    Rebalance(Arc<View>),
 }
 
 /// Start-up arguments of the directory.
@@ -48,6 +52,10 @@ pub struct DirectoryArgs {
     pub dispatcher: ActorRef<DispatcherMsg>,
     /// Limits.
     pub config: Arc<ActorConfig>,
+    /// Other nodes.
+    pub cluster: Cluster,
+    /// Where the live room count is published.
+    pub gauges: Arc<Gauges>,
 }
 
 /// The directory actor.
@@ -60,6 +68,13 @@ pub struct DirectoryState {
 }
 
 impl DirectoryState {
+    fn publish(&self) {
+        self.args.gauges.rooms.store(
+            self.rooms.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
     fn forget(&mut self, actor: &ractor::ActorCell) {
         let id = actor.get_id();
         self.rooms.retain(|_, r| r.get_id() != id);
@@ -103,6 +118,7 @@ impl Actor for Directory {
                             store: state.args.store.clone(),
                             dispatcher: state.args.dispatcher.clone(),
                             directory: myself.clone(),
+                            cluster: state.args.cluster.clone(),
                             config: state.args.config.clone(),
                         };
                         match Actor::spawn_linked(
@@ -134,6 +150,27 @@ impl Actor for Directory {
                 }
                 let _ = actor.cast(RoomMsg::RetireAccepted);
             }
+            DirectoryMsg::Rebalance(view) => {
+                let moving: Vec<String> = state
+                    .rooms
+                    .keys()
+                    .filter(|r| view.owner(r) != view.me)
+                    .cloned()
+                    .collect();
+                if !moving.is_empty() {
+                    tracing::info!(
+                        rooms = moving.len(),
+                        "handing rooms over to their new owners"
+                    );
+                }
+                for room_id in moving {
+                    if let Some(r) = state.rooms.remove(&room_id) {
+                        // Finishes its in-flight commit, drains and stops; the
+                        // new owner loads it from storage on first use.
+                        let _ = r.cast(RoomMsg::RetireAccepted);
+                    }
+                }
+            }
             DirectoryMsg::Count(reply) => {
                 let _ = reply.send(state.rooms.len());
             }
@@ -149,6 +186,7 @@ impl Actor for Directory {
                 let _ = reply.send(());
             }
         }
+        state.publish();
         Ok(())
     }
 
@@ -166,6 +204,10 @@ impl Actor for Directory {
             }
             _ => {}
         }
+        state.publish();
         Ok(())
     }
 }
+
+// Local-only message: never serialized (see `cluster` for what crosses nodes).
+impl ractor::Message for DirectoryMsg {}

@@ -11,19 +11,23 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
+use crate::cluster::wire::AckKey;
 use crate::outbound::{Outbound, OutboundTx, Push};
+use crate::session::SessionMsg;
+use crate::system::Gauges;
 
 /// A connected session as the dispatcher knows it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SessionEntry {
     /// The session's id.
     pub session_id: Arc<str>,
     /// Its outbound queue.
     pub tx: OutboundTx,
+    /// Its actor (for acks of routed sends and membership news).
+    pub actor: ActorRef<SessionMsg>,
 }
 
 /// Messages of the dispatcher.
-#[derive(Debug)]
 pub enum DispatcherMsg {
     /// A session of `user_id` connected on this node.
     Register {
@@ -49,6 +53,19 @@ pub enum DispatcherMsg {
         /// A user whose sessions are skipped (e.g. the typist).
         except_user: Option<Arc<str>>,
     },
+    /// A frame for one session (from another node); `ack` clears its retry entry.
+    ToSession {
+        /// Owner of the session.
+        user_id: Arc<str>,
+        /// The session.
+        session_id: Arc<str>,
+        /// The frame.
+        json: Arc<str>,
+        /// The routed send this answers, if any.
+        ack: Option<AckKey>,
+    },
+    /// These nodes left the cluster: sessions re-route what they sent there.
+    NodesDown(Vec<Arc<str>>),
     /// Ask every local session to close with a code (shutdown: 1012).
     CloseAll(u16),
     /// Number of local sessions and of distinct local users.
@@ -59,10 +76,10 @@ pub enum DispatcherMsg {
 pub struct Dispatcher;
 
 /// Local sessions by user.
-#[derive(Default)]
 pub struct DispatcherState {
     by_user: HashMap<Arc<str>, Vec<SessionEntry>>,
     sessions: usize,
+    gauges: Arc<Gauges>,
 }
 
 impl DispatcherState {
@@ -89,14 +106,18 @@ impl DispatcherState {
 impl Actor for Dispatcher {
     type Msg = DispatcherMsg;
     type State = DispatcherState;
-    type Arguments = ();
+    type Arguments = Arc<Gauges>;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        _args: (),
+        gauges: Arc<Gauges>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(DispatcherState::default())
+        Ok(DispatcherState {
+            by_user: HashMap::new(),
+            sessions: 0,
+            gauges,
+        })
     }
 
     async fn handle(
@@ -130,6 +151,28 @@ impl Actor for Dispatcher {
             } => {
                 state.deliver(&users, &item, except_user.as_ref());
             }
+            DispatcherMsg::ToSession {
+                user_id,
+                session_id,
+                json,
+                ack,
+            } => {
+                if let Some(e) = state
+                    .by_user
+                    .get(&user_id)
+                    .and_then(|entries| entries.iter().find(|e| e.session_id == session_id))
+                {
+                    e.tx.push(Outbound::Frame(json));
+                    if let Some(key) = ack {
+                        let _ = e.actor.cast(SessionMsg::Acked(key));
+                    }
+                }
+            }
+            DispatcherMsg::NodesDown(nodes) => {
+                for e in state.by_user.values().flatten() {
+                    let _ = e.actor.cast(SessionMsg::PeersDown(nodes.clone()));
+                }
+            }
             DispatcherMsg::CloseAll(code) => {
                 for e in state.by_user.values().flatten() {
                     e.tx.close(code);
@@ -139,6 +182,13 @@ impl Actor for Dispatcher {
                 let _ = reply.send((state.sessions, state.by_user.len()));
             }
         }
+        state
+            .gauges
+            .sessions
+            .store(state.sessions as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 }
+
+// Local-only message: never serialized (see `cluster` for what crosses nodes).
+impl ractor::Message for DispatcherMsg {}

@@ -5,7 +5,7 @@ use parley_storage::StorageError;
 use thiserror::Error;
 
 /// Why a room operation failed.
-#[derive(Debug, Clone, Error)]
+#[derive(Debug, Clone, Error, serde::Serialize, serde::Deserialize)]
 pub enum ChatError {
     /// No such room, or the caller is not a member (no existence leak).
     #[error("room not found")]
@@ -16,6 +16,9 @@ pub enum ChatError {
     /// The request breaks a rule.
     #[error("{0}")]
     Invalid(String),
+    /// Conflicts with existing state.
+    #[error("{0}")]
+    Conflict(String),
     /// Overloaded or storage unreachable; try again.
     #[error("{0}")]
     Unavailable(String),
@@ -31,6 +34,7 @@ impl ChatError {
             ChatError::NotFound => ErrorCode::NotFound,
             ChatError::Forbidden(_) => ErrorCode::Forbidden,
             ChatError::Invalid(_) => ErrorCode::InvalidRequest,
+            ChatError::Conflict(_) => ErrorCode::Conflict,
             ChatError::Unavailable(_) => ErrorCode::Unavailable,
             ChatError::Internal(_) => ErrorCode::Internal,
         }

@@ -12,6 +12,7 @@
 //! no HTTP and no SQL: it talks to clients through [`outbound`] queues and to
 //! storage through [`parley_storage::Store`].
 
+pub mod cluster;
 pub mod config;
 pub mod convert;
 pub mod directory;

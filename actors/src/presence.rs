@@ -5,7 +5,7 @@
 //! and persists `last_seen`. Each change is sent only to users who share a
 //! room with that user (looked up from storage off the actor's thread).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -15,6 +15,8 @@ use parley_protocol::time::{now_millis, to_rfc3339};
 use parley_protocol::ws::{ServerEvent, Status};
 use parley_storage::Store;
 
+use crate::cluster::wire::{PeerPayload, WireItem};
+use crate::cluster::{Cluster, View};
 use crate::dispatcher::DispatcherMsg;
 use crate::outbound::Outbound;
 
@@ -24,6 +26,24 @@ pub enum PresenceMsg {
     Connected(Arc<str>),
     /// A session of the user ended.
     Disconnected(Arc<str>),
+    /// Another node's online users (when it joins).
+    RemoteSnapshot {
+        /// The node.
+        node: String,
+        /// Its online users.
+        users: Vec<String>,
+    },
+    /// A user came online or went offline on another node.
+    RemoteChange {
+        /// The node.
+        node: String,
+        /// The user.
+        user: String,
+        /// Online there now.
+        online: bool,
+    },
+    /// Membership changed: (joined nodes, left nodes, new view).
+    Membership(Vec<Arc<str>>, Vec<Arc<str>>, Arc<View>),
     /// Whether the user has any session.
     IsOnline(String, RpcReplyPort<bool>),
     /// Number of users online.
@@ -36,6 +56,8 @@ pub struct PresenceArgs {
     pub store: Arc<dyn Store>,
     /// Local dispatcher.
     pub dispatcher: ActorRef<DispatcherMsg>,
+    /// Other nodes.
+    pub cluster: Cluster,
 }
 
 /// The presence actor.
@@ -45,6 +67,8 @@ pub struct Presence;
 pub struct PresenceState {
     announcements: mpsc::Sender<Announcement>,
     sessions: HashMap<Arc<str>, usize>,
+    remote: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    cluster: Cluster,
 }
 
 /// Users who share at least one room with `user_id` (not including them).
@@ -75,6 +99,7 @@ type Announcement = (Arc<str>, Status, i64);
 async fn announcer(
     store: Arc<dyn Store>,
     dispatcher: ActorRef<DispatcherMsg>,
+    cluster: Cluster,
     mut rx: mpsc::Receiver<Announcement>,
 ) {
     while let Some((user, status, at)) = rx.recv().await {
@@ -92,6 +117,12 @@ async fn announcer(
             status,
             last_seen: Some(to_rfc3339(at)),
         };
+        // Contacts may be connected to any node.
+        cluster.broadcast(&PeerPayload::Deliver {
+            users: users.iter().map(|u| u.to_string()).collect(),
+            item: WireItem::Frame(event.to_json()),
+            except_user: None,
+        });
         let _ = dispatcher.cast(DispatcherMsg::Deliver {
             users: Arc::from(users),
             item: Outbound::Frame(Arc::from(event.to_json())),
@@ -101,6 +132,10 @@ async fn announcer(
 }
 
 impl PresenceState {
+    fn online_elsewhere(&self, user: &str) -> bool {
+        self.remote.values().any(|users| users.contains(user))
+    }
+
     fn announce(&self, user: Arc<str>, status: Status, at: i64) {
         if self.announcements.try_send((user, status, at)).is_err() {
             tracing::warn!("presence announcements backlogged; dropping one");
@@ -119,10 +154,13 @@ impl Actor for Presence {
         args: PresenceArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let (tx, rx) = mpsc::channel(10_000);
-        tokio::spawn(announcer(args.store, args.dispatcher, rx));
+        let cluster = args.cluster.clone();
+        tokio::spawn(announcer(args.store, args.dispatcher, args.cluster, rx));
         Ok(PresenceState {
             announcements: tx,
             sessions: HashMap::new(),
+            remote: HashMap::new(),
+            cluster,
         })
     }
 
@@ -137,7 +175,14 @@ impl Actor for Presence {
                 let n = state.sessions.entry(user.clone()).or_insert(0);
                 *n += 1;
                 if *n == 1 {
-                    state.announce(user, Status::Online, now_millis());
+                    state.cluster.broadcast(&PeerPayload::PresenceChange {
+                        node: state.cluster.me().to_string(),
+                        user: user.to_string(),
+                        online: true,
+                    });
+                    if !state.online_elsewhere(&user) {
+                        state.announce(user, Status::Online, now_millis());
+                    }
                 }
             }
             PresenceMsg::Disconnected(user) => {
@@ -145,12 +190,63 @@ impl Actor for Presence {
                     *n -= 1;
                     if *n == 0 {
                         state.sessions.remove(&user);
-                        state.announce(user, Status::Offline, now_millis());
+                        state.cluster.broadcast(&PeerPayload::PresenceChange {
+                            node: state.cluster.me().to_string(),
+                            user: user.to_string(),
+                            online: false,
+                        });
+                        if !state.online_elsewhere(&user) {
+                            state.announce(user, Status::Offline, now_millis());
+                        }
                     }
                 }
             }
             PresenceMsg::IsOnline(user, reply) => {
-                let _ = reply.send(state.sessions.contains_key(user.as_str()));
+                let online =
+                    state.sessions.contains_key(user.as_str()) || state.online_elsewhere(&user);
+                let _ = reply.send(online);
+            }
+            PresenceMsg::RemoteSnapshot { node, users } => {
+                let set = users.into_iter().map(|u| Arc::from(u.as_str())).collect();
+                state.remote.insert(Arc::from(node.as_str()), set);
+            }
+            PresenceMsg::RemoteChange { node, user, online } => {
+                let set = state.remote.entry(Arc::from(node.as_str())).or_default();
+                if online {
+                    set.insert(Arc::from(user.as_str()));
+                } else {
+                    set.remove(user.as_str());
+                }
+            }
+            PresenceMsg::Membership(up, down, view) => {
+                let local: Vec<String> = state.sessions.keys().map(|u| u.to_string()).collect();
+                for node in &up {
+                    state.cluster.send(
+                        node,
+                        &PeerPayload::PresenceSnapshot {
+                            node: view.me.to_string(),
+                            users: local.clone(),
+                        },
+                    );
+                }
+                let mut gone: Vec<Arc<str>> = Vec::new();
+                for node in &down {
+                    if let Some(users) = state.remote.remove(node) {
+                        gone.extend(users);
+                    }
+                }
+                // The users of a dead node go offline unless connected elsewhere;
+                // one node (the first live one) announces it.
+                let announcer = view.members.first().is_some_and(|m| *m == view.me);
+                let now = now_millis();
+                for user in gone {
+                    if announcer
+                        && !state.sessions.contains_key(&user)
+                        && !state.online_elsewhere(&user)
+                    {
+                        state.announce(user, Status::Offline, now);
+                    }
+                }
             }
             PresenceMsg::Count(reply) => {
                 let _ = reply.send(state.sessions.len());
@@ -159,3 +255,6 @@ impl Actor for Presence {
         Ok(())
     }
 }
+
+// Local-only message: never serialized (see `cluster` for what crosses nodes).
+impl ractor::Message for PresenceMsg {}

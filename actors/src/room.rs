@@ -29,6 +29,8 @@ use parley_storage::{
     Watermarks,
 };
 
+use crate::cluster::wire::{AckKey, PeerPayload, WireItem};
+use crate::cluster::Cluster;
 use crate::convert;
 use crate::directory::DirectoryMsg;
 use crate::dispatcher::DispatcherMsg;
@@ -36,19 +38,61 @@ use crate::error::ChatError;
 use crate::outbound::{Outbound, OutboundTx};
 use crate::ActorConfig;
 
+/// Where a room's answers (acks, errors) for one request go.
+#[derive(Clone)]
+pub enum ReplyTo {
+    /// A session on this node.
+    Local(OutboundTx),
+    /// A session on another node.
+    Remote {
+        /// The cluster layer.
+        cluster: Cluster,
+        /// Node of the session.
+        node: Arc<str>,
+        /// The session.
+        session_id: Arc<str>,
+    },
+}
+
 /// Who is asking: a user and the session to answer.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Caller {
     /// The user's id.
     pub user_id: Arc<str>,
     /// The user's name.
     pub username: Arc<str>,
     /// The session to answer (acks and errors).
-    pub tx: OutboundTx,
+    pub reply: ReplyTo,
+}
+
+impl Caller {
+    /// Sends a frame to the caller's session; `ack` marks the answer to a routed `send`.
+    pub fn reply(&self, json: String, ack: Option<AckKey>) {
+        match &self.reply {
+            ReplyTo::Local(tx) => {
+                tx.frame(json);
+            }
+            ReplyTo::Remote {
+                cluster,
+                node,
+                session_id,
+            } => {
+                cluster.send(
+                    node,
+                    &PeerPayload::ToSession {
+                        user_id: self.user_id.to_string(),
+                        session_id: session_id.to_string(),
+                        json,
+                        ack,
+                    },
+                );
+            }
+        }
+    }
 }
 
 /// A change to a room's membership or details, asked for over HTTP.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum ManageCmd {
     /// Add a user as `member`.
     AddMember {
@@ -149,6 +193,8 @@ pub struct RoomDeps {
     pub dispatcher: ActorRef<DispatcherMsg>,
     /// Directory to retire from.
     pub directory: ActorRef<DirectoryMsg>,
+    /// Other nodes, for fan-out and remote answers.
+    pub cluster: Cluster,
     /// Limits.
     pub config: Arc<ActorConfig>,
 }
@@ -190,6 +236,7 @@ pub struct RoomActor;
 struct PendingSend {
     from: Caller,
     r#ref: Option<String>,
+    client_msg_id: String,
 }
 
 /// A user's watermarks plus whether they must be broadcast / persisted.
@@ -286,7 +333,24 @@ impl RoomState {
         self.roles.contains_key(user_id)
     }
 
+    /// Hands an event to this node's dispatcher and, once, to every other node.
     fn deliver(&self, users: Arc<[Arc<str>]>, item: Outbound, except_user: Option<Arc<str>>) {
+        if self.deps.cluster.has_peers() {
+            let wire_item = match &item {
+                Outbound::Frame(json) => WireItem::Frame(json.to_string()),
+                Outbound::Message { room_id, seq, json } => WireItem::Message {
+                    room_id: room_id.to_string(),
+                    seq: *seq,
+                    json: json.to_string(),
+                },
+                Outbound::SyncStart(_) => return,
+            };
+            self.deps.cluster.broadcast(&PeerPayload::Deliver {
+                users: users.iter().map(|u| u.to_string()).collect(),
+                item: wire_item,
+                except_user: except_user.as_ref().map(|u| u.to_string()),
+            });
+        }
         let _ = self.deps.dispatcher.cast(DispatcherMsg::Deliver {
             users,
             item,
@@ -379,8 +443,11 @@ impl RoomState {
         to_store
     }
 
-    fn reply_error(tx: &OutboundTx, r#ref: Option<String>, err: &ChatError) {
-        tx.frame(ServerEvent::error(r#ref, err.code(), err.to_string()).to_json());
+    fn reply_error(to: &Caller, r#ref: Option<String>, err: &ChatError, ack: Option<AckKey>) {
+        to.reply(
+            ServerEvent::error(r#ref, err.code(), err.to_string()).to_json(),
+            ack,
+        );
     }
 
     /// Starts the next group commit if none is in flight.
@@ -415,6 +482,16 @@ impl RoomState {
             Ok(outcomes) => {
                 for (p, outcome) in senders.into_iter().zip(outcomes) {
                     let m = outcome.message();
+                    let ack = Some((m.room_id.clone(), p.client_msg_id.clone()));
+                    if m.sender_id != *p.from.user_id {
+                        // Someone else's message holds this client_msg_id: refuse
+                        // rather than answer with another user's message.
+                        let err = ChatError::Conflict(
+                            "client_msg_id already used in this room by another sender".into(),
+                        );
+                        Self::reply_error(&p.from, p.r#ref, &err, ack);
+                        continue;
+                    }
                     let sent = ServerEvent::Sent {
                         r#ref: p.r#ref,
                         room_id: m.room_id.clone(),
@@ -423,7 +500,7 @@ impl RoomState {
                         message_id: m.message_id.clone(),
                         sent_at: to_rfc3339(m.sent_at),
                     };
-                    p.from.tx.frame(sent.to_json());
+                    p.from.reply(sent.to_json(), ack);
                     if let CommitOutcome::Committed(m) = &outcome {
                         self.last_seq = self.last_seq.max(m.seq);
                         let json: Arc<str> =
@@ -455,7 +532,8 @@ impl RoomState {
                     "message not stored, retry with the same client_msg_id".into(),
                 );
                 for p in senders {
-                    Self::reply_error(&p.from.tx, p.r#ref, &err);
+                    let ack = Some((self.room_id.to_string(), p.client_msg_id.clone()));
+                    Self::reply_error(&p.from, p.r#ref, &err, ack);
                 }
                 None
             }
@@ -686,13 +764,14 @@ impl Actor for RoomActor {
                 body,
             } => {
                 state.touch();
+                let ack = Some((state.room_id.to_string(), client_msg_id.clone()));
                 if !state.is_member(&from.user_id) {
-                    RoomState::reply_error(&from.tx, r#ref, &ChatError::NotFound);
+                    RoomState::reply_error(&from, r#ref, &ChatError::NotFound, ack);
                     return Ok(());
                 }
                 if state.pending.len() >= state.deps.config.room_queue_max {
                     let err = ChatError::Unavailable("room overloaded, retry later".into());
-                    RoomState::reply_error(&from.tx, r#ref, &err);
+                    RoomState::reply_error(&from, r#ref, &err, ack);
                     return Ok(());
                 }
                 let msg = NewMessage {
@@ -701,9 +780,16 @@ impl Actor for RoomActor {
                     sender_name: from.username.to_string(),
                     body,
                     sent_at: now_millis(),
-                    client_msg_id,
+                    client_msg_id: client_msg_id.clone(),
                 };
-                state.pending.push((PendingSend { from, r#ref }, msg));
+                state.pending.push((
+                    PendingSend {
+                        from,
+                        r#ref,
+                        client_msg_id,
+                    },
+                    msg,
+                ));
                 if state.draining {
                     state.commit_inline().await;
                 } else {
@@ -725,7 +811,7 @@ impl Actor for RoomActor {
             RoomMsg::Typing { from, active } => {
                 state.touch();
                 if !state.is_member(&from.user_id) {
-                    RoomState::reply_error(&from.tx, None, &ChatError::NotFound);
+                    RoomState::reply_error(&from, None, &ChatError::NotFound, None);
                     return Ok(());
                 }
                 if active {
@@ -770,7 +856,7 @@ impl Actor for RoomActor {
             } => {
                 state.touch();
                 if !state.is_member(&from.user_id) {
-                    RoomState::reply_error(&from.tx, r#ref, &ChatError::NotFound);
+                    RoomState::reply_error(&from, r#ref, &ChatError::NotFound, None);
                     return Ok(());
                 }
                 if state.raise(&from.user_id, delivered, read, true) {
@@ -835,3 +921,6 @@ pub fn unreachable_error(r#ref: Option<String>) -> ServerEvent {
         "room temporarily unavailable, retry",
     )
 }
+
+// Local-only message: never serialized (see `cluster` for what crosses nodes).
+impl ractor::Message for RoomMsg {}

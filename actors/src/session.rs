@@ -14,11 +14,12 @@ use parley_protocol::ws::{ClientFrame, ClientRequest, ServerEvent};
 use parley_protocol::ErrorCode;
 use parley_storage::{HistoryRange, Store};
 
+use crate::cluster::wire::{AckKey, PeerPayload, WireCaller, WireRoomOp};
 use crate::convert;
 use crate::dispatcher::SessionEntry;
 use crate::error::ChatError;
 use crate::outbound::{Outbound, OutboundTx, SyncItem};
-use crate::room::{Caller, RoomMsg};
+use crate::room::{Caller, ReplyTo, RoomMsg};
 use crate::system::ChatSystem;
 
 /// Most rooms one `sync` request may name.
@@ -32,7 +33,14 @@ pub enum SessionMsg {
     Frame(ClientFrame),
     /// A `sync` replay finished (internal).
     SyncFinished,
+    /// A send routed to another node was answered.
+    Acked(AckKey),
+    /// These nodes left: sends routed to them and not answered are routed again.
+    PeersDown(Vec<Arc<str>>),
 }
+
+/// Most sends a session may have in flight on other nodes.
+const REMOTE_PENDING_MAX: usize = 10_000;
 
 /// Start-up arguments of a session.
 pub struct SessionArgs {
@@ -55,20 +63,89 @@ pub struct SessionActor;
 pub struct SessionState {
     session_id: Arc<str>,
     caller: Caller,
+    tx: OutboundTx,
     system: ChatSystem,
     rooms: HashMap<String, ActorRef<RoomMsg>>,
     syncing: bool,
+    /// Sends routed to another node and not yet answered, with that node.
+    remote_pending: HashMap<AckKey, (Arc<str>, WireRoomOp)>,
 }
 
 impl SessionState {
     fn error(&self, r#ref: Option<String>, code: ErrorCode, message: impl Into<String>) {
-        self.caller
-            .tx
+        self.tx
             .frame(ServerEvent::error(r#ref, code, message).to_json());
     }
 
-    /// Delivers a message to a room's actor, looking it up again if it retired.
-    async fn route(&mut self, room_id: &str, mut msg: RoomMsg) -> Result<(), ChatError> {
+    /// Delivers a request to the room's owner: a local actor, or another node.
+    async fn route(&mut self, room_id: &str, op: WireRoomOp) -> Result<(), ChatError> {
+        if !parley_protocol::ids::is_valid_id(room_id) {
+            return Err(ChatError::NotFound);
+        }
+        let view = self.system.cluster().view();
+        let owner = view.owner(room_id);
+        if owner == view.me {
+            return self
+                .route_local(room_id, op.into_room_msg(self.caller.clone()))
+                .await;
+        }
+        let key = match &op {
+            WireRoomOp::Send { client_msg_id, .. } => {
+                if self.remote_pending.len() >= REMOTE_PENDING_MAX {
+                    return Err(ChatError::Unavailable("too many sends in flight".into()));
+                }
+                let key = (room_id.to_string(), client_msg_id.clone());
+                self.remote_pending
+                    .insert(key.clone(), (owner.clone(), op.clone()));
+                Some(key)
+            }
+            _ => None,
+        };
+        let payload = PeerPayload::Room {
+            room_id: room_id.to_string(),
+            op,
+            origin: WireCaller {
+                user_id: self.caller.user_id.to_string(),
+                username: self.caller.username.to_string(),
+                node: view.me.to_string(),
+                session_id: self.session_id.to_string(),
+            },
+            hops: 0,
+        };
+        if self.system.cluster().send(&owner, &payload) {
+            return Ok(());
+        }
+        if let Some(k) = key {
+            self.remote_pending.remove(&k);
+        }
+        Err(ChatError::Unavailable(
+            "room owner unreachable, retry".into(),
+        ))
+    }
+
+    /// Sends routed to nodes that left go to the rooms' new owners.
+    async fn reroute(&mut self, down: &[Arc<str>]) {
+        let lost: Vec<AckKey> = self
+            .remote_pending
+            .iter()
+            .filter(|(_, (node, _))| down.contains(node))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in lost {
+            if let Some((_, op)) = self.remote_pending.remove(&key) {
+                let r#ref = match &op {
+                    WireRoomOp::Send { r#ref, .. } => r#ref.clone(),
+                    _ => None,
+                };
+                if let Err(e) = Box::pin(self.route(&key.0, op)).await {
+                    self.error(r#ref, e.code(), e.to_string());
+                }
+            }
+        }
+    }
+
+    /// Delivers a message to a local room actor, looking it up again if it retired.
+    async fn route_local(&mut self, room_id: &str, mut msg: RoomMsg) -> Result<(), ChatError> {
         for _ in 0..3 {
             let room = match self.rooms.get(room_id) {
                 Some(r) => r.clone(),
@@ -97,7 +174,7 @@ impl SessionState {
         let r#ref = frame.r#ref;
         let (room_id, msg) = match frame.request {
             ClientRequest::Ping => {
-                self.caller.tx.frame(ServerEvent::Pong { r#ref }.to_json());
+                self.tx.frame(ServerEvent::Pong { r#ref }.to_json());
                 return;
             }
             ClientRequest::Auth(_) => {
@@ -129,7 +206,7 @@ impl SessionState {
                 let replay = Replay {
                     store: self.system.store().clone(),
                     user_id: self.caller.user_id.clone(),
-                    tx: self.caller.tx.clone(),
+                    tx: self.tx.clone(),
                     page: self.system.config().sync_page.max(1),
                     r#ref,
                 };
@@ -143,24 +220,16 @@ impl SessionState {
             }
             ClientRequest::Send(f) => (
                 f.room_id,
-                RoomMsg::Send {
-                    from: self.caller.clone(),
+                WireRoomOp::Send {
                     r#ref: r#ref.clone(),
                     client_msg_id: f.client_msg_id,
                     body: f.body,
                 },
             ),
-            ClientRequest::Typing(f) => (
-                f.room_id,
-                RoomMsg::Typing {
-                    from: self.caller.clone(),
-                    active: f.active,
-                },
-            ),
+            ClientRequest::Typing(f) => (f.room_id, WireRoomOp::Typing { active: f.active }),
             ClientRequest::Delivered(f) => (
                 f.room_id,
-                RoomMsg::Watermark {
-                    from: self.caller.clone(),
+                WireRoomOp::Watermark {
                     delivered: f.seq,
                     read: 0,
                     r#ref: r#ref.clone(),
@@ -168,8 +237,7 @@ impl SessionState {
             ),
             ClientRequest::Read(f) => (
                 f.room_id,
-                RoomMsg::Watermark {
-                    from: self.caller.clone(),
+                WireRoomOp::Watermark {
                     delivered: f.seq,
                     read: f.seq,
                     r#ref: r#ref.clone(),
@@ -287,7 +355,7 @@ impl Actor for SessionActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: SessionArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let config = args.system.config();
@@ -304,6 +372,7 @@ impl Actor for SessionActor {
             SessionEntry {
                 session_id: args.session_id.clone(),
                 tx: args.tx.clone(),
+                actor: myself,
             },
         );
         tracing::debug!(session = %args.session_id, user = %args.user_id, "session started");
@@ -312,11 +381,13 @@ impl Actor for SessionActor {
             caller: Caller {
                 user_id: args.user_id,
                 username: args.username,
-                tx: args.tx,
+                reply: ReplyTo::Local(args.tx.clone()),
             },
+            tx: args.tx,
             system: args.system,
             rooms: HashMap::new(),
             syncing: false,
+            remote_pending: HashMap::new(),
         })
     }
 
@@ -341,7 +412,14 @@ impl Actor for SessionActor {
         match msg {
             SessionMsg::Frame(frame) => state.handle_frame(&myself, frame).await,
             SessionMsg::SyncFinished => state.syncing = false,
+            SessionMsg::Acked(key) => {
+                state.remote_pending.remove(&key);
+            }
+            SessionMsg::PeersDown(nodes) => state.reroute(&nodes).await,
         }
         Ok(())
     }
 }
+
+// Local-only message: never serialized (see `cluster` for what crosses nodes).
+impl ractor::Message for SessionMsg {}

@@ -10,6 +10,14 @@ use parley_protocol::http::RoomInfo;
 use parley_protocol::ws::ServerEvent;
 use parley_storage::Store;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::watch;
+
+use crate::cluster::inbox::{Inbox, InboxArgs};
+use crate::cluster::membership::{ClusterActor, ClusterArgs, ClusterConfig, ClusterMsg, Listeners};
+use crate::cluster::wire::{PeerPayload, WireItem};
+use crate::cluster::{Cluster, View};
 use crate::directory::{Directory, DirectoryArgs, DirectoryMsg};
 use crate::dispatcher::{Dispatcher, DispatcherMsg};
 use crate::error::ChatError;
@@ -18,6 +26,36 @@ use crate::presence::{Presence, PresenceArgs, PresenceMsg};
 use crate::room::{ManageCmd, RoomMsg};
 use crate::session::{SessionActor, SessionArgs, SessionMsg};
 use crate::ActorConfig;
+
+/// Applies a room change on this node (the room's owner).
+pub async fn manage_local(
+    directory: &ActorRef<DirectoryMsg>,
+    room_id: &str,
+    by: &str,
+    cmd: ManageCmd,
+) -> Result<RoomInfo, ChatError> {
+    // A room that retires between lookup and request is looked up again.
+    for _ in 0..3 {
+        let id = room_id.to_string();
+        let room = ask(directory, |reply| DirectoryMsg::Get { room_id: id, reply }).await??;
+        let by = by.to_string();
+        let cmd = cmd.clone();
+        match room
+            .call(
+                |reply| RoomMsg::Manage { by, cmd, reply },
+                Some(CALL_TIMEOUT),
+            )
+            .await
+        {
+            Ok(CallResult::Success(r)) => return r,
+            Ok(CallResult::Timeout) => {
+                return Err(ChatError::Unavailable("timed out, try again".into()))
+            }
+            Ok(CallResult::SenderError) | Err(MessagingErr::SendErr(_)) | Err(_) => continue,
+        }
+    }
+    Err(ChatError::Unavailable("room busy, try again".into()))
+}
 
 /// How long a request waits for an actor's answer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,6 +95,17 @@ struct Inner {
     dispatcher: ActorRef<DispatcherMsg>,
     presence: ActorRef<PresenceMsg>,
     directory: ActorRef<DirectoryMsg>,
+    cluster: Cluster,
+    gauges: Arc<Gauges>,
+}
+
+/// Counts kept up to date by the actors, readable without a round trip.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    /// Local sessions.
+    pub sessions: AtomicU64,
+    /// Live local room actors.
+    pub rooms: AtomicU64,
 }
 
 /// Handle to the node's actors; cheap to clone.
@@ -66,11 +115,30 @@ pub struct ChatSystem {
 }
 
 impl ChatSystem {
-    /// Starts the dispatcher, presence and directory actors.
-    pub async fn start(store: Arc<dyn Store>, config: ActorConfig) -> Result<Self, ChatError> {
+    /// Starts the cluster layer, dispatcher, presence, directory and inbox actors.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        config: ActorConfig,
+        cluster_config: ClusterConfig,
+    ) -> Result<Self, ChatError> {
         let config = Arc::new(config);
+        let gauges = Arc::new(Gauges::default());
         let spawn_err = |e: ractor::SpawnErr| ChatError::Internal(format!("actor start: {e}"));
-        let (dispatcher, _) = Actor::spawn(None, Dispatcher, ())
+        let joined = !cluster_config.has_seeds;
+        let (view_tx, view_rx) =
+            watch::channel(Arc::new(View::alone(&cluster_config.node_name, joined)));
+        let (cluster_actor, _) = Actor::spawn(
+            None,
+            ClusterActor,
+            ClusterArgs {
+                config: cluster_config,
+                view: view_tx,
+            },
+        )
+        .await
+        .map_err(spawn_err)?;
+        let cluster = Cluster::new(view_rx, cluster_actor.clone());
+        let (dispatcher, _) = Actor::spawn(None, Dispatcher, gauges.clone())
             .await
             .map_err(spawn_err)?;
         let (presence, _) = Actor::spawn(
@@ -79,6 +147,7 @@ impl ChatSystem {
             PresenceArgs {
                 store: store.clone(),
                 dispatcher: dispatcher.clone(),
+                cluster: cluster.clone(),
             },
         )
         .await
@@ -90,6 +159,44 @@ impl ChatSystem {
                 store: store.clone(),
                 dispatcher: dispatcher.clone(),
                 config: config.clone(),
+                cluster: cluster.clone(),
+                gauges: gauges.clone(),
+            },
+        )
+        .await
+        .map_err(spawn_err)?;
+        let (d, dir, p) = (dispatcher.clone(), directory.clone(), presence.clone());
+        let g = gauges.clone();
+        let listeners = Listeners {
+            on_change: Arc::new(
+                move |up: &[Arc<str>], down: &[Arc<str>], view: &Arc<View>| {
+                    if !down.is_empty() {
+                        let _ = d.cast(DispatcherMsg::NodesDown(down.to_vec()));
+                    }
+                    let _ = dir.cast(DirectoryMsg::Rebalance(view.clone()));
+                    let _ = p.cast(PresenceMsg::Membership(
+                        up.to_vec(),
+                        down.to_vec(),
+                        view.clone(),
+                    ));
+                },
+            ),
+            stats: Arc::new(move || {
+                (
+                    g.sessions.load(Ordering::Relaxed),
+                    g.rooms.load(Ordering::Relaxed),
+                )
+            }),
+        };
+        let _ = cluster_actor.cast(ClusterMsg::SetListeners(listeners));
+        Actor::spawn(
+            None,
+            Inbox,
+            InboxArgs {
+                cluster: cluster.clone(),
+                dispatcher: dispatcher.clone(),
+                directory: directory.clone(),
+                presence: presence.clone(),
             },
         )
         .await
@@ -101,8 +208,15 @@ impl ChatSystem {
                 dispatcher,
                 presence,
                 directory,
+                cluster,
+                gauges,
             }),
         })
+    }
+
+    /// The cluster layer.
+    pub fn cluster(&self) -> &Cluster {
+        &self.inner.cluster
     }
 
     /// Storage.
@@ -128,42 +242,36 @@ impl ChatSystem {
         .await?
     }
 
-    /// Changes a room's membership or details on behalf of `by`.
+    /// Changes a room's membership or details on behalf of `by`, on the room's owner node.
     pub async fn manage(
         &self,
         room_id: &str,
         by: &str,
         cmd: ManageCmd,
     ) -> Result<RoomInfo, ChatError> {
-        // A room that retires between lookup and request is looked up again.
-        for _ in 0..3 {
-            let room = self.room(room_id).await?;
-            let by = by.to_string();
-            let cmd = cmd.clone();
-            match room
-                .call(
-                    |reply| RoomMsg::Manage { by, cmd, reply },
-                    Some(CALL_TIMEOUT),
-                )
-                .await
-            {
-                Ok(CallResult::Success(r)) => return r,
-                Ok(CallResult::Timeout) => {
-                    return Err(ChatError::Unavailable("timed out, try again".into()))
-                }
-                Ok(CallResult::SenderError) | Err(MessagingErr::SendErr(_)) => continue,
-                Err(_) => continue,
-            }
+        if !parley_protocol::ids::is_valid_id(room_id) {
+            return Err(ChatError::NotFound);
         }
-        Err(ChatError::Unavailable("room busy, try again".into()))
+        let view = self.inner.cluster.view();
+        let owner = view.owner(room_id);
+        if owner != view.me {
+            return self.inner.cluster.request(owner, room_id, by, cmd).await;
+        }
+        manage_local(&self.inner.directory, room_id, by, cmd).await
     }
 
-    /// Sends an event to every local session of these users.
+    /// Sends an event to every session of these users, on every node.
     pub fn notify(&self, users: Vec<String>, event: &ServerEvent) {
+        let json = event.to_json();
+        self.inner.cluster.broadcast(&PeerPayload::Deliver {
+            users: users.clone(),
+            item: WireItem::Frame(json.clone()),
+            except_user: None,
+        });
         let users: Vec<Arc<str>> = users.into_iter().map(|u| Arc::from(u.as_str())).collect();
         let _ = self.inner.dispatcher.cast(DispatcherMsg::Deliver {
             users: Arc::from(users),
-            item: Outbound::Frame(Arc::from(event.to_json())),
+            item: Outbound::Frame(Arc::from(json)),
             except_user: None,
         });
     }
@@ -237,9 +345,16 @@ impl ChatSystem {
         }
     }
 
-    /// Graceful stop: rooms finish their commits and stop, then every
-    /// session is closed with `close_code` (1012: reconnect elsewhere).
+    /// Counts kept current by the actors.
+    pub fn gauges(&self) -> &Gauges {
+        &self.inner.gauges
+    }
+
+    /// Graceful stop: peers are told this node leaves (its rooms move to
+    /// them), rooms finish their commits and stop, then every session is
+    /// closed with `close_code` (1012: reconnect elsewhere).
     pub async fn shutdown(&self, close_code: u16) {
+        self.inner.cluster.leave().await;
         let _ = ask(&self.inner.directory, DirectoryMsg::StopAll).await;
         let _ = self
             .inner

@@ -53,15 +53,31 @@ pub struct Config {
     /// This node's name (default: host name + port).
     #[arg(long, env = "PARLEY_NODE_NAME")]
     pub node_name: Option<String>,
-    /// Cluster address (not yet supported: clustering is a later release).
+    /// Cluster (ractor_cluster) address, `host:port`; no clustering when absent.
     #[arg(long, env = "PARLEY_CLUSTER_LISTEN")]
-    pub cluster_listen: Option<String>,
+    pub cluster_listen: Option<SocketAddr>,
     /// Cluster seed addresses.
     #[arg(long, env = "PARLEY_SEEDS", value_delimiter = ',')]
     pub seeds: Vec<String>,
-    /// Shared cluster cookie.
+    /// Shared cluster cookie (required with --cluster-listen).
     #[arg(long, env = "PARLEY_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// Allow clustering without a secret (development on one machine only).
+    #[arg(long, env = "PARLEY_CLUSTER_INSECURE_DEV")]
+    pub cluster_insecure_dev: bool,
+    /// Heartbeat interval between nodes, milliseconds.
+    #[arg(long, env = "PARLEY_CLUSTER_HEARTBEAT_MS", default_value_t = 300)]
+    pub cluster_heartbeat_ms: u64,
+    /// A node silent for this long is considered dead, milliseconds.
+    #[arg(
+        long,
+        env = "PARLEY_CLUSTER_FAILURE_TIMEOUT_MS",
+        default_value_t = 1500
+    )]
+    pub cluster_failure_timeout_ms: u64,
+    /// With seeds but no peer reachable after this long, serve alone, milliseconds.
+    #[arg(long, env = "PARLEY_CLUSTER_JOIN_GRACE_MS", default_value_t = 5000)]
+    pub cluster_join_grace_ms: u64,
     /// Log format.
     #[arg(long, env = "PARLEY_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -183,6 +199,18 @@ impl Config {
                 .unwrap_or_else(|| "parley".to_string());
             format!("{host}-{}", self.listen.port())
         })
+    }
+
+    /// The cluster membership settings from this configuration.
+    pub fn cluster_config(&self) -> parley_actors::cluster::membership::ClusterConfig {
+        parley_actors::cluster::membership::ClusterConfig {
+            node_name: self.node_name(),
+            http_addr: self.listen.to_string(),
+            has_seeds: self.cluster_listen.is_some() && !self.seeds.is_empty(),
+            heartbeat: Duration::from_millis(self.cluster_heartbeat_ms.max(50)),
+            failure_timeout: Duration::from_millis(self.cluster_failure_timeout_ms.max(200)),
+            join_grace: Duration::from_millis(self.cluster_join_grace_ms),
+        }
     }
 
     /// The actor tunables from this configuration.

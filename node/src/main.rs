@@ -6,6 +6,7 @@
 
 mod api;
 mod auth;
+mod cluster;
 mod config;
 mod gateway;
 mod metrics;

@@ -38,15 +38,17 @@ fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 
 /// Runs a node until SIGTERM or SIGINT, then drains it.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    if config.cluster_listen.is_some() || !config.seeds.is_empty() {
-        tracing::warn!("clustering flags given, but this build runs single-node; they are ignored");
-    }
     let store = open_store(&config)?;
     let secret = secret::load_or_generate(config.jwt_secret.as_deref(), &config.data_dir)?;
     let node_name: Arc<str> = Arc::from(config.node_name());
-    let system = ChatSystem::start(store.clone(), config.actor_config())
-        .await
-        .context("starting the actor system")?;
+    let system = ChatSystem::start(
+        store.clone(),
+        config.actor_config(),
+        config.cluster_config(),
+    )
+    .await
+    .context("starting the actor system")?;
+    let node_server = crate::cluster::start(&config).await?;
     let limits = Arc::new(Limits {
         login_ip: KeyedLimit::per_minute(config.login_rate_per_ip),
         login_user: KeyedLimit::per_minute(config.login_rate_per_user),
@@ -96,6 +98,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         system.shutdown(CLOSE_GOING_AWAY).await;
         // Give writers a moment to send their close frames.
         tokio::time::sleep(Duration::from_millis(300)).await;
+        if let Some(server) = node_server {
+            server.stop(None);
+        }
     })
     .await?;
     tracing::info!("stopped");

@@ -52,6 +52,7 @@ pub fn router(state: AppState) -> Router {
             put(rooms::set_role),
         )
         .route("/rooms/{room_id}/messages", get(rooms::history))
+        .route("/cluster", get(ops::cluster))
         .fallback(not_found);
     Router::new()
         .nest("/api/v1", api)

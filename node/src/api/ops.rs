@@ -15,10 +15,8 @@ pub async fn health() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /ready`: 200 when storage answers and the node is not draining.
-///
-/// (A single node has no cluster to join; with clustering this also waits
-/// for the node to join its cluster.)
+/// `GET /ready`: 200 when storage answers, the node has joined its
+/// cluster, and it is not draining; 503 otherwise.
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     if state.draining.load(Ordering::SeqCst) {
         return (
@@ -26,10 +24,19 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             Json(json!({"status": "draining"})),
         );
     }
+    let view = state.system.cluster().view();
+    if !view.joined {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "joining cluster"})),
+        );
+    }
     match state.store.ping().await {
         Ok(()) => (
             StatusCode::OK,
-            Json(json!({"status": "ready", "node": &*state.node_name})),
+            Json(
+                json!({"status": "ready", "node": &*state.node_name, "members": view.members.len()}),
+            ),
         ),
         Err(e) => {
             tracing::warn!(error = %e, "readiness: storage does not answer");
@@ -39,6 +46,18 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             )
         }
     }
+}
+
+/// `GET /api/v1/cluster`: members as this node sees them (no auth: operators' view).
+pub async fn cluster(State(state): State<AppState>) -> impl IntoResponse {
+    let view = state.system.cluster().view();
+    let members = state.system.cluster().status().await;
+    Json(json!({
+        "node": &*state.node_name,
+        "joined": view.joined,
+        "members": members,
+        "live": view.members.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
+    }))
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -380,6 +380,12 @@ impl Client {
         .await
     }
 
+    /// Sends a `ping` and waits for its `pong` (the connection still works).
+    pub async fn ping_pong(&mut self, r: &str) {
+        self.send(json!({"type": "ping", "ref": r})).await;
+        self.expect(|f| f["type"] == "pong" && f["ref"] == r).await;
+    }
+
     /// Frames read but not yet consumed, in arrival order.
     pub fn take_backlog(&mut self) -> Vec<Value> {
         std::mem::take(&mut self.backlog)
@@ -688,4 +694,57 @@ pub fn token_signed(secret: &[u8], user: &User, exp_in: i64) -> String {
         &json!({"alg": "HS256", "typ": "JWT"}),
         &claims_for(user, exp_in),
     )
+}
+
+/// The cluster secret every test cluster uses.
+pub const CLUSTER_SECRET: &str = "test-cluster-secret-0123456789";
+
+/// Starts `n` clustered nodes sharing one data dir and waits until every
+/// node sees all of them. Extra flags go to every node.
+pub async fn start_cluster(dir: &Path, n: usize, extra: &[&str]) -> Vec<Node> {
+    let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let seeds: Vec<String> = cluster_ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    let seeds = seeds.join(",");
+    let mut nodes = Vec::new();
+    for (i, port) in cluster_ports.iter().enumerate() {
+        let name = format!("n{}", i + 1);
+        let listen = format!("127.0.0.1:{port}");
+        let mut args: Vec<String> = vec![
+            "--node-name".into(),
+            name,
+            "--cluster-listen".into(),
+            listen,
+            "--seeds".into(),
+            seeds.clone(),
+            "--cluster-secret".into(),
+            CLUSTER_SECRET.into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        nodes.push(Node::start_with(dir, &refs).await);
+    }
+    for node in &nodes {
+        wait_members(node, n).await;
+    }
+    nodes
+}
+
+/// Waits until `node` sees exactly `n` live members.
+pub async fn wait_members(node: &Node, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = call(node, "GET", "/api/v1/cluster", None, None).await;
+        if r.body["live"].as_array().map(|a| a.len()) == Some(n) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cluster did not settle at {n}: {}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

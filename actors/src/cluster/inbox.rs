@@ -1,0 +1,310 @@
+//! The inbox: the one actor per node that other nodes send to.
+//!
+//! It joins the process groups that make this node discoverable, decodes
+//! each [`PeerWire`](super::wire::PeerWire), and hands the payload to the
+//! local actor that owns the matter: the cluster actor (heartbeats,
+//! answers), the dispatcher (events for local sessions), room actors
+//! (requests for rooms this node owns), or presence.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
+
+use super::membership::ClusterMsg;
+use super::wire::{decode, PeerPayload, PeerWire, WireCaller, WireItem, WireRoomOp};
+use super::{Cluster, NODE_GROUP_PREFIX};
+use crate::directory::DirectoryMsg;
+use crate::dispatcher::DispatcherMsg;
+use crate::error::ChatError;
+use crate::outbound::Outbound;
+use crate::presence::PresenceMsg;
+use crate::room::{Caller, ReplyTo, RoomMsg};
+use crate::system::ask;
+
+/// Requests are forwarded at most this often when views disagree; then the
+/// receiving node serves them itself (storage fencing keeps that safe).
+const MAX_HOPS: u8 = 2;
+
+/// Start-up arguments of the inbox.
+pub struct InboxArgs {
+    /// The cluster layer.
+    pub cluster: Cluster,
+    /// Local dispatcher.
+    pub dispatcher: ActorRef<DispatcherMsg>,
+    /// Local room directory.
+    pub directory: ActorRef<DirectoryMsg>,
+    /// Local presence.
+    pub presence: ActorRef<PresenceMsg>,
+}
+
+/// The inbox actor.
+pub struct Inbox;
+
+/// Collaborators and a cache of local room actors.
+pub struct InboxState {
+    args: InboxArgs,
+    rooms: HashMap<String, ActorRef<RoomMsg>>,
+}
+
+/// Converts a wire event into a local outbound item.
+pub fn item_from_wire(item: WireItem) -> Outbound {
+    match item {
+        WireItem::Frame(json) => Outbound::Frame(Arc::from(json)),
+        WireItem::Message { room_id, seq, json } => Outbound::Message {
+            room_id: Arc::from(room_id),
+            seq,
+            json: Arc::from(json),
+        },
+    }
+}
+
+impl InboxState {
+    fn reply_error(
+        &self,
+        origin: &WireCaller,
+        r#ref: Option<String>,
+        err: &ChatError,
+        ack: Option<(String, String)>,
+    ) {
+        let caller = self.remote_caller(origin);
+        caller.reply(
+            parley_protocol::ws::ServerEvent::error(r#ref, err.code(), err.to_string()).to_json(),
+            ack,
+        );
+    }
+
+    fn remote_caller(&self, origin: &WireCaller) -> Caller {
+        Caller {
+            user_id: Arc::from(origin.user_id.as_str()),
+            username: Arc::from(origin.username.as_str()),
+            reply: ReplyTo::Remote {
+                cluster: self.args.cluster.clone(),
+                node: Arc::from(origin.node.as_str()),
+                session_id: Arc::from(origin.session_id.as_str()),
+            },
+        }
+    }
+
+    async fn room_op(&mut self, room_id: String, op: WireRoomOp, origin: WireCaller, hops: u8) {
+        let view = self.args.cluster.view();
+        let owner = view.owner(&room_id);
+        if owner != view.me && hops < MAX_HOPS {
+            let fwd = PeerPayload::Room {
+                room_id,
+                op,
+                origin,
+                hops: hops + 1,
+            };
+            if self.args.cluster.send(&owner, &fwd) {
+                return;
+            }
+            let PeerPayload::Room {
+                room_id,
+                op,
+                origin,
+                ..
+            } = fwd
+            else {
+                return;
+            };
+            return Box::pin(self.room_op(room_id, op, origin, MAX_HOPS)).await;
+        }
+        let from = self.remote_caller(&origin);
+        let (ack, r#ref) = match &op {
+            WireRoomOp::Send {
+                r#ref,
+                client_msg_id,
+                ..
+            } => (
+                Some((room_id.clone(), client_msg_id.clone())),
+                r#ref.clone(),
+            ),
+            WireRoomOp::Watermark { r#ref, .. } => (None, r#ref.clone()),
+            WireRoomOp::Typing { .. } => (None, None),
+        };
+        let mut msg = op.into_room_msg(from);
+        for _ in 0..3 {
+            let room = match self.rooms.get(&room_id) {
+                Some(r) => r.clone(),
+                None => {
+                    let id = room_id.clone();
+                    match ask(&self.args.directory, |reply| DirectoryMsg::Get {
+                        room_id: id,
+                        reply,
+                    })
+                    .await
+                    {
+                        Ok(Ok(r)) => {
+                            if self.rooms.len() > 4096 {
+                                self.rooms.clear();
+                            }
+                            self.rooms.insert(room_id.clone(), r.clone());
+                            r
+                        }
+                        Ok(Err(e)) | Err(e) => {
+                            self.reply_error(&origin, r#ref, &e, ack);
+                            return;
+                        }
+                    }
+                }
+            };
+            match room.cast(msg) {
+                Ok(()) => return,
+                Err(MessagingErr::SendErr(back)) => {
+                    self.rooms.remove(&room_id);
+                    msg = back;
+                }
+                Err(_) => break,
+            }
+        }
+        self.reply_error(
+            &origin,
+            r#ref,
+            &ChatError::Unavailable("room unreachable, retry".into()),
+            ack,
+        );
+    }
+}
+
+impl Actor for Inbox {
+    type Msg = PeerWire;
+    type State = InboxState;
+    type Arguments = InboxArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: InboxArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let me = args.cluster.me();
+        ractor::pg::join(format!("{NODE_GROUP_PREFIX}{me}"), vec![myself.get_cell()]);
+        Ok(InboxState {
+            args,
+            rooms: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        wire: PeerWire,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let payload = match decode(&wire) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "dropping undecodable inter-node message");
+                return Ok(());
+            }
+        };
+        match payload {
+            PeerPayload::Heartbeat(hb) => {
+                let _ = state.args.cluster.actor().cast(ClusterMsg::Heartbeat(hb));
+            }
+            PeerPayload::Response { id, result } => {
+                let _ = state
+                    .args
+                    .cluster
+                    .actor()
+                    .cast(ClusterMsg::Response { id, result });
+            }
+            PeerPayload::Deliver {
+                users,
+                item,
+                except_user,
+            } => {
+                let users: Vec<Arc<str>> = users.iter().map(|u| Arc::from(u.as_str())).collect();
+                let _ = state.args.dispatcher.cast(DispatcherMsg::Deliver {
+                    users: Arc::from(users),
+                    item: item_from_wire(item),
+                    except_user: except_user.map(|u| Arc::from(u.as_str())),
+                });
+            }
+            PeerPayload::ToSession {
+                user_id,
+                session_id,
+                json,
+                ack,
+            } => {
+                let _ = state.args.dispatcher.cast(DispatcherMsg::ToSession {
+                    user_id: Arc::from(user_id.as_str()),
+                    session_id: Arc::from(session_id.as_str()),
+                    json: Arc::from(json),
+                    ack,
+                });
+            }
+            PeerPayload::Room {
+                room_id,
+                op,
+                origin,
+                hops,
+            } => {
+                state.room_op(room_id, op, origin, hops).await;
+            }
+            PeerPayload::Request {
+                id,
+                origin,
+                room_id,
+                by,
+                cmd,
+                hops,
+            } => {
+                let view = state.args.cluster.view();
+                let owner = view.owner(&room_id);
+                if owner != view.me && hops < MAX_HOPS {
+                    let fwd = PeerPayload::Request {
+                        id,
+                        origin: origin.clone(),
+                        room_id,
+                        by,
+                        cmd,
+                        hops: hops + 1,
+                    };
+                    if state.args.cluster.send(&owner, &fwd) {
+                        return Ok(());
+                    }
+                    let PeerPayload::Request {
+                        room_id, by, cmd, ..
+                    } = fwd
+                    else {
+                        return Ok(());
+                    };
+                    spawn_manage(state, id, origin, room_id, by, cmd);
+                } else {
+                    spawn_manage(state, id, origin, room_id, by, cmd);
+                }
+            }
+            PeerPayload::PresenceSnapshot { node, users } => {
+                let _ = state
+                    .args
+                    .presence
+                    .cast(PresenceMsg::RemoteSnapshot { node, users });
+            }
+            PeerPayload::PresenceChange { node, user, online } => {
+                let _ = state
+                    .args
+                    .presence
+                    .cast(PresenceMsg::RemoteChange { node, user, online });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies a routed room change locally, off the inbox, and answers the origin.
+fn spawn_manage(
+    state: &InboxState,
+    id: u64,
+    origin: String,
+    room_id: String,
+    by: String,
+    cmd: crate::room::ManageCmd,
+) {
+    let directory = state.args.directory.clone();
+    let cluster = state.args.cluster.clone();
+    tokio::spawn(async move {
+        let result = crate::system::manage_local(&directory, &room_id, &by, cmd).await;
+        cluster.send(&origin, &PeerPayload::Response { id, result });
+    });
+}

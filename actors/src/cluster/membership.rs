@@ -1,0 +1,419 @@
+//! Membership: heartbeats, failure detection and the shared view of live nodes.
+//!
+//! ractor_cluster connects nodes and mirrors process groups, but has no
+//! failure detector. Every node's inbox joins the group `parley.node.<name>`;
+//! the cluster actor finds peers through those groups, sends each a
+//! heartbeat every `heartbeat` interval, and counts a peer alive while its
+//! group has a member and its last heartbeat is younger than
+//! `failure_timeout` (a closed connection removes the group member at once;
+//! a silent one times out). The resulting [`View`] is published on a watch
+//! channel that routing reads without a round trip, and every change is told
+//! to the listeners (dispatcher, directory, presence).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::watch;
+
+use parley_protocol::http::RoomInfo;
+
+use super::wire::{encode, Heartbeat, PeerPayload};
+use super::{View, NODE_GROUP_PREFIX};
+use crate::error::ChatError;
+use crate::room::ManageCmd;
+
+/// Settings of the membership layer.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This node's name (unique in the cluster).
+    pub node_name: String,
+    /// This node's HTTP address, shown to operators.
+    pub http_addr: String,
+    /// Whether this node is meant to join others (seeds were given).
+    pub has_seeds: bool,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+    /// A peer silent for this long is considered dead.
+    pub failure_timeout: Duration,
+    /// With seeds but no peer after this long, the node serves alone.
+    pub join_grace: Duration,
+}
+
+/// What a node knows about one member, for `/api/v1/cluster`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MemberStatus {
+    /// Node name.
+    pub node: String,
+    /// `self`, `alive`, `leaving` or `suspect` (connected but silent).
+    pub state: String,
+    /// HTTP address.
+    pub http_addr: String,
+    /// Sessions on that node (last heartbeat).
+    pub sessions: u64,
+    /// Live rooms on that node (last heartbeat).
+    pub rooms: u64,
+    /// Milliseconds since its last heartbeat (0 for self).
+    pub last_heartbeat_ms: u64,
+}
+
+/// Called with (joined, left) node names and the new view.
+pub type ChangeFn = dyn Fn(&[Arc<str>], &[Arc<str>], &Arc<View>) + Send + Sync;
+
+/// Who wants to hear about membership changes.
+#[derive(Clone)]
+pub struct Listeners {
+    /// Called with (joined, left) node names and the new view.
+    pub on_change: Arc<ChangeFn>,
+    /// Local (sessions, rooms) for heartbeats.
+    pub stats: Arc<dyn Fn() -> (u64, u64) + Send + Sync>,
+}
+
+/// Messages of the cluster actor.
+pub enum ClusterMsg {
+    /// Time to heartbeat and re-evaluate (internal).
+    Tick,
+    /// A peer's heartbeat arrived.
+    Heartbeat(Heartbeat),
+    /// Send a room change to its owner and wait for the answer.
+    Request {
+        /// Owner node.
+        node: Arc<str>,
+        /// The room.
+        room_id: String,
+        /// Acting user.
+        by: String,
+        /// The change.
+        cmd: ManageCmd,
+        /// Answer.
+        reply: RpcReplyPort<Result<RoomInfo, ChatError>>,
+    },
+    /// A peer answered a request.
+    Response {
+        /// Correlation id.
+        id: u64,
+        /// Its result.
+        result: Result<RoomInfo, ChatError>,
+    },
+    /// Install the change listeners (once, at start-up).
+    SetListeners(Listeners),
+    /// This node is draining: tell peers and stop counting as a member.
+    Leave(RpcReplyPort<()>),
+    /// Members as this node sees them.
+    Status(RpcReplyPort<Vec<MemberStatus>>),
+}
+
+impl ractor::Message for ClusterMsg {}
+
+struct Peer {
+    cell: Option<ActorCell>,
+    last: Option<(Instant, Heartbeat)>,
+}
+
+/// State of the cluster actor.
+pub struct ClusterState {
+    config: ClusterConfig,
+    started: Instant,
+    peers: BTreeMap<Arc<str>, Peer>,
+    view: watch::Sender<Arc<View>>,
+    listeners: Option<Listeners>,
+    pending: HashMap<u64, (Instant, RpcReplyPort<Result<RoomInfo, ChatError>>)>,
+    leaving: bool,
+}
+
+/// The cluster actor.
+pub struct ClusterActor;
+
+/// Start-up arguments of the cluster actor.
+pub struct ClusterArgs {
+    /// Settings.
+    pub config: ClusterConfig,
+    /// Where views are published.
+    pub view: watch::Sender<Arc<View>>,
+}
+
+static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
+
+/// How long a routed room change may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl ClusterState {
+    fn me(&self) -> Arc<str> {
+        self.view.borrow().me.clone()
+    }
+
+    fn heartbeat(&self) -> Heartbeat {
+        let (sessions, rooms) = self
+            .listeners
+            .as_ref()
+            .map(|l| (l.stats)())
+            .unwrap_or((0, 0));
+        Heartbeat {
+            node: self.config.node_name.clone(),
+            http_addr: self.config.http_addr.clone(),
+            sessions,
+            rooms,
+            leaving: self.leaving,
+        }
+    }
+
+    /// Finds peers through their process groups.
+    fn discover(&mut self) {
+        let me = self.me();
+        let mut seen: BTreeMap<Arc<str>, ActorCell> = BTreeMap::new();
+        for group in ractor::pg::which_groups() {
+            let Some(name) = group.strip_prefix(NODE_GROUP_PREFIX) else {
+                continue;
+            };
+            if *name == *me {
+                continue;
+            }
+            if let Some(cell) = ractor::pg::get_members(&group).into_iter().next() {
+                seen.insert(Arc::from(name), cell);
+            }
+        }
+        for (name, peer) in self.peers.iter_mut() {
+            peer.cell = seen.remove(name);
+        }
+        for (name, cell) in seen {
+            self.peers.insert(
+                name,
+                Peer {
+                    cell: Some(cell),
+                    last: None,
+                },
+            );
+        }
+        // Forget peers that are gone and silent for long.
+        let timeout = self.config.failure_timeout * 10;
+        self.peers.retain(|_, p| {
+            p.cell.is_some() || p.last.as_ref().is_some_and(|(t, _)| t.elapsed() < timeout)
+        });
+    }
+
+    fn alive(&self, p: &Peer) -> bool {
+        p.cell.is_some()
+            && p.last
+                .as_ref()
+                .is_some_and(|(t, hb)| t.elapsed() < self.config.failure_timeout && !hb.leaving)
+    }
+
+    fn publish(&mut self) {
+        let me = self.me();
+        let mut members: Vec<Arc<str>> = vec![me.clone()];
+        let mut inboxes = HashMap::new();
+        for (name, p) in &self.peers {
+            if self.alive(p) {
+                members.push(name.clone());
+                if let Some(c) = &p.cell {
+                    inboxes.insert(name.clone(), c.clone());
+                }
+            }
+        }
+        members.sort();
+        let joined = !self.config.has_seeds
+            || members.len() > 1
+            || self.started.elapsed() >= self.config.join_grace
+            || self.view.borrow().joined;
+        let old = self.view.borrow().clone();
+        if old.members == members && old.joined == joined {
+            // Same members; refresh the inbox handles silently.
+            if old.inboxes.len() != inboxes.len() {
+                self.view.send_replace(Arc::new(View {
+                    me,
+                    members,
+                    inboxes,
+                    joined,
+                }));
+            }
+            return;
+        }
+        let up: Vec<Arc<str>> = members
+            .iter()
+            .filter(|m| !old.members.contains(m))
+            .cloned()
+            .collect();
+        let down: Vec<Arc<str>> = old
+            .members
+            .iter()
+            .filter(|m| !members.contains(m))
+            .cloned()
+            .collect();
+        let view = Arc::new(View {
+            me,
+            members,
+            inboxes,
+            joined,
+        });
+        self.view.send_replace(view.clone());
+        if !up.is_empty() || !down.is_empty() {
+            tracing::info!(members = ?view.members, joined = ?up, left = ?down, "cluster membership changed");
+            if let Some(l) = &self.listeners {
+                (l.on_change)(&up, &down, &view);
+            }
+        }
+    }
+
+    fn broadcast_heartbeat(&self) {
+        let Some(wire) = encode(&PeerPayload::Heartbeat(self.heartbeat())) else {
+            return;
+        };
+        for p in self.peers.values() {
+            if let Some(cell) = &p.cell {
+                let _ = cell.send_message(super::wire::PeerWire(wire.0.clone()));
+            }
+        }
+    }
+}
+
+impl Actor for ClusterActor {
+    type Msg = ClusterMsg;
+    type State = ClusterState;
+    type Arguments = ClusterArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: ClusterArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        myself.send_interval(args.config.heartbeat, || ClusterMsg::Tick);
+        Ok(ClusterState {
+            config: args.config,
+            started: Instant::now(),
+            peers: BTreeMap::new(),
+            view: args.view,
+            listeners: None,
+            pending: HashMap::new(),
+            leaving: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ClusterMsg::Tick => {
+                state.discover();
+                state.broadcast_heartbeat();
+                state.publish();
+                state
+                    .pending
+                    .retain(|_, (t, _)| t.elapsed() < REQUEST_TIMEOUT);
+            }
+            ClusterMsg::Heartbeat(hb) => {
+                let name: Arc<str> = Arc::from(hb.node.as_str());
+                if *name != *state.me() {
+                    let first = state.peers.get(&name).is_none_or(|p| p.last.is_none());
+                    state
+                        .peers
+                        .entry(name)
+                        .or_insert(Peer {
+                            cell: None,
+                            last: None,
+                        })
+                        .last = Some((Instant::now(), hb));
+                    if first {
+                        state.discover();
+                    }
+                    // A first heartbeat, or a `leaving` one, changes the view at once.
+                    state.publish();
+                }
+            }
+            ClusterMsg::Request {
+                node,
+                room_id,
+                by,
+                cmd,
+                reply,
+            } => {
+                let id = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed);
+                let payload = PeerPayload::Request {
+                    id,
+                    origin: state.config.node_name.clone(),
+                    room_id,
+                    by,
+                    cmd,
+                    hops: 0,
+                };
+                let cell = state.view.borrow().inboxes.get(&node).cloned();
+                let sent = match (cell, encode(&payload)) {
+                    (Some(cell), Some(wire)) => cell.send_message(wire).is_ok(),
+                    _ => false,
+                };
+                if sent {
+                    state.pending.insert(id, (Instant::now(), reply));
+                } else {
+                    let err = ChatError::Unavailable("room owner unreachable, retry".into());
+                    let _ = reply.send(Err(err));
+                }
+            }
+            ClusterMsg::Response { id, result } => {
+                if let Some((_, reply)) = state.pending.remove(&id) {
+                    let _ = reply.send(result);
+                }
+            }
+            ClusterMsg::SetListeners(l) => state.listeners = Some(l),
+            ClusterMsg::Leave(reply) => {
+                state.leaving = true;
+                state.broadcast_heartbeat();
+                let _ = reply.send(());
+            }
+            ClusterMsg::Status(reply) => {
+                let me = state.me();
+                let (sessions, rooms) = state
+                    .listeners
+                    .as_ref()
+                    .map(|l| (l.stats)())
+                    .unwrap_or((0, 0));
+                let mut out = vec![MemberStatus {
+                    node: me.to_string(),
+                    state: if state.leaving {
+                        "leaving".into()
+                    } else {
+                        "self".into()
+                    },
+                    http_addr: state.config.http_addr.clone(),
+                    sessions,
+                    rooms,
+                    last_heartbeat_ms: 0,
+                }];
+                for (name, p) in &state.peers {
+                    let (st, addr, s, r, ms) = match &p.last {
+                        Some((t, hb)) => {
+                            let st = if hb.leaving {
+                                "leaving"
+                            } else if state.alive(p) {
+                                "alive"
+                            } else {
+                                "suspect"
+                            };
+                            (
+                                st,
+                                hb.http_addr.clone(),
+                                hb.sessions,
+                                hb.rooms,
+                                t.elapsed().as_millis() as u64,
+                            )
+                        }
+                        None => ("joining", String::new(), 0, 0, 0),
+                    };
+                    out.push(MemberStatus {
+                        node: name.to_string(),
+                        state: st.into(),
+                        http_addr: addr,
+                        sessions: s,
+                        rooms: r,
+                        last_heartbeat_ms: ms,
+                    });
+                }
+                let _ = reply.send(out);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,152 @@
+//! The cluster layer: membership, placement and talking to other nodes.
+//!
+//! Nodes are connected by ractor_cluster (set up by the node binary). On top
+//! of it this module provides:
+//! - [`membership`]: heartbeats, failure detection and the shared [`View`];
+//! - [`placement`]: the owner of each room by rendezvous hashing over the view;
+//! - [`inbox`]: the one actor per node that receives other nodes' messages;
+//! - [`wire`]: what crosses nodes, encoded with the versioned codec.
+//!
+//! A node without clustering has a view of just itself and behaves the same.
+
+pub mod inbox;
+pub mod membership;
+pub mod placement;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ractor::{ActorCell, ActorRef};
+use tokio::sync::watch;
+
+use parley_protocol::http::RoomInfo;
+
+use crate::error::ChatError;
+use crate::room::ManageCmd;
+use membership::{ClusterMsg, MemberStatus};
+use wire::{encode, PeerPayload, PeerWire};
+
+/// Process group every node's inbox joins under `<prefix><node name>`.
+pub const NODE_GROUP_PREFIX: &str = "parley.node.";
+
+/// The live members as one node sees them.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// This node.
+    pub me: Arc<str>,
+    /// Live nodes including this one, sorted.
+    pub members: Vec<Arc<str>>,
+    /// Inboxes of the other live nodes.
+    pub inboxes: HashMap<Arc<str>, ActorCell>,
+    /// Whether the node has joined its cluster (or serves alone by design).
+    pub joined: bool,
+}
+
+impl View {
+    /// The view of a node that is alone.
+    pub fn alone(me: &str, joined: bool) -> View {
+        let me: Arc<str> = Arc::from(me);
+        View {
+            members: vec![me.clone()],
+            me,
+            inboxes: HashMap::new(),
+            joined,
+        }
+    }
+
+    /// The owner of a room.
+    pub fn owner(&self, room_id: &str) -> Arc<str> {
+        placement::owner(room_id, &self.members)
+            .cloned()
+            .unwrap_or_else(|| self.me.clone())
+    }
+}
+
+/// Handle to the cluster layer; cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    view: watch::Receiver<Arc<View>>,
+    actor: ActorRef<ClusterMsg>,
+}
+
+impl Cluster {
+    /// Wraps the view channel and the cluster actor.
+    pub fn new(view: watch::Receiver<Arc<View>>, actor: ActorRef<ClusterMsg>) -> Self {
+        Cluster { view, actor }
+    }
+
+    /// The current view.
+    pub fn view(&self) -> Arc<View> {
+        self.view.borrow().clone()
+    }
+
+    /// This node's name.
+    pub fn me(&self) -> Arc<str> {
+        self.view.borrow().me.clone()
+    }
+
+    /// The cluster actor.
+    pub fn actor(&self) -> &ActorRef<ClusterMsg> {
+        &self.actor
+    }
+
+    /// Sends a payload to one node; false if it is not a live member.
+    pub fn send(&self, node: &str, payload: &PeerPayload) -> bool {
+        let cell = self.view.borrow().inboxes.get(node).cloned();
+        match (cell, encode(payload)) {
+            (Some(cell), Some(wire)) => cell.send_message(wire).is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Sends a payload once to every other live node (encoded once).
+    pub fn broadcast(&self, payload: &PeerPayload) {
+        let cells: Vec<ActorCell> = self.view.borrow().inboxes.values().cloned().collect();
+        if cells.is_empty() {
+            return;
+        }
+        if let Some(wire) = encode(payload) {
+            for cell in cells {
+                let _ = cell.send_message(PeerWire(wire.0.clone()));
+            }
+        }
+    }
+
+    /// Whether other nodes are live.
+    pub fn has_peers(&self) -> bool {
+        !self.view.borrow().inboxes.is_empty()
+    }
+
+    /// Asks a room's owner node to apply a change; waits for its answer.
+    pub async fn request(
+        &self,
+        node: Arc<str>,
+        room_id: &str,
+        by: &str,
+        cmd: ManageCmd,
+    ) -> Result<RoomInfo, ChatError> {
+        let room_id = room_id.to_string();
+        let by = by.to_string();
+        crate::system::ask(&self.actor, |reply| ClusterMsg::Request {
+            node,
+            room_id,
+            by,
+            cmd,
+            reply,
+        })
+        .await?
+    }
+
+    /// Members as this node sees them.
+    pub async fn status(&self) -> Vec<MemberStatus> {
+        crate::system::ask(&self.actor, ClusterMsg::Status)
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Announces that this node is leaving (drain).
+    pub async fn leave(&self) {
+        let _ = crate::system::ask(&self.actor, ClusterMsg::Leave).await;
+    }
+}

@@ -1,0 +1,235 @@
+//! What crosses between nodes: [`PeerPayload`], carried as bytes in [`PeerWire`].
+//!
+//! Payloads are serde types encoded with `parley_protocol::codec` (bincode
+//! 2.0.1, versioned envelope). [`PeerWire`] is the only actor message that
+//! is ever serialized: each node's inbox actor receives it and decodes it.
+
+use ractor::message::{BoxedDowncastErr, SerializedMessage};
+use serde::{Deserialize, Serialize};
+
+use parley_protocol::http::RoomInfo;
+
+use crate::error::ChatError;
+use crate::room::ManageCmd;
+
+/// An encoded [`PeerPayload`] travelling to another node's inbox.
+#[derive(Debug)]
+pub struct PeerWire(pub Vec<u8>);
+
+impl ractor::Message for PeerWire {
+    fn serializable() -> bool {
+        true
+    }
+
+    fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
+        Ok(SerializedMessage::Cast {
+            variant: "parley".into(),
+            args: self.0,
+            metadata: None,
+        })
+    }
+
+    fn deserialize(bytes: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
+        match bytes {
+            SerializedMessage::Cast { args, .. } => Ok(PeerWire(args)),
+            _ => Err(BoxedDowncastErr),
+        }
+    }
+}
+
+/// An event for sessions, as sent to another node's dispatcher.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum WireItem {
+    /// A ready JSON frame.
+    Frame(String),
+    /// A `message` event with its room and seq (for ordering on the far side).
+    Message {
+        /// Room.
+        room_id: String,
+        /// Seq.
+        seq: u64,
+        /// The serialized event.
+        json: String,
+    },
+}
+
+/// Who asked, when the asker's session lives on another node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireCaller {
+    /// User id.
+    pub user_id: String,
+    /// Username.
+    pub username: String,
+    /// Node of the session.
+    pub node: String,
+    /// Session id.
+    pub session_id: String,
+}
+
+/// A session request for a room owned by another node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum WireRoomOp {
+    /// `send`.
+    Send {
+        /// Request ref.
+        r#ref: Option<String>,
+        /// Idempotency key.
+        client_msg_id: String,
+        /// Text.
+        body: String,
+    },
+    /// `typing`.
+    Typing {
+        /// Started or stopped.
+        active: bool,
+    },
+    /// `delivered` / `read`.
+    Watermark {
+        /// Delivered watermark.
+        delivered: u64,
+        /// Read watermark.
+        read: u64,
+        /// Request ref.
+        r#ref: Option<String>,
+    },
+}
+
+impl WireRoomOp {
+    /// The room actor message for this request from `from`.
+    pub fn into_room_msg(self, from: crate::room::Caller) -> crate::room::RoomMsg {
+        use crate::room::RoomMsg;
+        match self {
+            WireRoomOp::Send {
+                r#ref,
+                client_msg_id,
+                body,
+            } => RoomMsg::Send {
+                from,
+                r#ref,
+                client_msg_id,
+                body,
+            },
+            WireRoomOp::Typing { active } => RoomMsg::Typing { from, active },
+            WireRoomOp::Watermark {
+                delivered,
+                read,
+                r#ref,
+            } => RoomMsg::Watermark {
+                from,
+                delivered,
+                read,
+                r#ref,
+            },
+        }
+    }
+}
+
+/// Identifies a send awaiting its ack: (room id, client_msg_id).
+pub type AckKey = (String, String);
+
+/// One node's view of itself, sent every heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Sender's node name.
+    pub node: String,
+    /// Sender's HTTP address (for operators and clients).
+    pub http_addr: String,
+    /// Sessions connected to the sender.
+    pub sessions: u64,
+    /// Live room actors on the sender.
+    pub rooms: u64,
+    /// The sender is draining and should be treated as gone.
+    pub leaving: bool,
+}
+
+/// Everything one node says to another.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PeerPayload {
+    /// Liveness and stats.
+    Heartbeat(Heartbeat),
+    /// Deliver an event to the receiving node's sessions of these users.
+    Deliver {
+        /// Recipients.
+        users: Vec<String>,
+        /// The event.
+        item: WireItem,
+        /// A user whose sessions are skipped.
+        except_user: Option<String>,
+    },
+    /// A reply for one session (acks and errors).
+    ToSession {
+        /// Owner of the session.
+        user_id: String,
+        /// The session.
+        session_id: String,
+        /// The frame.
+        json: String,
+        /// Set when this answers a routed `send` (clears the origin's retry entry).
+        ack: Option<AckKey>,
+    },
+    /// A session request for a room this node should own.
+    Room {
+        /// The room.
+        room_id: String,
+        /// The request.
+        op: WireRoomOp,
+        /// Who asked.
+        origin: WireCaller,
+        /// Forwarding count (views may briefly differ).
+        hops: u8,
+    },
+    /// A membership/details change of a room, expecting a [`PeerPayload::Response`].
+    Request {
+        /// Correlation id at the origin.
+        id: u64,
+        /// Origin node.
+        origin: String,
+        /// The room.
+        room_id: String,
+        /// Acting user.
+        by: String,
+        /// The change.
+        cmd: ManageCmd,
+        /// Forwarding count.
+        hops: u8,
+    },
+    /// The answer to a [`PeerPayload::Request`].
+    Response {
+        /// Correlation id.
+        id: u64,
+        /// The result.
+        result: Result<RoomInfo, ChatError>,
+    },
+    /// The sender's users with a connected session (sent to a node that joins).
+    PresenceSnapshot {
+        /// Sender.
+        node: String,
+        /// Online users.
+        users: Vec<String>,
+    },
+    /// A user's first session opened / last session closed on the sender.
+    PresenceChange {
+        /// Sender.
+        node: String,
+        /// The user.
+        user: String,
+        /// Online on the sender now.
+        online: bool,
+    },
+}
+
+/// Encodes a payload for the wire.
+pub fn encode(p: &PeerPayload) -> Option<PeerWire> {
+    match parley_protocol::codec::encode(p) {
+        Ok(bytes) => Some(PeerWire(bytes)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode inter-node payload");
+            None
+        }
+    }
+}
+
+/// Decodes a payload from the wire.
+pub fn decode(w: &PeerWire) -> Result<PeerPayload, parley_protocol::codec::CodecError> {
+    parley_protocol::codec::decode(&w.0)
+}
