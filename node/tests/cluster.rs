@@ -116,3 +116,195 @@ async fn presence_spans_the_cluster() {
         .await;
     assert_eq!(p["user_id"], bob.user_id.as_str());
 }
+
+use std::sync::Arc;
+
+use common::traffic;
+use tokio::sync::watch;
+
+/// What happens to a node in the middle of the traffic.
+enum Failure {
+    /// SIGKILL node 2.
+    Kill,
+    /// SIGTERM node 2 (drain).
+    Drain,
+    /// A fourth node joins.
+    Join,
+}
+
+/// Three rooms with a sender and two receivers each, spread over the nodes;
+/// the failure strikes mid-traffic; then every guarantee is checked.
+async fn traffic_through(failure: Failure) {
+    let dir = data_dir();
+    let (mut nodes, seeds) = start_cluster_with_seeds(dir.path(), 3, &["--ws-rate", "0"]).await;
+    let mut addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let owner = user(&nodes[0], "owner").await;
+    let mut rooms = Vec::new();
+    let mut people = Vec::new();
+    for r in 0..3 {
+        let s = user(&nodes[0], &format!("s{r}")).await;
+        let a = user(&nodes[0], &format!("a{r}")).await;
+        let b = user(&nodes[0], &format!("b{r}")).await;
+        let room = group(&nodes[0], &owner, &format!("room{r}"), &[&s, &a, &b]).await;
+        rooms.push(room["room_id"].as_str().unwrap().to_string());
+        people.push((s, a, b));
+    }
+    // A node that will join is reachable for clients once it runs.
+    let new_port = free_port();
+    let shared_addrs = Arc::new(addrs.clone());
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    let mut targets = Vec::new();
+    for (r, (s, a, b)) in people.iter().enumerate() {
+        senders.push(tokio::spawn(traffic::sender(
+            shared_addrs.clone(),
+            r,
+            s.token.clone(),
+            rooms[r].clone(),
+            format!("r{r}"),
+            60,
+            Duration::from_millis(25),
+        )));
+        let (tx, rx) = watch::channel(None);
+        targets.push(tx);
+        for (k, u) in [a, b].into_iter().enumerate() {
+            receivers.push((
+                r,
+                tokio::spawn(traffic::receiver(
+                    shared_addrs.clone(),
+                    r + k + 1,
+                    u.token.clone(),
+                    rooms[r].clone(),
+                    rx.clone(),
+                )),
+            ));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let killed_at = std::time::Instant::now();
+    match failure {
+        Failure::Kill => nodes[1].kill().await,
+        Failure::Drain => {
+            let status = nodes[1].terminate().await;
+            assert!(status.success(), "drained node exits cleanly: {status}");
+        }
+        Failure::Join => {
+            let node =
+                start_cluster_node(dir.path(), "n4", new_port, &seeds, &["--ws-rate", "0"]).await;
+            addrs.push(node.addr.clone());
+            nodes.push(node);
+        }
+    }
+    let live: Vec<usize> = match failure {
+        Failure::Join => vec![0, 1, 2, 3],
+        _ => vec![0, 2],
+    };
+    for i in &live {
+        wait_members(&nodes[*i], live.len()).await;
+    }
+    eprintln!(
+        "membership settled {:?} after the failure",
+        killed_at.elapsed()
+    );
+    let mut acked = Vec::new();
+    for s in senders {
+        acked.push(s.await.unwrap());
+    }
+    let mut violations = Vec::new();
+    let mut histories = Vec::new();
+    for (r, room_id) in rooms.iter().enumerate() {
+        let history = all_messages(&nodes[0], &owner, room_id).await;
+        targets[r].send_replace(Some(history.len() as u64));
+        assert_eq!(
+            acked[r].len(),
+            60,
+            "room {r}: every send was eventually acked"
+        );
+        histories.push(history);
+    }
+    let mut received: Vec<Vec<Vec<u64>>> = vec![Vec::new(); 3];
+    for (r, h) in receivers {
+        received[r].push(h.await.unwrap());
+    }
+    for r in 0..3 {
+        for v in traffic::check(&acked[r], &histories[r], &received[r]) {
+            violations.push(format!("room {r}: {v}"));
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "violations:\n{}",
+        violations.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn a_killed_node_loses_no_acked_message() {
+    traffic_through(Failure::Kill).await;
+}
+
+#[tokio::test]
+async fn a_drained_node_loses_nothing() {
+    traffic_through(Failure::Drain).await;
+}
+
+#[tokio::test]
+async fn a_joining_node_takes_over_rooms_under_traffic() {
+    traffic_through(Failure::Join).await;
+}
+
+/// Two nodes that do not know each other (no clustering) share one store, so
+/// both act as the owner of the same room at once. The conditional commit
+/// must still give every acked message its own seq, lose none and overwrite none.
+#[tokio::test]
+async fn two_owners_of_one_room_never_lose_or_reuse_a_seq() {
+    let dir = data_dir();
+    let n1 = Node::start_with(dir.path(), &["--ws-rate", "0"]).await;
+    let n2 = Node::start_with(dir.path(), &["--ws-rate", "0"]).await;
+    let owner = user(&n1, "owner").await;
+    let mut members = Vec::new();
+    for i in 0..4 {
+        members.push(user(&n1, &format!("m{i}")).await);
+    }
+    let refs: Vec<&User> = members.iter().collect();
+    let room = group(&n1, &owner, "contested", &refs).await;
+    let room_id = room["room_id"].as_str().unwrap().to_string();
+    let mut tasks = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        let node = if i % 2 == 0 { &n1 } else { &n2 };
+        tasks.push(tokio::spawn(traffic::sender(
+            Arc::new(vec![node.addr.clone()]),
+            0,
+            m.token.clone(),
+            room_id.clone(),
+            format!("w{i}"),
+            50,
+            Duration::from_millis(1),
+        )));
+    }
+    let mut acked = Vec::new();
+    let mut per_node: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
+    for (i, t) in tasks.into_iter().enumerate() {
+        let a = t.await.unwrap();
+        assert_eq!(a.len(), 50);
+        per_node[i % 2].extend(a.iter().map(|(_, s)| *s));
+        acked.extend(a);
+    }
+    // Both owners really wrote concurrently: their seqs interleave.
+    let (min0, max0) = (
+        per_node[0].iter().min().unwrap(),
+        per_node[0].iter().max().unwrap(),
+    );
+    assert!(
+        per_node[1].iter().any(|s| s > min0 && s < max0),
+        "the two owners did not overlap"
+    );
+    let history = all_messages(&n1, &owner, &room_id).await;
+    assert_eq!(history.len(), 200);
+    let violations = traffic::check(&acked, &history, &[]);
+    assert!(
+        violations.is_empty(),
+        "violations:\n{}",
+        violations.join("\n")
+    );
+}

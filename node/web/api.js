@@ -22,6 +22,7 @@ let session = readStored(); // {access_token, refresh_token, expires_at, lifetim
 let refreshTimer = null;
 let inflight = null; // the refresh in progress, shared by concurrent callers
 let onAuthLost = () => {};
+let onTokens = () => {};
 
 function readStored() {
   try {
@@ -35,6 +36,11 @@ function readStored() {
 /** Called when the session can no longer be renewed. */
 export function setAuthLostHandler(fn) {
   onAuthLost = fn;
+}
+
+/** Called with the new access token whenever it changes (here or in another tab). */
+export function setTokenHandler(fn) {
+  onTokens = fn;
 }
 
 export const currentSession = () => session;
@@ -51,6 +57,7 @@ function saveTokens(t) {
   };
   localStorage.setItem(KEY, JSON.stringify(session));
   scheduleRefresh();
+  onTokens(session.access_token);
 }
 
 export function clearSession() {
@@ -59,7 +66,8 @@ export function clearSession() {
   clearTimeout(refreshTimer);
 }
 
-function lost() {
+function lost(why) {
+  console.warn(`Parley: session ended (${why})`);
   clearSession();
   onAuthLost();
 }
@@ -69,7 +77,8 @@ export function scheduleRefresh() {
   clearTimeout(refreshTimer);
   if (!session) return;
   const margin = Math.min(30_000, (session.lifetime || 60_000) / 4);
-  const delay = Math.max(1000, session.expires_at - Date.now() - margin);
+  // Jitter so that tabs sharing the session rarely refresh at the same moment.
+  const delay = Math.max(1000, session.expires_at - Date.now() - margin * (1 + Math.random() / 2));
   refreshTimer = setTimeout(() => {
     refresh().catch(() => {
       // Server unreachable: try again soon (the token may still be valid).
@@ -97,17 +106,22 @@ export function refresh() {
   return inflight;
 }
 
-async function doRefresh(used) {
+/** Adopts tokens another tab stored after rotating `used`; true if there were any. */
+function adoptRotated(used) {
   const stored = readStored();
-  // Another tab may have rotated the tokens meanwhile: adopt its result.
-  if (stored && stored.refresh_token !== used && stored.expires_at - Date.now() > 5000) {
-    session = stored;
-    scheduleRefresh();
-    return true;
-  }
+  if (!stored || stored.refresh_token === used || stored.expires_at - Date.now() < 5000) return false;
+  session = stored;
+  scheduleRefresh();
+  onTokens(session.access_token);
+  return true;
+}
+
+async function doRefresh(used) {
+  if (adoptRotated(used)) return true;
+  const stored = readStored();
   const token = stored?.refresh_token ?? session?.refresh_token;
   if (!token) {
-    lost();
+    lost('no refresh token');
     return false;
   }
   const res = await fetch(`${BASE}/auth/refresh`, {
@@ -120,7 +134,11 @@ async function doRefresh(used) {
     return true;
   }
   if (res.status === 400 || res.status === 401 || res.status === 403) {
-    lost();
+    // localStorage reaches other tabs with a delay: the token may have been
+    // rotated by another tab a moment ago. Look again before giving up.
+    await new Promise((r) => setTimeout(r, 700));
+    if (adoptRotated(token)) return true;
+    lost(`refresh answered ${res.status}`);
     return false;
   }
   throw await toError(res);
@@ -169,7 +187,7 @@ async function call(method, path, body, auth = true) {
     });
     if (res.status === 401 && auth) {
       if (attempt === 0 && (await refresh())) continue;
-      if (session) lost();
+      if (session) lost(`${method} ${path} answered 401 after a refresh`);
       throw await toError(res);
     }
     if (!res.ok) throw await toError(res);
@@ -213,11 +231,12 @@ window.addEventListener('storage', (e) => {
   if (e.key !== KEY) return;
   const next = readStored();
   if (!next) {
-    if (session) lost();
+    if (session) lost('logged out in another tab');
   } else if (!session || next.user.user_id !== session.user.user_id) {
     location.reload();
   } else {
     session = next;
     scheduleRefresh();
+    onTokens(session.access_token);
   }
 });

@@ -5,7 +5,9 @@
 // from the WebSocket. Bodies, usernames and room names are only ever inserted
 // as text (see ui.el / setText), never as HTML.
 
-import { Api, ApiError, currentSession, freshToken, refresh, scheduleRefresh, setAuthLostHandler } from './api.js';
+import {
+  Api, ApiError, currentSession, freshToken, refresh, scheduleRefresh, setAuthLostHandler, setTokenHandler,
+} from './api.js';
 import { Socket } from './ws.js';
 import { $, el, setText, toast, clearToasts, timeOfDay, fullDate, relTime, newId } from './ui.js';
 
@@ -56,6 +58,7 @@ function canManage(room) {
   return room.kind === 'group' && (role === 'owner' || role === 'admin');
 }
 
+const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
 const unreadOf = (room) => Math.max(0, room.last_seq - room.read_seq);
 
 /** Merges a room (from GET /rooms, a room event or an HTTP answer) into the state. */
@@ -92,6 +95,7 @@ function dropRoom(id) {
   state.rooms.delete(id);
   state.order = state.order.filter((x) => x !== id);
   for (const k of ['msgs', 'receipts', 'syncPoint', 'drafts']) state[k].delete(id);
+  saveReceipts();
   for (const t of state.typing.get(id)?.values() ?? []) clearTimeout(t);
   state.typing.delete(id);
   for (const [cmid, p] of state.pending) if (p.room_id === id) state.pending.delete(cmid);
@@ -101,11 +105,14 @@ function dropRoom(id) {
 }
 
 async function loadRooms() {
+  const st = state;
   const { rooms } = await Api.rooms();
+  if (st !== state) return; // logged out meanwhile
   const ids = new Set(rooms.map((r) => r.room_id));
   for (const id of [...state.rooms.keys()]) if (!ids.has(id)) dropRoom(id);
   for (const r of rooms) mergeRoom(r);
-  state.order = rooms.map((r) => r.room_id); // server order: most recently active first
+  state.order = rooms.map((r) => r.room_id); // server order: newest first
+  if (!state.current) applyRoute(); // the URL may name a room we did not know yet
   scheduleRender();
 }
 
@@ -172,7 +179,9 @@ async function loadHistory(roomId, older) {
   s.loading = true;
   scheduleRender();
   try {
+    const st = state;
     const page = await Api.messages(roomId, params);
+    if (st !== state) return;
     for (const m of page.messages ?? []) addMessage(m, false);
     s.hasMore = !!page.has_more;
     s.loaded = true;
@@ -279,6 +288,33 @@ function setReceipt(roomId, userId, delivered, read) {
     delivered_seq: Math.max(old.delivered_seq, delivered ?? 0, read ?? 0),
     read_seq: Math.max(old.read_seq, read ?? 0),
   });
+  clearTimeout(receiptSaveTimer);
+  receiptSaveTimer = setTimeout(saveReceipts, 500);
+}
+
+// The server has no snapshot of other members' marks (only live `receipt`
+// events), so keep what we learnt to show ✓✓ correctly after a reload.
+let receiptSaveTimer = null;
+const receiptsKey = () => `parley.receipts.${me()}`;
+
+function saveReceipts() {
+  if (!state.me) return;
+  const out = {};
+  for (const [roomId, r] of state.receipts) {
+    out[roomId] = Object.fromEntries([...r].map(([u, m]) => [u, [m.delivered_seq, m.read_seq]]));
+  }
+  localStorage.setItem(receiptsKey(), JSON.stringify(out));
+}
+
+function loadReceipts() {
+  try {
+    const all = JSON.parse(localStorage.getItem(receiptsKey())) ?? {};
+    for (const [roomId, users] of Object.entries(all)) {
+      for (const [u, [d, r]] of Object.entries(users)) setReceipt(roomId, u, d, r);
+    }
+  } catch {
+    /* ignore a corrupt entry */
+  }
 }
 
 /** The highest marks any other member reached in a room. */
@@ -388,9 +424,10 @@ const presenceAsked = new Set();
 function watchPresence(userId, again = false) {
   if (presenceAsked.has(userId) && !again) return;
   presenceAsked.add(userId);
+  const st = state;
   Api.user(userId).then(
     (u) => {
-      if (!state.presence.get(userId)?.live) setPresence(userId, u.online, u.last_seen, false);
+      if (st === state && !state.presence.get(userId)?.live) setPresence(userId, u.online, u.last_seen, false);
     },
     () => presenceAsked.delete(userId),
   );
@@ -429,12 +466,12 @@ function scheduleRender() {
 function render() {
   renderTimer = null;
   if (!state.me) return;
+  markCurrentRead(); // first, so the badges below are current
   renderRooms();
   renderHeader();
   renderMessages();
   renderTyping();
   renderPanel();
-  markCurrentRead();
   const total = [...state.rooms.values()].reduce((n, r) => n + unreadOf(r), 0);
   document.title = total ? `(${total}) Parley` : 'Parley';
 }
@@ -462,7 +499,7 @@ function renderHeader() {
   const other = room && otherMember(room);
   setText($('#room-title'), room ? roomName(room) : 'Select a conversation');
   const pres = $('#room-presence');
-  setText(pres, !room ? '' : other ? presenceText(other.user_id) : `${room.members.length} members`);
+  setText(pres, !room ? '' : other ? presenceText(other.user_id) : plural(room.members.length, 'member'));
   pres.dataset.state = other ? (isOnline(other.user_id) ? 'online' : 'offline') : '';
   $('#details-button').disabled = !room;
   $('#composer').disabled = !room;
@@ -519,8 +556,9 @@ function renderMessages() {
   }
   if (!id) return;
   const s = store(id);
-  const items = [...s.bySeq.values()].sort((a, b) => a.seq - b.seq);
+  const items = [...s.bySeq.values()];
   for (const p of state.pending.values()) if (p.room_id === id) items.push(p);
+  // Committed messages by seq, then pending ones in the order they were written.
   items.sort((a, b) => (a.seq || Infinity) - (b.seq || Infinity) || a.created - b.created);
 
   const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
@@ -603,7 +641,7 @@ function renderPanel() {
   }
   const manage = canManage(room);
   setText($('#panel-title'), roomName(room));
-  setText($('#panel-kind'), room.kind === 'direct' ? 'Direct conversation' : `Group · ${room.members.length} members`);
+  setText($('#panel-kind'), room.kind === 'direct' ? 'Direct conversation' : `Group · ${plural(room.members.length, 'member')}`);
   const focusedUser = document.activeElement?.closest?.('.member')?.dataset.userId;
   $('#member-list').replaceChildren(...room.members.map((m) => {
     const self = m.user_id === me();
@@ -652,7 +690,7 @@ function openRoom(id) {
   render();
   if (!id) return;
   if (!store(id).loaded) loadHistory(id, false);
-  if (!matchMedia('(max-width: 720px)').matches || document.activeElement === document.body) composer.focus();
+  if (!matchMedia('(max-width: 720px)').matches) composer.focus(); // no surprise keyboard on phones
 }
 
 // ---------------------------------------------------------------- WebSocket events
@@ -665,6 +703,7 @@ async function onHello() {
   socket?.send({ type: 'sync', ref: socket.nextRef('sync'), rooms });
   flushMarks();
   for (const p of state.pending.values()) trySend(p);
+  for (const p of state.presence.values()) p.live = false; // events may have been missed
   for (const room of state.rooms.values()) {
     const other = otherMember(room);
     if (other) watchPresence(other.user_id, true); // presence may have changed meanwhile
@@ -720,6 +759,9 @@ function onRoomEvent(ev) {
 }
 
 function onWsError(ev) {
+  // A refused `auth` renewal is not the user's business: the server closes
+  // with 4001 when the old token runs out and we reconnect with a fresh one.
+  if (ev.ref?.startsWith('auth-')) return;
   toast(`${ev.code}: ${ev.message}`);
   const p = ev.ref && [...state.pending.values()].find((x) => x.ref === ev.ref);
   if (!p) return;
@@ -749,6 +791,7 @@ async function startSession(user) {
   state.me = { user_id: user.user_id, username: user.username };
   setText($('#me-name'), user.username);
   loadPending();
+  loadReceipts();
   showView('app');
   render();
   try {
@@ -772,6 +815,7 @@ function endSession() {
   timers.forEach(clearInterval);
   clearTimeout(reloadTimer);
   clearTimeout(markTimer);
+  clearTimeout(receiptSaveTimer);
   markTimer = null;
   marks.delivered.clear();
   marks.read.clear();
@@ -789,7 +833,10 @@ function endSession() {
 }
 
 function logout() {
-  if (state.me) localStorage.removeItem(pendingKey());
+  if (state.me) {
+    localStorage.removeItem(pendingKey());
+    localStorage.removeItem(receiptsKey());
+  }
   endSession();
   Api.logout();
   if (location.hash) history.replaceState(null, '', location.pathname);
@@ -920,14 +967,14 @@ function wire() {
     if (state.current && e.target.scrollTop < 120) loadHistory(state.current, true);
   }, { passive: true });
   $('#message-list').addEventListener('click', (e) => {
-    const cmid = e.target.closest('button')?.dataset.cmid;
-    const p = cmid && state.pending.get(cmid);
+    const btn = e.target.closest('button');
+    const p = btn?.dataset.cmid && state.pending.get(btn.dataset.cmid);
     if (!p) return;
-    if (e.target.classList.contains('retry')) {
+    if (btn.classList.contains('retry')) {
       p.failed = false;
       trySend(p);
     } else {
-      state.pending.delete(cmid);
+      state.pending.delete(p.client_msg_id);
       savePending();
     }
     scheduleRender();
@@ -984,10 +1031,12 @@ function wire() {
     else clearToasts();
   });
 
+  window.addEventListener('pagehide', saveReceipts);
+
   // Reading: mark read when the page becomes visible again.
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'visible') {
-      markCurrentRead();
+      scheduleRender(); // marks the open room read
       socket?.reconnectNow();
     } else stopTyping();
   });
@@ -995,6 +1044,10 @@ function wire() {
 
 async function boot() {
   wire();
+  // Renew the open WebSocket's session with each new access token (the `auth`
+  // frame of docs/protocol.md); otherwise the server closes it with 4001 when
+  // the token it was opened with expires.
+  setTokenHandler((token) => socket?.send({ type: 'auth', ref: socket.nextRef('auth'), token }));
   setAuthLostHandler(() => {
     endSession();
     showView('auth');
@@ -1007,12 +1060,14 @@ async function boot() {
     return;
   }
   scheduleRefresh();
+  let user;
   try {
-    await startSession(await Api.me());
+    user = await Api.me();
   } catch (e) {
-    if (e instanceof ApiError && e.status === 401) return; // auth-lost handler showed the login
-    await startSession(s.user); // server unreachable: run offline, the socket keeps trying
+    if (e instanceof ApiError && e.status === 401) return; // the auth-lost handler showed the login
+    user = s.user; // server unreachable: run offline, the socket keeps trying
   }
+  await startSession(user);
 }
 
 boot();

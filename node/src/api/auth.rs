@@ -13,7 +13,7 @@ use parley_protocol::{validate, ErrorCode};
 use parley_storage::{RefreshTokenRecord, StorageError, UserRecord};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::Body;
+use super::extract::{Body, RawBody};
 use crate::auth::extract::AuthUser;
 use crate::auth::refresh;
 use crate::metrics::inc;
@@ -167,7 +167,7 @@ pub async fn refresh_tokens(
 pub async fn logout(
     State(state): State<AppState>,
     user: AuthUser,
-    body: axum::body::Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<StatusCode> {
     // The body is optional: empty means "just end this session".
     let req: RefreshRequest = if body.iter().all(u8::is_ascii_whitespace) {

@@ -29,6 +29,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     }
 }
 
+/// Raw body bytes; an oversized body is `too_large`.
+pub struct RawBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(ErrorCode::TooLarge, "request body too large")
+                } else {
+                    ApiError::invalid(e.body_text())
+                }
+            })
+    }
+}
+
 /// A query string; bad values are `invalid_request`.
 pub struct Query<T>(pub T);
 

@@ -30,6 +30,10 @@ async fn not_found() -> impl IntoResponse {
     error::ApiError::not_found("no such endpoint")
 }
 
+async fn method_not_allowed() -> impl IntoResponse {
+    error::ApiError::invalid("method not allowed on this endpoint")
+}
+
 /// Every route of a node.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
@@ -53,7 +57,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/rooms/{room_id}/messages", get(rooms::history))
         .route("/cluster", get(ops::cluster))
-        .fallback(not_found);
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .nest("/api/v1", api)
         .route("/ws", get(gateway::upgrade))
@@ -63,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(web::index))
         .route("/{file}", get(web::asset))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod traffic;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -702,6 +704,11 @@ pub const CLUSTER_SECRET: &str = "test-cluster-secret-0123456789";
 /// Starts `n` clustered nodes sharing one data dir and waits until every
 /// node sees all of them. Extra flags go to every node.
 pub async fn start_cluster(dir: &Path, n: usize, extra: &[&str]) -> Vec<Node> {
+    start_cluster_with_seeds(dir, n, extra).await.0
+}
+
+/// Like [`start_cluster`], also returning the seed list (to add nodes later).
+pub async fn start_cluster_with_seeds(dir: &Path, n: usize, extra: &[&str]) -> (Vec<Node>, String) {
     let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
     let seeds: Vec<String> = cluster_ports
         .iter()
@@ -710,26 +717,35 @@ pub async fn start_cluster(dir: &Path, n: usize, extra: &[&str]) -> Vec<Node> {
     let seeds = seeds.join(",");
     let mut nodes = Vec::new();
     for (i, port) in cluster_ports.iter().enumerate() {
-        let name = format!("n{}", i + 1);
-        let listen = format!("127.0.0.1:{port}");
-        let mut args: Vec<String> = vec![
-            "--node-name".into(),
-            name,
-            "--cluster-listen".into(),
-            listen,
-            "--seeds".into(),
-            seeds.clone(),
-            "--cluster-secret".into(),
-            CLUSTER_SECRET.into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        nodes.push(Node::start_with(dir, &refs).await);
+        nodes.push(start_cluster_node(dir, &format!("n{}", i + 1), *port, &seeds, extra).await);
     }
     for node in &nodes {
         wait_members(node, n).await;
     }
-    nodes
+    (nodes, seeds)
+}
+
+/// Starts one clustered node named `name` on cluster port `port`, joining `seeds`.
+pub async fn start_cluster_node(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    seeds: &str,
+    extra: &[&str],
+) -> Node {
+    let mut args: Vec<String> = vec![
+        "--node-name".into(),
+        name.into(),
+        "--cluster-listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--seeds".into(),
+        seeds.into(),
+        "--cluster-secret".into(),
+        CLUSTER_SECRET.into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    Node::start_with(dir, &refs).await
 }
 
 /// Waits until `node` sees exactly `n` live members.
