@@ -11,21 +11,12 @@ connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-actio
 
 /// The files of the web client: (name, content type, bytes).
 const ASSETS: &[(&str, &str, &str)] = &[
-    (
-        "index.html",
-        "text/html; charset=utf-8",
-        include_str!("../web/index.html"),
-    ),
-    (
-        "app.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../web/app.js"),
-    ),
-    (
-        "style.css",
-        "text/css; charset=utf-8",
-        include_str!("../web/style.css"),
-    ),
+    ("api.js", "text/javascript; charset=utf-8", include_str!("../web/api.js")),
+    ("app.js", "text/javascript; charset=utf-8", include_str!("../web/app.js")),
+    ("index.html", "text/html; charset=utf-8", include_str!("../web/index.html")),
+    ("style.css", "text/css; charset=utf-8", include_str!("../web/style.css")),
+    ("ui.js", "text/javascript; charset=utf-8", include_str!("../web/ui.js")),
+    ("ws.js", "text/javascript; charset=utf-8", include_str!("../web/ws.js")),
 ];
 
 fn serve(name: &str) -> Response {
