@@ -269,6 +269,27 @@ async fn close(sink: &mut Sink, code: u16) {
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
 }
 
+/// How long a closing connection may spend writing what is still queued.
+const FLUSH_BEFORE_CLOSE: Duration = Duration::from_secs(1);
+
+/// Writes the frames already queued (at most a few hundred) without waiting for more.
+async fn flush_queued(sink: &mut Sink, rx: &mut OutboundRx, order: &mut DeliveryOrder) {
+    for _ in 0..256 {
+        let Ok(item) = rx.live.try_recv() else { return };
+        let ok = match item {
+            Outbound::Frame(json) => send(sink, &json).await,
+            Outbound::Message { room_id, seq, json } => match order.live(&room_id, seq, &json) {
+                Verdict::Write => send(sink, &json).await,
+                _ => true,
+            },
+            Outbound::SyncStart(_) => true,
+        };
+        if !ok {
+            return;
+        }
+    }
+}
+
 async fn write_loop(mut sink: Sink, mut rx: OutboundRx, hold_max: usize) {
     let mut order = DeliveryOrder::default();
     let close_signal = rx.close.clone();
@@ -276,6 +297,11 @@ async fn write_loop(mut sink: Sink, mut rx: OutboundRx, hold_max: usize) {
         tokio::select! {
             biased;
             code = close_signal.wait() => {
+                if code != CLOSE_TRY_AGAIN {
+                    // Say what is already queued (e.g. the errors that led to a
+                    // 1008) before closing; a slow client (1013) gets nothing more.
+                    let _ = tokio::time::timeout(FLUSH_BEFORE_CLOSE, flush_queued(&mut sink, &mut rx, &mut order)).await;
+                }
                 close(&mut sink, code).await;
                 return;
             }

@@ -11,12 +11,36 @@ connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-actio
 
 /// The files of the web client: (name, content type, bytes).
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("api.js", "text/javascript; charset=utf-8", include_str!("../web/api.js")),
-    ("app.js", "text/javascript; charset=utf-8", include_str!("../web/app.js")),
-    ("index.html", "text/html; charset=utf-8", include_str!("../web/index.html")),
-    ("style.css", "text/css; charset=utf-8", include_str!("../web/style.css")),
-    ("ui.js", "text/javascript; charset=utf-8", include_str!("../web/ui.js")),
-    ("ws.js", "text/javascript; charset=utf-8", include_str!("../web/ws.js")),
+    (
+        "api.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/api.js"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/app.js"),
+    ),
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_str!("../web/index.html"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../web/style.css"),
+    ),
+    (
+        "ui.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/ui.js"),
+    ),
+    (
+        "ws.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/ws.js"),
+    ),
 ];
 
 fn serve(name: &str) -> Response {

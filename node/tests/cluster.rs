@@ -308,3 +308,34 @@ async fn two_owners_of_one_room_never_lose_or_reuse_a_seq() {
         violations.join("\n")
     );
 }
+
+/// A node with seeds that answer nobody is not ready until it joins (or the
+/// join grace runs out), and `/api/v1/cluster` says so.
+#[tokio::test]
+async fn not_ready_until_joined() {
+    let dir = data_dir();
+    let (nodes, _) = start_cluster_with_seeds(dir.path(), 1, &[]).await;
+    let lonely_port = free_port();
+    let seed_nowhere = format!("127.0.0.1:{}", free_port());
+    let waiting = Node::start_unready(
+        dir.path(),
+        &[
+            "--node-name",
+            "late",
+            "--cluster-listen",
+            &format!("127.0.0.1:{lonely_port}"),
+            "--seeds",
+            &seed_nowhere,
+            "--cluster-secret",
+            CLUSTER_SECRET,
+            "--cluster-join-grace-ms",
+            "600000",
+        ],
+    )
+    .await;
+    let r = call(&waiting, "GET", "/ready", None, None).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    let c = call(&waiting, "GET", "/api/v1/cluster", None, None).await;
+    assert_eq!(c.body["joined"], false);
+    drop(nodes);
+}

@@ -233,3 +233,44 @@ pub fn encode(p: &PeerPayload) -> Option<PeerWire> {
 pub fn decode(w: &PeerWire) -> Result<PeerPayload, parley_protocol::codec::CodecError> {
     parley_protocol::codec::decode(&w.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ractor::Message;
+
+    #[test]
+    fn payloads_survive_the_wire() {
+        let p = PeerPayload::Room {
+            room_id: "r".into(),
+            op: WireRoomOp::Send {
+                r#ref: Some("x".into()),
+                client_msg_id: "c".into(),
+                body: "héllo 😀".into(),
+            },
+            origin: WireCaller {
+                user_id: "u".into(),
+                username: "alice".into(),
+                node: "n1".into(),
+                session_id: "s".into(),
+            },
+            hops: 1,
+        };
+        let wire = encode(&p).unwrap();
+        // Through ractor's serialization, as a remote actor would carry it.
+        let ser = wire.serialize().unwrap();
+        let back = PeerWire::deserialize(ser).unwrap();
+        match decode(&back).unwrap() {
+            PeerPayload::Room {
+                op: WireRoomOp::Send { body, .. },
+                hops,
+                ..
+            } => {
+                assert_eq!(body, "héllo 😀");
+                assert_eq!(hops, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(decode(&PeerWire(vec![1, 2, 3])).is_err());
+    }
+}

@@ -66,7 +66,25 @@ impl Node {
         node
     }
 
+    /// Starts a node and waits only until it answers `/health` (not `/ready`).
+    pub async fn start_unready(dir: &Path, extra: &[&str]) -> Node {
+        let port = free_port();
+        let mut node = Node {
+            child: None,
+            base: format!("http://127.0.0.1:{port}"),
+            addr: format!("127.0.0.1:{port}"),
+            data_dir: dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        node.spawn_until("/health").await;
+        node
+    }
+
     async fn spawn(&mut self) {
+        self.spawn_until("/ready").await
+    }
+
+    async fn spawn_until(&mut self, probe: &str) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_parley-node"));
         cmd.arg("--listen")
             .arg(&self.addr)
@@ -107,7 +125,7 @@ impl Node {
         let deadline = Instant::now() + Duration::from_secs(30);
         let http = reqwest::Client::new();
         loop {
-            if let Ok(r) = http.get(format!("{}/ready", self.base)).send().await {
+            if let Ok(r) = http.get(format!("{}{probe}", self.base)).send().await {
                 if r.status().is_success() {
                     return;
                 }
