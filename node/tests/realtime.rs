@@ -494,3 +494,24 @@ async fn session_closes_with_4001_when_its_token_expires_unless_renewed() {
     a.send(json!({"type": "ping", "ref": "still"})).await;
     a.expect(|f| f["type"] == "pong").await;
 }
+
+#[tokio::test]
+async fn another_senders_client_msg_id_is_refused_not_echoed() {
+    let dir = data_dir();
+    let node = Node::start(dir.path()).await;
+    let alice = user(&node, "alice").await;
+    let mallory = user(&node, "mallory").await;
+    let room = group(&node, &alice, "ids", &[&mallory]).await;
+    let room_id = room["room_id"].as_str().unwrap();
+    let mut a = Client::connect(&node, &alice.token).await;
+    let mut m = Client::connect(&node, &mallory.token).await;
+    let ack = a.send_message(room_id, "shared-id", "alice's words").await;
+    assert_eq!(ack["type"], "sent");
+    let err = m.send_message(room_id, "shared-id", "mallory's words").await;
+    assert_eq!(err["type"], "error", "{err}");
+    assert_eq!(err["code"], "conflict");
+    let h = call(&node, "GET", &format!("/api/v1/rooms/{room_id}/messages"), Some(&alice.token), None).await;
+    let msgs = h.body["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0]["body"], "alice's words");
+}
