@@ -12,6 +12,7 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::cluster::wire::AckKey;
+use crate::metrics::{add, METRICS};
 use crate::outbound::{Outbound, OutboundTx, Push};
 use crate::session::SessionMsg;
 use crate::system::Gauges;
@@ -94,7 +95,17 @@ impl DispatcherState {
             let before = entries.len();
             // A session whose queue overflowed was told to close; drop it now
             // so it costs nothing more.
-            entries.retain(|e| e.tx.push(item.clone()) == Push::Queued);
+            entries.retain(|e| match e.tx.push(item.clone()) {
+                Push::Queued => {
+                    add(&METRICS.deliveries, 1);
+                    true
+                }
+                Push::Overflow => {
+                    add(&METRICS.slow_consumer_closes, 1);
+                    false
+                }
+                Push::Closed => false,
+            });
             self.sessions -= before - entries.len();
             if entries.is_empty() {
                 self.by_user.remove(user);

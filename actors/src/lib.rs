@@ -18,6 +18,7 @@ pub mod convert;
 pub mod directory;
 pub mod dispatcher;
 pub mod error;
+pub mod metrics;
 pub mod ordering;
 pub mod outbound;
 pub mod presence;

@@ -35,6 +35,7 @@ use crate::convert;
 use crate::directory::DirectoryMsg;
 use crate::dispatcher::DispatcherMsg;
 use crate::error::ChatError;
+use crate::metrics::{add, METRICS};
 use crate::outbound::{Outbound, OutboundTx};
 use crate::ActorConfig;
 
@@ -237,6 +238,7 @@ struct PendingSend {
     from: Caller,
     r#ref: Option<String>,
     client_msg_id: String,
+    arrived: Instant,
 }
 
 /// A user's watermarks plus whether they must be broadcast / persisted.
@@ -444,6 +446,7 @@ impl RoomState {
     }
 
     fn reply_error(to: &Caller, r#ref: Option<String>, err: &ChatError, ack: Option<AckKey>) {
+        METRICS.error(err.code());
         to.reply(
             ServerEvent::error(r#ref, err.code(), err.to_string()).to_json(),
             ack,
@@ -465,8 +468,11 @@ impl RoomState {
         let room_id = self.room_id.clone();
         let head = self.last_seq;
         let me = myself.clone();
+        METRICS.commit_batch.observe(msgs.len() as f64);
         tokio::spawn(async move {
+            let started = Instant::now();
             let result = store.commit_messages(&room_id, head, &msgs).await;
+            METRICS.commit_seconds.observe_duration(started.elapsed());
             let _ = me.cast(RoomMsg::CommitDone { msgs, result });
         });
     }
@@ -501,7 +507,14 @@ impl RoomState {
                         sent_at: to_rfc3339(m.sent_at),
                     };
                     p.from.reply(sent.to_json(), ack);
+                    METRICS
+                        .send_to_ack_seconds
+                        .observe_duration(p.arrived.elapsed());
+                    if matches!(outcome, CommitOutcome::Duplicate(_)) {
+                        add(&METRICS.messages_duplicate, 1);
+                    }
                     if let CommitOutcome::Committed(m) = &outcome {
+                        add(&METRICS.messages_committed, 1);
                         self.last_seq = self.last_seq.max(m.seq);
                         let json: Arc<str> =
                             Arc::from(ServerEvent::Message(convert::message(m)).to_json());
@@ -524,10 +537,12 @@ impl RoomState {
                 tracing::warn!(room = %self.room_id, expected, actual,
                     "another owner committed to this room; retrying on the new head");
                 self.last_seq = actual;
+                add(&METRICS.head_moved, 1);
                 Some((senders, msgs))
             }
             Err(e) => {
                 tracing::error!(room = %self.room_id, error = %e, "commit failed");
+                add(&METRICS.commit_failures, 1);
                 let err = ChatError::Unavailable(
                     "message not stored, retry with the same client_msg_id".into(),
                 );
@@ -787,6 +802,7 @@ impl Actor for RoomActor {
                         from,
                         r#ref,
                         client_msg_id,
+                        arrived: Instant::now(),
                     },
                     msg,
                 ));

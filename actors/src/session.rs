@@ -73,6 +73,7 @@ pub struct SessionState {
 
 impl SessionState {
     fn error(&self, r#ref: Option<String>, code: ErrorCode, message: impl Into<String>) {
+        crate::metrics::METRICS.error(code);
         self.tx
             .frame(ServerEvent::error(r#ref, code, message).to_json());
     }

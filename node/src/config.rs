@@ -207,7 +207,9 @@ impl Config {
             node_name: self.node_name(),
             http_addr: self.listen.to_string(),
             has_seeds: self.cluster_listen.is_some_and(|own| {
-                self.seeds.iter().any(|s| s.parse::<SocketAddr>().ok() != Some(own))
+                self.seeds
+                    .iter()
+                    .any(|s| s.parse::<SocketAddr>().ok() != Some(own))
             }),
             heartbeat: Duration::from_millis(self.cluster_heartbeat_ms.max(50)),
             failure_timeout: Duration::from_millis(self.cluster_failure_timeout_ms.max(200)),

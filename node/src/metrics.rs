@@ -41,7 +41,7 @@ pub fn inc(c: &AtomicU64) {
 
 impl Metrics {
     /// Renders every metric in Prometheus text format.
-    pub fn render(&self, stats: Stats, node: &str) -> String {
+    pub fn render(&self, stats: Stats, members: usize, node: &str) -> String {
         let mut out = String::new();
         let counters: [(&str, &str, &AtomicU64); 12] = [
             (
@@ -125,11 +125,17 @@ impl Metrics {
                 "live room actors on this node",
                 stats.rooms,
             ),
+            (
+                "parley_cluster_members",
+                "live cluster members this node sees (itself included)",
+                members,
+            ),
         ];
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
             let _ = writeln!(out, "{name}{{node=\"{node}\"}} {v}");
         }
+        parley_actors::metrics::METRICS.render(&mut out, node);
         out
     }
 }

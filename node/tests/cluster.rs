@@ -75,6 +75,29 @@ async fn users_on_different_nodes_chat() {
     let ack = c.send_message(&room_id, "for-dave", "welcome").await;
     let m = d.expect(|f| f["type"] == "message").await;
     assert_eq!(m["seq"], ack["seq"]);
+
+    // Inter-node traffic shows in the metrics of every node.
+    for node in &nodes {
+        let text = reqwest::get(node.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for name in [
+            "parley_peer_messages_out_total",
+            "parley_peer_bytes_in_total",
+        ] {
+            let value: f64 = text
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap();
+            assert!(value > 0.0, "{name} on {}", node.addr);
+        }
+        assert!(text.contains("parley_cluster_members{"), "members gauge");
+    }
 }
 
 #[tokio::test]

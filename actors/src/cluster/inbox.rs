@@ -17,6 +17,7 @@ use super::{Cluster, NODE_GROUP_PREFIX};
 use crate::directory::DirectoryMsg;
 use crate::dispatcher::DispatcherMsg;
 use crate::error::ChatError;
+use crate::metrics::{add, METRICS};
 use crate::outbound::Outbound;
 use crate::presence::PresenceMsg;
 use crate::room::{Caller, ReplyTo, RoomMsg};
@@ -191,6 +192,8 @@ impl Actor for Inbox {
         wire: PeerWire,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        add(&METRICS.peer_messages_in, 1);
+        add(&METRICS.peer_bytes_in, wire.0.len() as u64);
         let payload = match decode(&wire) {
             Ok(p) => p,
             Err(e) => {

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use parley_protocol::http::RoomInfo;
 
 use crate::error::ChatError;
+use crate::metrics::{add, METRICS};
 use crate::room::ManageCmd;
 use membership::{ClusterMsg, MemberStatus};
 use wire::{encode, PeerPayload, PeerWire};
@@ -95,7 +96,11 @@ impl Cluster {
     pub fn send(&self, node: &str, payload: &PeerPayload) -> bool {
         let cell = self.view.borrow().inboxes.get(node).cloned();
         match (cell, encode(payload)) {
-            (Some(cell), Some(wire)) => cell.send_message(wire).is_ok(),
+            (Some(cell), Some(wire)) => {
+                add(&METRICS.peer_messages_out, 1);
+                add(&METRICS.peer_bytes_out, wire.0.len() as u64);
+                cell.send_message(wire).is_ok()
+            }
             _ => false,
         }
     }
@@ -108,6 +113,8 @@ impl Cluster {
         }
         if let Some(wire) = encode(payload) {
             for cell in cells {
+                add(&METRICS.peer_messages_out, 1);
+                add(&METRICS.peer_bytes_out, wire.0.len() as u64);
                 let _ = cell.send_message(PeerWire(wire.0.clone()));
             }
         }

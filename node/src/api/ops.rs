@@ -68,6 +68,10 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(stats, &state.node_name),
+        state.metrics.render(
+            stats,
+            state.system.cluster().view().members.len(),
+            &state.node_name,
+        ),
     )
 }

@@ -1,0 +1,250 @@
+//! Process-wide counters and histograms of the actors, rendered by the node
+//! at `/metrics`. Plain atomics: recording is a relaxed add, never a lock.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use parley_protocol::ErrorCode;
+
+/// A cumulative histogram with fixed upper bounds (Prometheus style).
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one value (in the histogram's unit; `micros` is the value × 1e6 for the sum).
+    pub fn observe(&self, value: f64) {
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            if value <= *b {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.sum_micros
+            .fetch_add((value * 1e6) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a duration in seconds.
+    pub fn observe_duration(&self, d: Duration) {
+        self.observe(d.as_secs_f64());
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str, labels: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels},le=\"{b}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        let n = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {n}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {n}");
+    }
+}
+
+const SECONDS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+const SIZES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// Every metric the actors record.
+pub struct Metrics {
+    /// Messages newly committed.
+    pub messages_committed: AtomicU64,
+    /// Sends answered as duplicates of an earlier message.
+    pub messages_duplicate: AtomicU64,
+    /// Events pushed into local session queues.
+    pub deliveries: AtomicU64,
+    /// Sessions closed because their queue overflowed (1013).
+    pub slow_consumer_closes: AtomicU64,
+    /// Commits retried because another owner moved the room's head.
+    pub head_moved: AtomicU64,
+    /// Commits that failed in storage.
+    pub commit_failures: AtomicU64,
+    /// Inter-node messages sent.
+    pub peer_messages_out: AtomicU64,
+    /// Inter-node bytes sent.
+    pub peer_bytes_out: AtomicU64,
+    /// Inter-node messages received.
+    pub peer_messages_in: AtomicU64,
+    /// Inter-node bytes received.
+    pub peer_bytes_in: AtomicU64,
+    /// Messages per group commit.
+    pub commit_batch: Histogram,
+    /// Duration of a group commit in storage.
+    pub commit_seconds: Histogram,
+    /// From a send reaching its room to its `sent` ack.
+    pub send_to_ack_seconds: Histogram,
+    errors: Vec<(ErrorCode, AtomicU64)>,
+}
+
+const CODES: [ErrorCode; 11] = [
+    ErrorCode::InvalidRequest,
+    ErrorCode::Unauthorized,
+    ErrorCode::Forbidden,
+    ErrorCode::NotFound,
+    ErrorCode::Conflict,
+    ErrorCode::TooLarge,
+    ErrorCode::RateLimited,
+    ErrorCode::Internal,
+    ErrorCode::Unavailable,
+    ErrorCode::InvalidJson,
+    ErrorCode::UnknownType,
+];
+
+/// The process's metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+    messages_committed: AtomicU64::new(0),
+    messages_duplicate: AtomicU64::new(0),
+    deliveries: AtomicU64::new(0),
+    slow_consumer_closes: AtomicU64::new(0),
+    head_moved: AtomicU64::new(0),
+    commit_failures: AtomicU64::new(0),
+    peer_messages_out: AtomicU64::new(0),
+    peer_bytes_out: AtomicU64::new(0),
+    peer_messages_in: AtomicU64::new(0),
+    peer_bytes_in: AtomicU64::new(0),
+    commit_batch: Histogram::new(SIZES),
+    commit_seconds: Histogram::new(SECONDS),
+    send_to_ack_seconds: Histogram::new(SECONDS),
+    errors: CODES.iter().map(|c| (*c, AtomicU64::new(0))).collect(),
+});
+
+/// Adds `n` to a counter.
+pub fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Metrics {
+    /// Counts one error answered to a client.
+    pub fn error(&self, code: ErrorCode) {
+        if let Some((_, c)) = self.errors.iter().find(|(k, _)| *k == code) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Renders everything in Prometheus text format with a `node` label.
+    pub fn render(&self, out: &mut String, node: &str) {
+        let labels = format!("node=\"{node}\"");
+        let counters: [(&str, &str, &AtomicU64); 10] = [
+            (
+                "parley_messages_committed_total",
+                "messages newly committed",
+                &self.messages_committed,
+            ),
+            (
+                "parley_messages_duplicate_total",
+                "sends answered as duplicates",
+                &self.messages_duplicate,
+            ),
+            (
+                "parley_deliveries_total",
+                "events pushed into local session queues",
+                &self.deliveries,
+            ),
+            (
+                "parley_slow_consumer_closes_total",
+                "sessions closed with 1013 (queue full)",
+                &self.slow_consumer_closes,
+            ),
+            (
+                "parley_commit_head_moved_total",
+                "commits retried after another owner moved the head",
+                &self.head_moved,
+            ),
+            (
+                "parley_commit_failures_total",
+                "commits that failed in storage",
+                &self.commit_failures,
+            ),
+            (
+                "parley_peer_messages_out_total",
+                "inter-node messages sent",
+                &self.peer_messages_out,
+            ),
+            (
+                "parley_peer_bytes_out_total",
+                "inter-node bytes sent",
+                &self.peer_bytes_out,
+            ),
+            (
+                "parley_peer_messages_in_total",
+                "inter-node messages received",
+                &self.peer_messages_in,
+            ),
+            (
+                "parley_peer_bytes_in_total",
+                "inter-node bytes received",
+                &self.peer_bytes_in,
+            ),
+        ];
+        for (name, help, c) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let _ = writeln!(out, "{name}{{{labels}}} {}", c.load(Ordering::Relaxed));
+        }
+        let name = "parley_errors_total";
+        let _ = writeln!(out, "# HELP {name} errors answered to clients by the actors, by code\n# TYPE {name} counter");
+        for (code, c) in &self.errors {
+            let _ = writeln!(
+                out,
+                "{name}{{{labels},code=\"{code}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        self.commit_batch.render(
+            out,
+            "parley_commit_batch_size",
+            "messages per group commit",
+            &labels,
+        );
+        self.commit_seconds.render(
+            out,
+            "parley_commit_seconds",
+            "duration of a group commit in storage",
+            &labels,
+        );
+        self.send_to_ack_seconds.render(
+            out,
+            "parley_send_to_ack_seconds",
+            "from a send reaching its room to its durable ack",
+            &labels,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let h = Histogram::new(&[1.0, 2.0]);
+        h.observe(0.5);
+        h.observe(1.5);
+        h.observe(5.0);
+        let mut out = String::new();
+        h.render(&mut out, "x", "help", "node=\"n\"");
+        assert!(out.contains("x_bucket{node=\"n\",le=\"1\"} 1"));
+        assert!(out.contains("x_bucket{node=\"n\",le=\"2\"} 2"));
+        assert!(out.contains("x_bucket{node=\"n\",le=\"+Inf\"} 3"));
+        assert!(out.contains("x_count{node=\"n\"} 3"));
+    }
+}
