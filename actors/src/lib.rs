@@ -25,6 +25,7 @@ pub mod presence;
 pub mod room;
 pub mod session;
 pub mod system;
+pub mod trace;
 
 pub use config::ActorConfig;
 pub use error::ChatError;

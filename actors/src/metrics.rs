@@ -38,6 +38,12 @@ impl Histogram {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Mean of the recorded values, if any.
+    pub fn mean(&self) -> Option<f64> {
+        let n = self.count.load(Ordering::Relaxed);
+        (n > 0).then(|| self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6 / n as f64)
+    }
+
     /// Records a duration in seconds.
     pub fn observe_duration(&self, d: Duration) {
         self.observe(d.as_secs_f64());

@@ -122,6 +122,7 @@ async fn announcer(
             users: users.iter().map(|u| u.to_string()).collect(),
             item: WireItem::Frame(event.to_json()),
             except_user: None,
+            trace: None,
         });
         let _ = dispatcher.cast(DispatcherMsg::Deliver {
             users: Arc::from(users),

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tracing::Instrument;
 
 use parley_protocol::http::{Role, RoomInfo, RoomKind};
 use parley_protocol::ids::new_id;
@@ -133,6 +134,8 @@ pub enum RoomMsg {
         client_msg_id: String,
         /// Text.
         body: String,
+        /// Trace context of the request (`traceparent`).
+        trace: Option<String>,
     },
     /// Typing indicator.
     Typing {
@@ -239,6 +242,7 @@ struct PendingSend {
     r#ref: Option<String>,
     client_msg_id: String,
     arrived: Instant,
+    trace: Option<String>,
 }
 
 /// A user's watermarks plus whether they must be broadcast / persisted.
@@ -351,6 +355,7 @@ impl RoomState {
                 users: users.iter().map(|u| u.to_string()).collect(),
                 item: wire_item,
                 except_user: except_user.as_ref().map(|u| u.to_string()),
+                trace: crate::trace::current(),
             });
         }
         let _ = self.deps.dispatcher.cast(DispatcherMsg::Deliver {
@@ -469,12 +474,16 @@ impl RoomState {
         let head = self.last_seq;
         let me = myself.clone();
         METRICS.commit_batch.observe(msgs.len() as f64);
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let result = store.commit_messages(&room_id, head, &msgs).await;
-            METRICS.commit_seconds.observe_duration(started.elapsed());
-            let _ = me.cast(RoomMsg::CommitDone { msgs, result });
-        });
+        let span = tracing::info_span!("room.commit", room_id = %room_id, batch = msgs.len(), head);
+        tokio::spawn(
+            async move {
+                let started = Instant::now();
+                let result = store.commit_messages(&room_id, head, &msgs).await;
+                METRICS.commit_seconds.observe_duration(started.elapsed());
+                let _ = me.cast(RoomMsg::CommitDone { msgs, result });
+            }
+            .instrument(span),
+        );
     }
 
     /// Acks and fans out a finished commit; returns messages to retry after a head move.
@@ -518,6 +527,10 @@ impl RoomState {
                         self.last_seq = self.last_seq.max(m.seq);
                         let json: Arc<str> =
                             Arc::from(ServerEvent::Message(convert::message(m)).to_json());
+                        // The fan-out continues the sender's trace on every node.
+                        let span = tracing::info_span!("room.fanout", room_id = %self.room_id, seq = m.seq);
+                        crate::trace::attach(&span, p.trace.as_deref());
+                        let _entered = span.enter();
                         self.deliver(
                             self.member_ids.clone(),
                             Outbound::Message {
@@ -777,6 +790,7 @@ impl Actor for RoomActor {
                 r#ref,
                 client_msg_id,
                 body,
+                trace,
             } => {
                 state.touch();
                 let ack = Some((state.room_id.to_string(), client_msg_id.clone()));
@@ -803,6 +817,7 @@ impl Actor for RoomActor {
                         r#ref,
                         client_msg_id,
                         arrived: Instant::now(),
+                        trace,
                     },
                     msg,
                 ));

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
+use tracing::Instrument;
 
 use parley_protocol::ws::{ClientFrame, ClientRequest, ServerEvent};
 use parley_protocol::ErrorCode;
@@ -112,6 +113,7 @@ impl SessionState {
                 session_id: self.session_id.to_string(),
             },
             hops: 0,
+            trace: crate::trace::current(),
         };
         if self.system.cluster().send(&owner, &payload) {
             return Ok(());
@@ -245,7 +247,20 @@ impl SessionState {
                 },
             ),
         };
-        if let Err(e) = self.route(&room_id, msg).await {
+        let kind = match &msg {
+            WireRoomOp::Send { .. } => "send",
+            WireRoomOp::Typing { .. } => "typing",
+            WireRoomOp::Watermark { .. } => "watermark",
+        };
+        // The root of a request's trace; routing carries it to the room's owner.
+        let span = tracing::info_span!(
+            "ws.request",
+            kind,
+            room_id = %room_id,
+            session_id = %self.session_id,
+            user_id = %self.caller.user_id,
+        );
+        if let Err(e) = self.route(&room_id, msg).instrument(span).await {
             self.error(r#ref, e.code(), e.to_string());
         }
     }

@@ -267,6 +267,7 @@ impl ChatSystem {
             users: users.clone(),
             item: WireItem::Frame(json.clone()),
             except_user: None,
+            trace: None,
         });
         let users: Vec<Arc<str>> = users.into_iter().map(|u| Arc::from(u.as_str())).collect();
         let _ = self.inner.dispatcher.cast(DispatcherMsg::Deliver {

@@ -21,6 +21,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use tracing::Instrument;
 
 use parley_actors::ordering::{DeliveryOrder, Verdict};
 use parley_actors::outbound::{self, Outbound, OutboundRx, OutboundTx, SyncItem};
@@ -114,13 +115,19 @@ async fn run(state: AppState, socket: WebSocket, claims: Claims) {
             return;
         }
     };
-    let writer = tokio::spawn(write_loop(sink, rx, state.config.outbound_queue.max(16)));
-    read_loop(&state, stream, &tx, &session, claims).await;
-    // Reader done (client left, or a close was asked for): end the session.
-    tx.close(1000);
-    session.stop(None);
-    let _ = writer.await;
-    tracing::debug!(session = %session_id, "connection closed");
+    let span = tracing::info_span!("ws.session", session_id = %session_id, user_id = %user_id);
+    async {
+        tracing::debug!("connection opened");
+        let writer = tokio::spawn(write_loop(sink, rx, state.config.outbound_queue.max(16)));
+        read_loop(&state, stream, &tx, &session, claims).await;
+        // Reader done (client left, or a close was asked for): end the session.
+        tx.close(1000);
+        session.stop(None);
+        let _ = writer.await;
+        tracing::debug!("connection closed");
+    }
+    .instrument(span)
+    .await
 }
 
 async fn read_loop(

@@ -16,9 +16,16 @@ mod state;
 mod telemetry;
 mod web;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = config::Config::load()?;
-    telemetry::init(config.log_format);
-    server::run(config).await
+    // Telemetry's exporters run on their own threads, so they are set up
+    // (and flushed at the end) outside the async runtime.
+    let telemetry = telemetry::init(config.log_format, &config.node_name());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(server::run(config));
+    drop(runtime);
+    telemetry.shutdown();
+    result
 }

@@ -507,10 +507,19 @@ async fn another_senders_client_msg_id_is_refused_not_echoed() {
     let mut m = Client::connect(&node, &mallory.token).await;
     let ack = a.send_message(room_id, "shared-id", "alice's words").await;
     assert_eq!(ack["type"], "sent");
-    let err = m.send_message(room_id, "shared-id", "mallory's words").await;
+    let err = m
+        .send_message(room_id, "shared-id", "mallory's words")
+        .await;
     assert_eq!(err["type"], "error", "{err}");
     assert_eq!(err["code"], "conflict");
-    let h = call(&node, "GET", &format!("/api/v1/rooms/{room_id}/messages"), Some(&alice.token), None).await;
+    let h = call(
+        &node,
+        "GET",
+        &format!("/api/v1/rooms/{room_id}/messages"),
+        Some(&alice.token),
+        None,
+    )
+    .await;
     let msgs = h.body["messages"].as_array().unwrap();
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0]["body"], "alice's words");

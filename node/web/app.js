@@ -476,22 +476,64 @@ function render() {
   document.title = total ? `(${total}) Parley` : 'Parley';
 }
 
+const roomEls = new Map(); // room_id -> li of the room list
+
+/**
+ * Reconciles #room-list, updating entries in place: the list is redrawn on
+ * nearly every event, and an entry replaced between a press and a release
+ * would swallow the user's click.
+ */
 function renderRooms() {
   const list = $('#room-list');
-  const focused = document.activeElement?.closest?.('.room-item')?.dataset.roomId;
-  const items = state.order.filter((id) => state.rooms.has(id)).map((id) => {
+  const focused = document.activeElement?.closest?.('.room-item');
+  const ids = state.order.filter((id) => state.rooms.has(id));
+  const keep = new Set(ids);
+  for (const [id, li] of roomEls) {
+    if (!keep.has(id)) {
+      li.remove();
+      roomEls.delete(id);
+    }
+  }
+  ids.forEach((id, i) => {
     const room = state.rooms.get(id);
     const other = otherMember(room);
     const n = unreadOf(room);
-    const btn = el('button', { type: 'button', class: 'room-button', 'aria-current': id === state.current ? 'true' : false },
-      other ? dot(other.user_id) : el('span', { class: 'room-icon', 'aria-hidden': 'true' }, '#'),
-      el('span', { class: 'room-name' }, roomName(room)),
-      el('span', { class: 'unread', hidden: n === 0, title: `${n} unread` }, String(n)));
-    return el('li', { class: `room-item${id === state.current ? ' active' : ''}`, 'data-room-id': id }, btn);
+    let li = roomEls.get(id);
+    if (!li) {
+      li = el('li', { class: 'room-item', 'data-room-id': id },
+        el('button', { type: 'button', class: 'room-button' },
+          el('span', { class: 'room-icon', 'aria-hidden': 'true' }, '#'),
+          el('span', { class: 'room-name' }),
+          el('span', { class: 'unread' })));
+      roomEls.set(id, li);
+    }
+    const btn = li.firstElementChild;
+    const active = id === state.current;
+    li.classList.toggle('active', active);
+    if (active) btn.setAttribute('aria-current', 'true');
+    else btn.removeAttribute('aria-current');
+    // Direct rooms lead with the other user's presence dot, groups with '#'.
+    const lead = btn.firstElementChild;
+    if (other) {
+      const on = isOnline(other.user_id);
+      if (!lead.classList.contains('presence-dot')) btn.replaceChild(dot(other.user_id), lead);
+      else if (lead.classList.contains('online') !== on) {
+        lead.className = `presence-dot ${on ? 'online' : 'offline'}`;
+        lead.title = on ? 'online' : 'offline';
+      }
+    } else if (!lead.classList.contains('room-icon')) {
+      btn.replaceChild(el('span', { class: 'room-icon', 'aria-hidden': 'true' }, '#'), lead);
+    }
+    setText($('.room-name', li), roomName(room));
+    const badge = $('.unread', li);
+    badge.hidden = n === 0;
+    badge.title = `${n} unread`;
+    setText(badge, String(n));
+    if (list.children[i] !== li) list.insertBefore(li, list.children[i] ?? null);
   });
-  list.replaceChildren(...items);
-  $('#room-list-empty').hidden = items.length > 0;
-  if (focused) list.querySelector(`[data-room-id="${CSS.escape(focused)}"] button`)?.focus();
+  $('#room-list-empty').hidden = ids.length > 0;
+  // Moving an entry (new activity puts it first) drops its focus.
+  if (focused?.isConnected && !focused.contains(document.activeElement)) focused.firstElementChild.focus();
 }
 
 function renderHeader() {
@@ -613,10 +655,13 @@ function renderTyping() {
 
 // ---------------------------------------------------------------- details panel
 
+let panelKey = ''; // what #member-list shows, to skip identical rebuilds
+
 function openPanel() {
   const room = state.rooms.get(state.current);
   if (!room) return;
   $('#members-panel').hidden = false;
+  panelKey = '';
   $('#details-button').setAttribute('aria-expanded', 'true');
   for (const m of room.members.slice(0, 50)) if (m.user_id !== me()) watchPresence(m.user_id);
   renderPanel();
@@ -642,6 +687,18 @@ function renderPanel() {
   const manage = canManage(room);
   setText($('#panel-title'), roomName(room));
   setText($('#panel-kind'), room.kind === 'direct' ? 'Direct conversation' : `Group · ${plural(room.members.length, 'member')}`);
+  // Rebuilt only when it changes: renders come with nearly every event, and a
+  // button replaced between a press and a release would swallow the click.
+  const key = JSON.stringify([room.room_id, manage, room.members.map((m) => [m.user_id, m.username, m.role, isOnline(m.user_id)])]);
+  if (key !== panelKey) {
+    panelKey = key;
+    renderMembers(room, manage);
+  }
+  $('#add-member-form').hidden = !manage;
+  $('#leave-button').hidden = room.kind !== 'group';
+}
+
+function renderMembers(room, manage) {
   const focusedUser = document.activeElement?.closest?.('.member')?.dataset.userId;
   $('#member-list').replaceChildren(...room.members.map((m) => {
     const self = m.user_id === me();
@@ -656,8 +713,6 @@ function renderPanel() {
     return li;
   }));
   if (focusedUser) $(`.member[data-user-id="${CSS.escape(focusedUser)}"] button`)?.focus();
-  $('#add-member-form').hidden = !manage;
-  $('#leave-button').hidden = room.kind !== 'group';
 }
 
 // ---------------------------------------------------------------- navigation
@@ -827,6 +882,7 @@ function endSession() {
   $('#message-list').replaceChildren();
   $('#message-list').dataset.roomId = '';
   $('#room-list').replaceChildren();
+  roomEls.clear();
   closePanel();
   document.body.classList.remove('show-chat');
   document.title = 'Parley';

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
+use tracing::Instrument;
 
 use super::membership::ClusterMsg;
 use super::wire::{decode, PeerPayload, PeerWire, WireCaller, WireItem, WireRoomOp};
@@ -87,7 +88,14 @@ impl InboxState {
         }
     }
 
-    async fn room_op(&mut self, room_id: String, op: WireRoomOp, origin: WireCaller, hops: u8) {
+    async fn room_op(
+        &mut self,
+        room_id: String,
+        op: WireRoomOp,
+        origin: WireCaller,
+        hops: u8,
+        trace: Option<String>,
+    ) {
         let view = self.args.cluster.view();
         let owner = view.owner(&room_id);
         if owner != view.me && hops < MAX_HOPS {
@@ -96,6 +104,7 @@ impl InboxState {
                 op,
                 origin,
                 hops: hops + 1,
+                trace,
             };
             if self.args.cluster.send(&owner, &fwd) {
                 return;
@@ -104,12 +113,13 @@ impl InboxState {
                 room_id,
                 op,
                 origin,
+                trace,
                 ..
             } = fwd
             else {
                 return;
             };
-            return Box::pin(self.room_op(room_id, op, origin, MAX_HOPS)).await;
+            return Box::pin(self.room_op(room_id, op, origin, MAX_HOPS, trace)).await;
         }
         let from = self.remote_caller(&origin);
         let (ack, r#ref) = match &op {
@@ -216,7 +226,11 @@ impl Actor for Inbox {
                 users,
                 item,
                 except_user,
+                trace,
             } => {
+                let span = tracing::info_span!("peer.deliver", users = users.len());
+                crate::trace::attach(&span, trace.as_deref());
+                let _entered = span.enter();
                 let users: Vec<Arc<str>> = users.iter().map(|u| Arc::from(u.as_str())).collect();
                 let _ = state.args.dispatcher.cast(DispatcherMsg::Deliver {
                     users: Arc::from(users),
@@ -242,8 +256,21 @@ impl Actor for Inbox {
                 op,
                 origin,
                 hops,
+                trace,
             } => {
-                state.room_op(room_id, op, origin, hops).await;
+                let span = tracing::info_span!(
+                    "peer.room_op",
+                    room_id = %room_id,
+                    from_node = %origin.node,
+                    session_id = %origin.session_id,
+                    user_id = %origin.user_id,
+                );
+                crate::trace::attach(&span, trace.as_deref());
+                let traced = trace.clone();
+                state
+                    .room_op(room_id, op, origin, hops, traced)
+                    .instrument(span)
+                    .await;
             }
             PeerPayload::Request {
                 id,

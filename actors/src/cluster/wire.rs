@@ -108,6 +108,7 @@ impl WireRoomOp {
                 r#ref,
                 client_msg_id,
                 body,
+                trace: crate::trace::current(),
             },
             WireRoomOp::Typing { active } => RoomMsg::Typing { from, active },
             WireRoomOp::Watermark {
@@ -155,6 +156,8 @@ pub enum PeerPayload {
         item: WireItem,
         /// A user whose sessions are skipped.
         except_user: Option<String>,
+        /// Trace context (`traceparent`) of what caused the event.
+        trace: Option<String>,
     },
     /// A reply for one session (acks and errors).
     ToSession {
@@ -177,6 +180,8 @@ pub enum PeerPayload {
         origin: WireCaller,
         /// Forwarding count (views may briefly differ).
         hops: u8,
+        /// Trace context (`traceparent`) of the request.
+        trace: Option<String>,
     },
     /// A membership/details change of a room, expecting a [`PeerPayload::Response`].
     Request {
@@ -255,6 +260,7 @@ mod tests {
                 session_id: "s".into(),
             },
             hops: 1,
+            trace: None,
         };
         let wire = encode(&p).unwrap();
         // Through ractor's serialization, as a remote actor would carry it.

@@ -12,13 +12,22 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
+use tracing::Instrument;
 
 use crate::metrics::inc;
 use crate::state::AppState;
 use crate::{gateway, web};
 
+/// Wraps every request in a span and counts the answers.
 async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
+    let span = tracing::info_span!(
+        "http.request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        status = tracing::field::Empty,
+    );
+    let resp = next.run(req).instrument(span.clone()).await;
+    span.record("status", resp.status().as_u16());
     inc(&state.metrics.http_requests);
     if resp.status().as_u16() >= 400 {
         inc(&state.metrics.http_errors);

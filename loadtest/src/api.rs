@@ -1,0 +1,228 @@
+//! The HTTP API calls the harness needs: register, log in, create rooms,
+//! read history. Only the public contract (`parley-protocol` types).
+
+use std::time::Duration;
+
+use parley_protocol::http::{
+    CreateRoomRequest, Credentials, MessagePage, RoomInfo, TokenResponse, UserInfo, UsernameRequest,
+};
+use parley_protocol::ErrorBody;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Why an API call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request did not get an answer (connection refused, timeout...).
+    #[error("{url}: {source}")]
+    Transport {
+        /// The URL called.
+        url: String,
+        /// The underlying error.
+        source: reqwest::Error,
+    },
+    /// The server answered with an error status.
+    #[error("{url}: HTTP {status} {code}: {message}")]
+    Status {
+        /// The URL called.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// The contract's error code (or `unknown`).
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The answer was not the JSON the contract promises.
+    #[error("{url}: unexpected answer: {detail}")]
+    Body {
+        /// The URL called.
+        url: String,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl ApiError {
+    /// The contract's error code, if the server answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ApiError::Status { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A client of one node's HTTP API.
+#[derive(Debug, Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    /// A client for `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: &str) -> Result<Self, ApiError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .build()
+            .map_err(|source| ApiError::Transport {
+                url: base.to_string(),
+                source,
+            })?;
+        Ok(Api {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+        })
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&B>,
+    ) -> Result<T, ApiError> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.http.request(method, &url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|source| ApiError::Transport {
+            url: url.clone(),
+            source,
+        })?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|source| ApiError::Transport {
+            url: url.clone(),
+            source,
+        })?;
+        if status >= 400 {
+            let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
+                Ok(e) => (e.error.code.as_str().to_string(), e.error.message),
+                Err(_) => ("unknown".to_string(), text.chars().take(200).collect()),
+            };
+            return Err(ApiError::Status {
+                url,
+                status,
+                code,
+                message,
+            });
+        }
+        serde_json::from_str(&text).map_err(|e| ApiError::Body {
+            url,
+            detail: e.to_string(),
+        })
+    }
+
+    /// `GET /ready`: whether the node answers 200.
+    pub async fn ready(&self) -> bool {
+        let url = format!("{}/ready", self.base);
+        matches!(self.http.get(url).timeout(Duration::from_secs(2)).send().await,
+            Ok(r) if r.status().is_success())
+    }
+
+    /// `POST /auth/register`.
+    pub async fn register(&self, username: &str, password: &str) -> Result<UserInfo, ApiError> {
+        let body = Credentials {
+            username: username.into(),
+            password: password.into(),
+        };
+        self.call(
+            reqwest::Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `POST /auth/login`.
+    pub async fn login(&self, username: &str, password: &str) -> Result<TokenResponse, ApiError> {
+        let body = Credentials {
+            username: username.into(),
+            password: password.into(),
+        };
+        self.call(
+            reqwest::Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `POST /rooms` with these members besides the caller.
+    pub async fn create_room(
+        &self,
+        token: &str,
+        name: &str,
+        members: Vec<String>,
+    ) -> Result<RoomInfo, ApiError> {
+        let body = CreateRoomRequest {
+            name: name.into(),
+            members,
+        };
+        self.call(
+            reqwest::Method::POST,
+            "/api/v1/rooms",
+            Some(token),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `POST /rooms/{room_id}/members`.
+    pub async fn add_member(
+        &self,
+        token: &str,
+        room_id: &str,
+        username: &str,
+    ) -> Result<RoomInfo, ApiError> {
+        let body = UsernameRequest {
+            username: username.into(),
+        };
+        self.call(
+            reqwest::Method::POST,
+            &format!("/api/v1/rooms/{room_id}/members"),
+            Some(token),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `POST /rooms/direct`.
+    pub async fn direct_room(&self, token: &str, username: &str) -> Result<RoomInfo, ApiError> {
+        let body = UsernameRequest {
+            username: username.into(),
+        };
+        self.call(
+            reqwest::Method::POST,
+            "/api/v1/rooms/direct",
+            Some(token),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `GET /rooms/{room_id}/messages?after_seq=&limit=`.
+    pub async fn messages_after(
+        &self,
+        token: &str,
+        room_id: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<MessagePage, ApiError> {
+        self.call::<(), _>(
+            reqwest::Method::GET,
+            &format!("/api/v1/rooms/{room_id}/messages?after_seq={after_seq}&limit={limit}"),
+            Some(token),
+            None,
+        )
+        .await
+    }
+}

@@ -1,0 +1,595 @@
+//! `parley-loadtest bench`: starts fresh release nodes, runs the standard
+//! benchmark set of issue 5 against them, and writes `docs/benchmarks.md`
+//! with the machine, the command, a results table and links to the plots.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::cli::{BenchArgs, RunArgs};
+use crate::nodeproc::{NodeError, NodeProc, LOAD_TEST_FLAGS};
+use crate::plan::Scenario;
+use crate::report::Report;
+use crate::runner;
+use crate::sysinfo::MachineInfo;
+
+/// Why the benchmark set could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The node binary is missing.
+    #[error("parley-node binary not found at {0}; build it with `cargo build --release -p parley-node` or pass --node-bin")]
+    NoNodeBinary(String),
+    /// A node would not start.
+    #[error("{0}")]
+    Node(#[from] NodeError),
+    /// Writing the results failed.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The file.
+        path: String,
+        /// The failure.
+        source: std::io::Error,
+    },
+}
+
+/// One benchmark's outcome.
+struct Row {
+    name: String,
+    load: String,
+    what: String,
+    target: String,
+    result: String,
+    verdict: String,
+    detail: Option<String>,
+    plots: Vec<String>,
+}
+
+/// One benchmark to run.
+struct Case {
+    name: String,
+    scenario: Scenario,
+    what: String,
+    target: String,
+    args: RunArgs,
+    judge: fn(&Report, &BenchArgs) -> (String, String),
+}
+
+fn base_args(quiet: bool) -> RunArgs {
+    RunArgs {
+        nodes: Vec::new(),
+        sessions: 0,
+        users: None,
+        rooms: 1,
+        members: 1,
+        senders: 0,
+        rate: 0.0,
+        duration: 10.0,
+        warmup: 2.0,
+        body_bytes: 64,
+        pids: Vec::new(),
+        report: None,
+        plot: None,
+        connect_concurrency: 256,
+        setup_concurrency: 32,
+        connect_timeout: 15.0,
+        drain_timeout: 60.0,
+        spread_sources_above: 20_000,
+        per_source: 20_000,
+        kill_pid: None,
+        kill_at: 5.0,
+        restart_cmd: None,
+        restart_after: 1.0,
+        reconnect_fraction: 0.1,
+        quiet,
+    }
+}
+
+fn violations(r: &Report) -> String {
+    if r.checker.violations == 0 {
+        "0 violations".into()
+    } else {
+        format!("**{} violations**", r.checker.violations)
+    }
+}
+
+fn latency(r: &Report) -> String {
+    let e = &r.messages.e2e;
+    format!(
+        "p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms",
+        e.p50_ms, e.p99_ms, e.p999_ms, e.max_ms
+    )
+}
+
+fn cases(b: &BenchArgs, fd_soft: u64) -> Vec<Case> {
+    let q = b.quiet;
+    let mut out = Vec::new();
+
+    let mut a = base_args(q);
+    a.rooms = 1;
+    a.members = b.big_members;
+    a.senders = b.big_senders.max(1);
+    a.rate = b.big_rate / a.senders as f64;
+    a.duration = b.duration;
+    a.warmup = b.warmup;
+    out.push(Case {
+        name: "fanout-big-room".into(),
+        scenario: Scenario::Fanout,
+        what: format!(
+            "fanout, 1 room x {} members, {} senders x {} msgs/s = {} msgs/s in, {} s (+{} s warm-up)",
+            a.members, a.senders, a.rate, b.big_rate, a.duration, a.warmup
+        ),
+        target: "≥ 100,000 deliveries/s, p99 ≤ 25 ms, 0 violations".into(),
+        args: a,
+        judge: |r, b| {
+            let target = (b.big_rate * b.big_members as f64).min(100_000.0);
+            let ok = r.messages.deliveries_per_s >= 0.99 * target
+                && r.messages.e2e.p99_ms <= 25.0
+                && r.passed();
+            (
+                format!(
+                    "{:.0} deliveries/s; {}; {}",
+                    r.messages.deliveries_per_s,
+                    latency(r),
+                    violations(r)
+                ),
+                if ok { "met" } else { "**missed**" }.into(),
+            )
+        },
+    });
+
+    for &rate in &b.sweep {
+        let mut a = base_args(q);
+        a.rooms = 1;
+        a.members = b.big_members;
+        a.senders = b.big_senders.max(1);
+        a.rate = rate / a.senders as f64;
+        a.duration = b.sweep_duration;
+        a.warmup = b.warmup;
+        out.push(Case {
+            name: format!("fanout-big-room-at-{rate}"),
+            scenario: Scenario::Fanout,
+            what: format!(
+                "load sweep: the big room at {rate} msgs/s in ({} senders), {} s",
+                a.senders, a.duration
+            ),
+            target: "none (latency against load)".into(),
+            args: a,
+            judge: |r, _| {
+                (
+                    format!(
+                        "{:.0} deliveries/s; {}; {}",
+                        r.messages.deliveries_per_s,
+                        latency(r),
+                        violations(r)
+                    ),
+                    if r.passed() {
+                        "recorded"
+                    } else {
+                        "**violations**"
+                    }
+                    .into(),
+                )
+            },
+        });
+    }
+
+    let mut a = base_args(q);
+    a.rooms = b.small_rooms;
+    a.members = b.small_members;
+    a.senders = b.small_senders;
+    a.rate = b.small_rate;
+    a.duration = b.duration;
+    a.warmup = b.warmup;
+    out.push(Case {
+        name: "fanout-small-rooms".into(),
+        scenario: Scenario::Fanout,
+        what: format!(
+            "fanout, {} rooms x {} members x {} senders x {} msgs/s, {} s",
+            a.rooms, a.members, a.senders, a.rate, a.duration
+        ),
+        target: "p99 ≤ 10 ms, 0 violations".into(),
+        args: a,
+        judge: |r, _| {
+            let ok = r.messages.e2e.p99_ms <= 10.0 && r.passed();
+            (
+                format!(
+                    "{:.0} deliveries/s; {}; {}",
+                    r.messages.deliveries_per_s,
+                    latency(r),
+                    violations(r)
+                ),
+                if ok { "met" } else { "**missed**" }.into(),
+            )
+        },
+    });
+
+    // Both the harness and the node need one descriptor per session.
+    let idle_cap = fd_soft.saturating_sub(1000).max(100) as usize;
+    let mut a = base_args(q);
+    a.sessions = b.idle_sessions.min(idle_cap);
+    a.duration = b.idle_hold;
+    a.connect_concurrency = 128;
+    let capped = a.sessions < b.idle_sessions;
+    out.push(Case {
+        name: "idle".into(),
+        scenario: Scenario::Idle,
+        what: if capped {
+            format!(
+                "idle, {} sessions held {} s (asked for {}; capped by the open-file limit of {} per process)",
+                a.sessions, a.duration, b.idle_sessions, fd_soft
+            )
+        } else {
+            format!("idle, {} sessions held {} s", a.sessions, a.duration)
+        },
+        target: "100,000 sessions in ≤ 2 GB node RSS (≤ 20 KiB per session)".into(),
+        args: a,
+        judge: |r, b| {
+            let Some(i) = &r.idle else {
+                return ("no memory figures".into(), "**missed**".into());
+            };
+            let at_target = i.kib_per_session * b.idle_sessions as f64 / 1024.0;
+            let ok = i.kib_per_session <= 20.0 && r.connect.failed == 0 && r.passed();
+            (
+                format!(
+                    "{} sessions connected; node RSS {:.0} MiB (+{:.0} MiB) = {:.1} KiB/session → {:.0} MiB at {}",
+                    i.sessions,
+                    i.rss_total_kib as f64 / 1024.0,
+                    i.rss_growth_kib as f64 / 1024.0,
+                    i.kib_per_session,
+                    at_target,
+                    b.idle_sessions
+                ),
+                if ok {
+                    "met (per session)"
+                } else {
+                    "**missed**"
+                }
+                .into(),
+            )
+        },
+    });
+
+    let mut a = base_args(q);
+    a.sessions = b.connect_sessions.min(idle_cap);
+    a.duration = 1.0;
+    out.push(Case {
+        name: "connect".into(),
+        scenario: Scenario::Connect,
+        what: format!("connect storm, {} sessions, 256 at a time", a.sessions),
+        target: "none set (recorded)".into(),
+        args: a,
+        judge: |r, _| {
+            (
+                format!(
+                    "{} connected in {:.2} s = {:.0}/s; connect p50 {:.1} ms, p99 {:.1} ms; {} failed",
+                    r.connect.connected,
+                    r.connect.seconds,
+                    r.connect.rate_per_s,
+                    r.connect.latency.p50_ms,
+                    r.connect.latency.p99_ms,
+                    r.connect.failed
+                ),
+                "recorded".into(),
+            )
+        },
+    });
+
+    let mut a = base_args(q);
+    a.sessions = b.dm_sessions;
+    a.rate = b.dm_rate;
+    a.duration = b.duration;
+    a.warmup = b.warmup;
+    out.push(Case {
+        name: "dm".into(),
+        scenario: Scenario::Dm,
+        what: format!(
+            "dm, {} pairs, both sides {} msgs/s, {} s",
+            a.sessions / 2,
+            a.rate,
+            a.duration
+        ),
+        target: "0 violations (latency recorded)".into(),
+        args: a,
+        judge: |r, _| {
+            (
+                format!(
+                    "{:.0} deliveries/s; {}; {}",
+                    r.messages.deliveries_per_s,
+                    latency(r),
+                    violations(r)
+                ),
+                if r.passed() { "met" } else { "**missed**" }.into(),
+            )
+        },
+    });
+
+    let mut a = base_args(q);
+    a.rooms = 20;
+    a.members = 50;
+    a.senders = 5;
+    a.rate = 2.0;
+    a.duration = b.duration;
+    a.warmup = b.warmup;
+    a.reconnect_fraction = 0.1;
+    out.push(Case {
+        name: "mixed".into(),
+        scenario: Scenario::Mixed,
+        what: format!(
+            "mixed, {} rooms x {} members + a direct room per user pair, {} senders/room x {} msgs/s, typing, read receipts, 10% of sessions drop and sync, {} s",
+            a.rooms, a.members, a.senders, a.rate, a.duration
+        ),
+        target: "0 violations (latency recorded)".into(),
+        args: a,
+        judge: |r, _| {
+            (
+                format!(
+                    "{:.0} deliveries/s; {}; {} reconnects; {}",
+                    r.messages.deliveries_per_s,
+                    latency(r),
+                    r.reconnects,
+                    violations(r)
+                ),
+                if r.passed() { "met" } else { "**missed**" }.into(),
+            )
+        },
+    });
+
+    let mut a = base_args(q);
+    a.rooms = 10;
+    a.members = 50;
+    a.senders = 2;
+    a.rate = 10.0;
+    a.duration = b.duration;
+    a.warmup = b.warmup;
+    a.kill_at = b.chaos_kill_at;
+    a.restart_after = 0.5;
+    out.push(Case {
+        name: "chaos-single-node".into(),
+        scenario: Scenario::Chaos,
+        what: format!(
+            "chaos on one node: fanout 10 rooms x 50 members x 2 senders x 10 msgs/s; node killed (-9) at {} s and restarted 0.5 s later",
+            a.kill_at
+        ),
+        target: "0 violations (the 3 s fail-over target needs a cluster)".into(),
+        args: a,
+        judge: |r, _| {
+            let pause = r
+                .chaos
+                .as_ref()
+                .and_then(|c| c.longest_room_ack_pause_ms)
+                .map(|p| format!("{:.0} ms", p))
+                .unwrap_or_else(|| "-".into());
+            (
+                format!(
+                    "longest room ack pause {pause} (includes the 0.5 s restart delay); {} resends; {}",
+                    r.messages.resends,
+                    violations(r)
+                ),
+                if r.passed() { "met" } else { "**missed**" }.into(),
+            )
+        },
+    });
+    out
+}
+
+fn rel_link(out: &Path, file: &str) -> String {
+    let p = PathBuf::from(file);
+    let base = out.parent().unwrap_or(Path::new(""));
+    p.strip_prefix(base)
+        .map(|r| r.display().to_string())
+        .unwrap_or_else(|_| file.to_string())
+}
+
+/// Runs the benchmark set and writes the markdown; returns whether every
+/// run was free of violations.
+pub async fn run(b: &BenchArgs, command: String) -> Result<bool, BenchError> {
+    let machine = MachineInfo::read();
+    let node_bin = match &b.node_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.join("parley-node")))
+            .unwrap_or_else(|| PathBuf::from("target/release/parley-node")),
+    };
+    if !node_bin.exists() {
+        return Err(BenchError::NoNodeBinary(node_bin.display().to_string()));
+    }
+    let write_err = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| BenchError::Write { path, source }
+    };
+    std::fs::create_dir_all(&b.assets).map_err(write_err(&b.assets))?;
+    let scratch = std::env::temp_dir().join(format!("parley-bench-{}", std::process::id()));
+    let started = std::time::SystemTime::now();
+    let mut rows = Vec::new();
+    let mut all_clean = true;
+    for mut case in cases(b, machine.fd_limit.0) {
+        if !b.only.is_empty() && !b.only.contains(&case.name) {
+            continue;
+        }
+        eprintln!("bench: {} ...", case.name);
+        let dir = scratch.join(&case.name);
+        let _ = std::fs::remove_dir_all(&dir);
+        let node = NodeProc::start(&node_bin, &dir).await?;
+        case.args.nodes = vec![node.base.clone()];
+        case.args.pids = vec![node.pid];
+        case.args.kill_pid = Some(node.pid);
+        if case.scenario == Scenario::Chaos {
+            case.args.restart_cmd = Some(node.restart_cmd.clone());
+        }
+        let json = b.assets.join(format!("{}.json", case.name));
+        case.args.report = Some(json.clone());
+        case.args.plot = Some(b.assets.join(&case.name));
+        let result = runner::run(
+            case.scenario,
+            &case.args,
+            format!("{command} # {}", case.name),
+        )
+        .await;
+        let restarted = result
+            .as_ref()
+            .ok()
+            .and_then(|r| r.chaos.as_ref())
+            .and_then(|c| c.restart_pid);
+        node.stop(restarted).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        let row = match result {
+            Ok(report) => {
+                let _ = runner::write_report(&json, &report);
+                all_clean &= report.passed();
+                let (result, verdict) = (case.judge)(&report, b);
+                eprintln!("{}", report.table());
+                let l = &report.host_load;
+                Row {
+                    name: case.name,
+                    load: format!(
+                        "{} / {}",
+                        l.loadavg_1m
+                            .map(|v| format!("{v:.1}"))
+                            .unwrap_or_else(|| "-".into()),
+                        l.cpu_pressure_avg60
+                            .map(|v| format!("{v:.0}%"))
+                            .unwrap_or_else(|| "-".into())
+                    ),
+                    what: case.what,
+                    target: case.target,
+                    result,
+                    verdict,
+                    detail: Some(report.table()),
+                    plots: report.plots.clone(),
+                }
+            }
+            Err(e) => {
+                all_clean = false;
+                Row {
+                    name: case.name,
+                    load: "-".into(),
+                    what: case.what,
+                    target: case.target,
+                    result: format!("run failed: {e}"),
+                    verdict: "**not measured**".into(),
+                    detail: None,
+                    plots: Vec::new(),
+                }
+            }
+        };
+        rows.push(row);
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    let md = markdown(b, &machine, &command, &rows, started, &node_bin);
+    std::fs::write(&b.out, md).map_err(write_err(&b.out))?;
+    Ok(all_clean)
+}
+
+fn markdown(
+    b: &BenchArgs,
+    m: &MachineInfo,
+    command: &str,
+    rows: &[Row],
+    started: std::time::SystemTime,
+    node_bin: &Path,
+) -> String {
+    let mut s = String::new();
+    let when = started
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let _ = writeln!(s, "# Parley benchmarks\n");
+    let _ = writeln!(
+        s,
+        "Measured with the load-test harness `parley-loadtest` (crate `loadtest/`), \
+         harness and node on the same machine. Every run also ran the correctness \
+         checker (no loss, no duplicates, seq order per room, history matches acks). \
+         Written by `parley-loadtest bench` (started at Unix time {when}).\n"
+    );
+    let _ = writeln!(s, "## Machine\n");
+    let _ = writeln!(s, "- CPUs (`nproc`): {}", m.nproc);
+    let _ = writeln!(s, "- CPU model: {}", m.cpu_model);
+    let _ = writeln!(s, "- kernel: {}", m.kernel);
+    let _ = writeln!(
+        s,
+        "- open-file limit per process (soft, hard): {}, {}",
+        m.fd_limit.0, m.fd_limit.1
+    );
+    let _ = writeln!(s, "- memory (`free -h`):\n\n```\n{}\n```\n", m.memory);
+    let _ = writeln!(
+        s,
+        "The machine is shared with other developers' builds and tests, so CPU time \
+         was not exclusive; the harness reports its own CPU use next to the node's so \
+         a saturated harness is visible.\n"
+    );
+    let _ = writeln!(s, "## Command\n");
+    let _ = writeln!(s, "```sh\n{command}\n```\n");
+    let _ = writeln!(
+        s,
+        "Node binary: `{}`{}. Each benchmark starts a fresh node on a free 127.0.0.1 \
+         port with a fresh data directory and these load-test flags (cheap password \
+         hashing for the set-up, every rate limit off):\n\n```\n{}\n```\n",
+        node_bin.display(),
+        b.node_label
+            .as_ref()
+            .map(|l| format!(" ({l})"))
+            .unwrap_or_default(),
+        LOAD_TEST_FLAGS.join(" ")
+    );
+    let _ = writeln!(s, "## Results\n");
+    let _ = writeln!(
+        s,
+        "| benchmark | what | target | result | verdict | machine load¹ |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            r.name, r.what, r.target, r.result, r.verdict, r.load
+        );
+    }
+    let _ = writeln!(
+        s,
+        "| cluster-cross-node | 3 local nodes: added latency of a cross-node hop | ≤ 1 ms at p50 | not run: clustering not built yet | not run | - |"
+    );
+    let _ = writeln!(
+        s,
+        "| cluster-chaos | 3 local nodes, one killed (-9) | rooms serve again within 3 s, 0 violations | not run: clustering not built yet | not run | - |"
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "¹ 1-minute load average / CPU pressure (share of the last 60 s in which a \
+         runnable task waited for a CPU) at the end of the run, other users' work \
+         included: on 2 cores, a load above 2 or a high pressure means the numbers \
+         are pessimistic.\n"
+    );
+    let _ = writeln!(
+        s,
+        "Latency is from the sender writing `send` to each recipient reading the \
+         `message` (every member session, the sender's own included), measured after \
+         the warm-up. JSON reports with per-second timelines are next to the plots.\n"
+    );
+    if let Some(notes) = b
+        .notes
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+    {
+        let _ = writeln!(s, "## Observations\n\n{}\n", notes.trim_end());
+    }
+    let _ = writeln!(s, "## Details\n");
+    for r in rows {
+        let _ = writeln!(s, "### {}\n", r.name);
+        if let Some(d) = &r.detail {
+            let _ = writeln!(s, "```\n{}```\n", d);
+        }
+        for p in &r.plots {
+            let link = rel_link(&b.out, p);
+            let _ = writeln!(s, "![{}]({link})\n", r.name);
+        }
+        let json = b.assets.join(format!("{}.json", r.name));
+        let _ = writeln!(
+            s,
+            "Report: [{}]({})\n",
+            json.display(),
+            rel_link(&b.out, &json.display().to_string())
+        );
+    }
+    s
+}

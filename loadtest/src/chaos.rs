@@ -1,0 +1,105 @@
+//! Chaos actions: kill a node with SIGKILL and restart it with a command.
+
+use std::process::{Child, Command, Stdio};
+
+/// Why a chaos action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChaosError {
+    /// `kill` could not run or refused.
+    #[error("kill -9 {pid}: {detail}")]
+    Kill {
+        /// Target.
+        pid: u32,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The restart command could not be started.
+    #[error("restart command: {0}")]
+    Restart(std::io::Error),
+}
+
+/// Sends SIGKILL to `pid` (through the `kill` command).
+pub fn kill9(pid: u32) -> Result<(), ChaosError> {
+    let out = Command::new("kill")
+        .arg("-9")
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| ChaosError::Kill {
+            pid,
+            detail: e.to_string(),
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(ChaosError::Kill {
+            pid,
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// Runs `cmd` with `sh -c` in the background (output discarded) and returns
+/// the child; `exec` in the command keeps the node's pid equal to the child's.
+pub fn restart(cmd: &str) -> Result<Child, ChaosError> {
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(ChaosError::Restart)
+}
+
+/// Longest pause between consecutive acks of one room that spans `at_us`,
+/// over all rooms, in ms; and the first ack after `at_us`, in ms after it.
+/// `acks` are (room, harness-clock µs).
+pub fn ack_pauses(acks: &[(usize, u64)], at_us: u64) -> (Option<f64>, Option<f64>) {
+    let mut by_room: std::collections::HashMap<usize, Vec<u64>> = Default::default();
+    for &(r, t) in acks {
+        by_room.entry(r).or_default().push(t);
+    }
+    let mut longest: Option<u64> = None;
+    for times in by_room.values_mut() {
+        times.sort_unstable();
+        let before = times.iter().rev().find(|&&t| t <= at_us);
+        let after = times.iter().find(|&&t| t > at_us);
+        if let (Some(b), Some(a)) = (before, after) {
+            longest = Some(longest.unwrap_or(0).max(a - b));
+        }
+    }
+    let first = acks.iter().map(|&(_, t)| t).filter(|&t| t > at_us).min();
+    (
+        longest.map(|us| us as f64 / 1000.0),
+        first.map(|t| (t - at_us) as f64 / 1000.0),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_around_a_kill() {
+        let acks = [
+            (0, 100),
+            (0, 200),
+            (0, 5_200),
+            (1, 150),
+            (1, 1_150),
+            (2, 50),
+        ];
+        let (longest, first) = ack_pauses(&acks, 1_000);
+        assert_eq!(longest, Some(5.0));
+        assert_eq!(first, Some(0.15));
+        assert_eq!(ack_pauses(&[], 0), (None, None));
+    }
+
+    #[test]
+    fn restart_runs_a_command() {
+        let mut c = restart("exit 0").unwrap();
+        assert!(c.wait().unwrap().success());
+        assert!(kill9(u32::MAX - 1).is_err());
+    }
+}

@@ -1,0 +1,214 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::plan::Scenario;
+
+/// Load tests for Parley nodes: scenarios, a correctness checker, reports and benchmarks.
+///
+/// The nodes under test must run with cheap password hashing and rate limits
+/// off, e.g. `parley-node --argon2-memory-kib 64 --argon2-iterations 1
+/// --login-rate-per-ip 0 --login-rate-per-user 0 --register-rate-per-ip 0 --ws-rate 0`.
+#[derive(Debug, Parser)]
+#[command(name = "parley-loadtest", version)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Scenarios and the benchmark set.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Connection storm: rate and time to connect N sessions.
+    Connect(RunArgs),
+    /// Hold N sessions for the duration; node memory per session (give --pids).
+    Idle(RunArgs),
+    /// R rooms x M members, S senders per room at r msgs/s for D seconds.
+    Fanout(RunArgs),
+    /// Many one-to-one pairs (sessions/2 direct rooms), both sides sending at r msgs/s.
+    Dm(RunArgs),
+    /// Group and direct rooms with typing, read receipts and reconnects.
+    Mixed(RunArgs),
+    /// Fanout while a node is killed (-9) at --kill-at and optionally restarted.
+    Chaos(RunArgs),
+    /// Start release nodes, run the standard benchmark set, write docs/benchmarks.md.
+    Bench(BenchArgs),
+}
+
+impl Command {
+    /// The scenario and its arguments (`None` for `bench`).
+    pub fn scenario(&self) -> Option<(Scenario, &RunArgs)> {
+        match self {
+            Command::Connect(a) => Some((Scenario::Connect, a)),
+            Command::Idle(a) => Some((Scenario::Idle, a)),
+            Command::Fanout(a) => Some((Scenario::Fanout, a)),
+            Command::Dm(a) => Some((Scenario::Dm, a)),
+            Command::Mixed(a) => Some((Scenario::Mixed, a)),
+            Command::Chaos(a) => Some((Scenario::Chaos, a)),
+            Command::Bench(_) => None,
+        }
+    }
+}
+
+/// Options of every scenario.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Node base URLs, comma-separated (sessions are spread over them).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub nodes: Vec<String>,
+    /// Sessions (connect, idle, dm; fanout/mixed/chaos use rooms x members).
+    #[arg(long, default_value_t = 1000)]
+    pub sessions: usize,
+    /// Users for connect/idle (sessions share them); default one per session.
+    #[arg(long)]
+    pub users: Option<usize>,
+    /// Rooms (fanout, mixed, chaos).
+    #[arg(long, default_value_t = 10)]
+    pub rooms: usize,
+    /// Members per room.
+    #[arg(long, default_value_t = 10)]
+    pub members: usize,
+    /// Senders per room.
+    #[arg(long, default_value_t = 1)]
+    pub senders: usize,
+    /// Messages per second per sender.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Measured duration, seconds (idle: how long to hold).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Warm-up before measuring, seconds (sent, checked, not timed).
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Message body size in bytes (at least the timestamp header).
+    #[arg(long, default_value_t = 64)]
+    pub body_bytes: usize,
+    /// Node process ids, comma-separated, for RSS and CPU sampling.
+    #[arg(long, value_delimiter = ',')]
+    pub pids: Vec<u32>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Write SVG plots as PREFIX-latency.svg and PREFIX-cdf.svg.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Concurrent connection attempts.
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
+    /// Concurrent HTTP calls during setup.
+    #[arg(long, default_value_t = 32)]
+    pub setup_concurrency: usize,
+    /// Timeout of one connection attempt, seconds.
+    #[arg(long, default_value_t = 15.0)]
+    pub connect_timeout: f64,
+    /// How long to wait at the end for acks and catch-up, seconds.
+    #[arg(long, default_value_t = 30.0)]
+    pub drain_timeout: f64,
+    /// Bind sockets to 127.0.0.2, 127.0.0.3, ... when more sessions than this.
+    #[arg(long, default_value_t = 20_000)]
+    pub spread_sources_above: usize,
+    /// Sessions per source address when spreading.
+    #[arg(long, default_value_t = 20_000)]
+    pub per_source: usize,
+    /// Chaos: process to kill with SIGKILL (default: the first of --pids).
+    #[arg(long)]
+    pub kill_pid: Option<u32>,
+    /// Chaos: seconds after the run starts to kill it.
+    #[arg(long, default_value_t = 5.0)]
+    pub kill_at: f64,
+    /// Chaos: shell command that restarts the killed node (run with `sh -c`).
+    #[arg(long)]
+    pub restart_cmd: Option<String>,
+    /// Chaos: seconds after the kill to run the restart command.
+    #[arg(long, default_value_t = 1.0)]
+    pub restart_after: f64,
+    /// Mixed: share of sessions that drop once and reconnect with sync.
+    #[arg(long, default_value_t = 0.1)]
+    pub reconnect_fraction: f64,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Options of `bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// The parley-node binary (default: next to this binary).
+    #[arg(long)]
+    pub node_bin: Option<PathBuf>,
+    /// What the node binary is, for the report (e.g. "release build of commit abc123").
+    #[arg(long)]
+    pub node_label: Option<String>,
+    /// Markdown file to write.
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    pub out: PathBuf,
+    /// Directory for plots and JSON reports (linked from the markdown).
+    #[arg(long, default_value = "docs/bench")]
+    pub assets: PathBuf,
+    /// Only these benchmarks (comma-separated names; default all).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Measured seconds of each message benchmark.
+    #[arg(long, default_value_t = 30.0)]
+    pub duration: f64,
+    /// Warm-up seconds of each message benchmark (sent and checked, not timed).
+    /// Connecting the members of a big room makes the node send every member
+    /// every other member's presence (a million events for 1,000 members),
+    /// which takes several seconds; the warm-up keeps it out of the numbers.
+    #[arg(long, default_value_t = 10.0)]
+    pub warmup: f64,
+    /// Big-room fanout: members.
+    #[arg(long, default_value_t = 1000)]
+    pub big_members: usize,
+    /// Big-room fanout: senders (the rate is split between them).
+    #[arg(long, default_value_t = 10)]
+    pub big_senders: usize,
+    /// Big-room fanout: messages per second into the room, all senders together.
+    #[arg(long, default_value_t = 100.0)]
+    pub big_rate: f64,
+    /// Extra big-room runs at these total rates (msgs/s), to show latency against load.
+    #[arg(long, value_delimiter = ',', default_values_t = [10.0, 50.0])]
+    pub sweep: Vec<f64>,
+    /// Measured seconds of each sweep run.
+    #[arg(long, default_value_t = 10.0)]
+    pub sweep_duration: f64,
+    /// Markdown file whose text is included under "Observations".
+    #[arg(long)]
+    pub notes: Option<PathBuf>,
+    /// Small-rooms fanout: rooms.
+    #[arg(long, default_value_t = 100)]
+    pub small_rooms: usize,
+    /// Small-rooms fanout: members per room.
+    #[arg(long, default_value_t = 10)]
+    pub small_members: usize,
+    /// Small-rooms fanout: senders per room.
+    #[arg(long, default_value_t = 2)]
+    pub small_senders: usize,
+    /// Small-rooms fanout: messages per second per sender.
+    #[arg(long, default_value_t = 10.0)]
+    pub small_rate: f64,
+    /// Idle: sessions (capped by the open-file limit, which is reported).
+    #[arg(long, default_value_t = 100_000)]
+    pub idle_sessions: usize,
+    /// Idle: seconds to hold the sessions.
+    #[arg(long, default_value_t = 20.0)]
+    pub idle_hold: f64,
+    /// Connect storm: sessions.
+    #[arg(long, default_value_t = 10_000)]
+    pub connect_sessions: usize,
+    /// DM: sessions (pairs are half).
+    #[arg(long, default_value_t = 2000)]
+    pub dm_sessions: usize,
+    /// DM: messages per second per session.
+    #[arg(long, default_value_t = 1.0)]
+    pub dm_rate: f64,
+    /// Chaos: seconds into the run to kill the node.
+    #[arg(long, default_value_t = 10.0)]
+    pub chaos_kill_at: f64,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}

@@ -1,0 +1,202 @@
+//! Starting and stopping `parley-node` processes for `bench`: free loopback
+//! ports, fresh data directories, load-test flags (cheap password hashing,
+//! rate limits off).
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+use crate::api::Api;
+
+/// The flags that make a node usable for load tests: cheap argon2 (setup
+/// registers and logs in thousands of users) and every rate limit off.
+pub const LOAD_TEST_FLAGS: &[&str] = &[
+    "--argon2-memory-kib",
+    "64",
+    "--argon2-iterations",
+    "1",
+    "--login-rate-per-ip",
+    "0",
+    "--login-rate-per-user",
+    "0",
+    "--register-rate-per-ip",
+    "0",
+    "--ws-rate",
+    "0",
+    "--access-token-ttl-secs",
+    "7200",
+];
+
+/// Why a node could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// No free port, no data dir, or the binary would not start.
+    #[error("starting {bin}: {source}")]
+    Spawn {
+        /// The binary.
+        bin: String,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The process exited before it was ready.
+    #[error("parley-node exited early ({0}); see its log")]
+    Exited(String),
+    /// `/ready` did not answer 200 in time.
+    #[error("parley-node was not ready within 60 s")]
+    NotReady,
+}
+
+/// A running node.
+pub struct NodeProc {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Process id.
+    pub pid: u32,
+    /// The shell command that starts this node again (same port and data dir).
+    pub restart_cmd: String,
+}
+
+/// A free 127.0.0.1 port.
+pub fn free_port() -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+impl NodeProc {
+    /// Starts `bin` on a free port with a fresh `data_dir` and waits until ready.
+    pub async fn start(bin: &Path, data_dir: &Path) -> Result<NodeProc, NodeError> {
+        let spawn_err = |source| NodeError::Spawn {
+            bin: bin.display().to_string(),
+            source,
+        };
+        let port = free_port().map_err(spawn_err)?;
+        std::fs::create_dir_all(data_dir).map_err(spawn_err)?;
+        let listen = format!("127.0.0.1:{port}");
+        let mut args: Vec<String> = vec![
+            "--listen".into(),
+            listen.clone(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--log-format".into(),
+            "json".into(),
+        ];
+        args.extend(LOAD_TEST_FLAGS.iter().map(|s| s.to_string()));
+        let log_path = data_dir.join("node.log");
+        let log = std::fs::File::create(&log_path).map_err(spawn_err)?;
+        let log2 = log.try_clone().map_err(spawn_err)?;
+        let child = Command::new(bin)
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(spawn_err)?;
+        let pid = child.id().unwrap_or(0);
+        let restart_cmd = format!(
+            "RUST_LOG=warn exec {} {} >>{} 2>&1",
+            quote(&bin.display().to_string()),
+            args.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" "),
+            quote(&log_path.display().to_string())
+        );
+        let mut node = NodeProc {
+            child: Some(child),
+            base: format!("http://{listen}"),
+            pid,
+            restart_cmd,
+        };
+        node.wait_ready().await?;
+        Ok(node)
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), NodeError> {
+        let api = Api::new(&self.base).map_err(|_| NodeError::NotReady)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if api.ready().await {
+                return Ok(());
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    return Err(NodeError::Exited(status.to_string()));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(NodeError::NotReady)
+    }
+
+    /// Stops the node: SIGTERM, then SIGKILL after 20 s. Also stops a
+    /// process that replaced it (`other_pid`, e.g. a chaos restart).
+    pub async fn stop(mut self, other_pid: Option<u32>) {
+        if let Some(p) = other_pid.filter(|p| *p != self.pid && *p != 0) {
+            terminate(p, None).await;
+        }
+        if let Some(c) = self.child.take() {
+            terminate(self.pid, Some(c)).await;
+        }
+    }
+}
+
+async fn terminate(pid: u32, child: Option<Child>) {
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status();
+    match child {
+        Some(mut c) => {
+            if tokio::time::timeout(Duration::from_secs(20), c.wait())
+                .await
+                .is_err()
+            {
+                let _ = c.kill().await;
+            }
+        }
+        None => {
+            // Not our child: poll until gone, then SIGKILL.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                if is_zombie(pid) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let _ = std::process::Command::new("kill")
+                .arg("-9")
+                .arg(pid.to_string())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .map(|i| s[i + 1..].trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_for_sh() {
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+        assert!(free_port().unwrap() > 0);
+    }
+}

@@ -1,0 +1,354 @@
+//! The run report: a JSON document and a short text table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::checker::{Violation, ViolationKind};
+use crate::metrics::{Percentiles, TimelinePoint};
+use crate::plan::Scenario;
+use crate::sysinfo::HostLoad;
+
+/// CPU use over one interval, percent of one core.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CpuPoint {
+    /// End of the interval, seconds since the run phase started.
+    pub second: f64,
+    /// The harness.
+    pub harness_percent: Option<f64>,
+    /// Each node of --pids.
+    pub node_percent: Vec<Option<f64>>,
+}
+
+/// Parameters the run was given.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Params {
+    /// Sessions opened.
+    pub sessions: usize,
+    /// Users created.
+    pub users: usize,
+    /// Rooms created.
+    pub rooms: usize,
+    /// Members per group room.
+    pub members: usize,
+    /// Senders per room.
+    pub senders: usize,
+    /// Messages per second per sender.
+    pub rate: f64,
+    /// Sending sessions in total.
+    pub sending_sessions: usize,
+    /// Measured seconds.
+    pub duration_s: f64,
+    /// Warm-up seconds.
+    pub warmup_s: f64,
+    /// Body size.
+    pub body_bytes: usize,
+}
+
+/// Connection figures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConnectStats {
+    /// Sessions that connected at first try (or after retries).
+    pub connected: u64,
+    /// Sessions that never connected.
+    pub failed: u64,
+    /// Seconds from the first attempt until every session connected or gave up.
+    pub seconds: f64,
+    /// Sessions connected per second.
+    pub rate_per_s: f64,
+    /// Per-connection latency (TCP, upgrade, `hello`).
+    pub latency: Percentiles,
+    /// Machine-wide SYNs dropped because a listen queue was full during the
+    /// connect phase (`ListenDrops` of `/proc/net/netstat`).
+    pub listen_drops: Option<u64>,
+}
+
+/// Message figures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MessageStats {
+    /// Messages sent (first sends).
+    pub sent: u64,
+    /// Resends of unacked messages.
+    pub resends: u64,
+    /// Acks received (resends included).
+    pub acked: u64,
+    /// Sends refused with a final error.
+    pub failed: u64,
+    /// Sends never acked.
+    pub unacked_at_end: u64,
+    /// `message` events received in total.
+    pub deliveries: u64,
+    /// Deliveries per second over the measurement window.
+    pub deliveries_per_s: f64,
+    /// Highest one-second delivery count in the window.
+    pub peak_deliveries_per_s: u64,
+    /// What the offered load should produce per second (sends x members).
+    pub expected_deliveries_per_s: f64,
+    /// Send-to-receipt latency at every recipient (window only).
+    pub e2e: Percentiles,
+    /// Send-to-`sent` latency (window only).
+    pub ack: Percentiles,
+}
+
+/// A process's CPU and memory.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProcStats {
+    /// Process id (absent for the harness itself).
+    pub pid: Option<u32>,
+    /// CPU used during the run, percent of one core (200 = both cores of a 2-core machine).
+    pub cpu_percent: Option<f64>,
+    /// RSS before sessions connected, KiB.
+    pub rss_start_kib: Option<u64>,
+    /// Highest RSS sampled, KiB.
+    pub rss_max_kib: Option<u64>,
+    /// RSS at the end of the run (before sessions closed), KiB.
+    pub rss_end_kib: Option<u64>,
+}
+
+/// Idle-session memory.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IdleStats {
+    /// Sessions held.
+    pub sessions: u64,
+    /// Node RSS growth over the hold, KiB (sum over nodes).
+    pub rss_growth_kib: u64,
+    /// Node RSS at the end of the hold, KiB (sum over nodes).
+    pub rss_total_kib: u64,
+    /// RSS growth per session, KiB.
+    pub kib_per_session: f64,
+}
+
+/// What happened in a chaos run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChaosStats {
+    /// Killed process.
+    pub killed_pid: Option<u32>,
+    /// Seconds after the run start it was killed.
+    pub killed_at_s: Option<f64>,
+    /// Seconds after the run start the restart command ran.
+    pub restarted_at_s: Option<f64>,
+    /// The restart command's process id (a shell that `exec`s keeps the node's pid).
+    pub restart_pid: Option<u32>,
+    /// Longest pause between two acks of one room around the kill, ms (max over rooms).
+    pub longest_room_ack_pause_ms: Option<f64>,
+    /// From the kill to the first ack after it, ms.
+    pub first_ack_after_kill_ms: Option<f64>,
+}
+
+/// The checker's verdict in the report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckerStats {
+    /// Number of violations.
+    pub violations: usize,
+    /// Violations by kind.
+    pub by_kind: BTreeMap<ViolationKind, usize>,
+    /// Sessions checked in full.
+    pub complete_sessions: usize,
+    /// Sessions checked as a prefix (ended disconnected or behind).
+    pub incomplete_sessions: usize,
+    /// Distinct acked messages.
+    pub acked_messages: usize,
+    /// Deliveries checked.
+    pub deliveries_checked: u64,
+    /// Rooms whose history could not be read.
+    pub rooms_without_history: usize,
+    /// The first violations (at most 200).
+    pub list: Vec<Violation>,
+}
+
+/// Everything about one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Scenario.
+    pub scenario: Scenario,
+    /// The command line.
+    pub command: String,
+    /// Node URLs.
+    pub nodes: Vec<String>,
+    /// Parameters.
+    pub params: Params,
+    /// Seconds spent creating users and rooms.
+    pub setup_s: f64,
+    /// Connections.
+    pub connect: ConnectStats,
+    /// Messages.
+    pub messages: MessageStats,
+    /// Errors by code (`error` events, close codes, connect failures).
+    pub errors: BTreeMap<String, u64>,
+    /// Events of other types received (presence, receipts, typing...), by type.
+    pub other_events: BTreeMap<String, u64>,
+    /// Reconnects.
+    pub reconnects: u64,
+    /// The harness process.
+    pub client: ProcStats,
+    /// The node processes given with --pids.
+    pub node_procs: Vec<ProcStats>,
+    /// Idle memory (idle scenario).
+    pub idle: Option<IdleStats>,
+    /// Chaos events (chaos scenario).
+    pub chaos: Option<ChaosStats>,
+    /// Correctness.
+    pub checker: CheckerStats,
+    /// Per-second counters and latency.
+    pub timeline: Vec<TimelinePoint>,
+    /// CPU use about every second; the first point covers the connect phase
+    /// (its `second` is minus its length).
+    pub cpu_timeline: Vec<CpuPoint>,
+    /// Plot files written.
+    pub plots: Vec<String>,
+    /// Open-file limit of the harness (soft, hard).
+    pub fd_limit: (u64, u64),
+    /// Machine load at the end of the run (others' work included).
+    pub host_load: HostLoad,
+    /// Remarks (limits hit, harness saturation).
+    pub notes: Vec<String>,
+}
+
+fn opt(v: Option<f64>, unit: &str) -> String {
+    v.map(|v| format!("{v:.1}{unit}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+impl Report {
+    /// Whether the checker found nothing wrong.
+    pub fn passed(&self) -> bool {
+        self.checker.violations == 0
+    }
+
+    /// A short human-readable summary.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let p = &self.params;
+        let _ = writeln!(
+            s,
+            "scenario {}: {} sessions, {} users, {} rooms x {} members, {} senders x {} msg/s, {}s (+{}s warm-up)",
+            self.scenario.name(),
+            p.sessions,
+            p.users,
+            p.rooms,
+            p.members,
+            p.sending_sessions,
+            p.rate,
+            p.duration_s,
+            p.warmup_s
+        );
+        let c = &self.connect;
+        let _ = writeln!(
+            s,
+            "  connect     {} ok, {} failed in {:.2}s = {:.0}/s; latency p50 {:.1} ms p99 {:.1} ms; listen-queue drops {}",
+            c.connected,
+            c.failed,
+            c.seconds,
+            c.rate_per_s,
+            c.latency.p50_ms,
+            c.latency.p99_ms,
+            c.listen_drops.map(|d| d.to_string()).unwrap_or_else(|| "-".into())
+        );
+        let m = &self.messages;
+        if m.sent > 0 {
+            let _ = writeln!(
+                s,
+                "  messages    {} sent, {} acked, {} failed, {} unacked, {} resends",
+                m.sent, m.acked, m.failed, m.unacked_at_end, m.resends
+            );
+            let _ = writeln!(
+                s,
+                "  deliveries  {} total, {:.0}/s in window (expected {:.0}/s, peak {}/s)",
+                m.deliveries,
+                m.deliveries_per_s,
+                m.expected_deliveries_per_s,
+                m.peak_deliveries_per_s
+            );
+            for (name, l) in [("e2e", &m.e2e), ("ack", &m.ack)] {
+                let _ = writeln!(
+                    s,
+                    "  {name:<11} p50 {:.2} ms  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  (n={})",
+                    l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.count
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "  harness     cpu {} of one core, rss max {} KiB",
+            opt(self.client.cpu_percent, "%"),
+            self.client.rss_max_kib.unwrap_or(0)
+        );
+        for n in &self.node_procs {
+            let _ = writeln!(
+                s,
+                "  node {:<6} cpu {}, rss start {} KiB, max {} KiB, end {} KiB",
+                n.pid.unwrap_or(0),
+                opt(n.cpu_percent, "%"),
+                n.rss_start_kib.unwrap_or(0),
+                n.rss_max_kib.unwrap_or(0),
+                n.rss_end_kib.unwrap_or(0)
+            );
+        }
+        if let Some(i) = &self.idle {
+            let _ = writeln!(
+                s,
+                "  idle        {} sessions: node rss +{} KiB = {:.1} KiB/session (total {} KiB)",
+                i.sessions, i.rss_growth_kib, i.kib_per_session, i.rss_total_kib
+            );
+        }
+        if let Some(ch) = &self.chaos {
+            let _ = writeln!(
+                s,
+                "  chaos       killed pid {:?} at {}s, restarted at {}s; first ack after kill {} ms; longest room ack pause {} ms",
+                ch.killed_pid,
+                opt(ch.killed_at_s, ""),
+                opt(ch.restarted_at_s, ""),
+                opt(ch.first_ack_after_kill_ms, ""),
+                opt(ch.longest_room_ack_pause_ms, "")
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  machine     load average {} (1 min), cpu pressure {} (share of time runnable tasks waited, last 60 s)",
+            opt(self.host_load.loadavg_1m, ""),
+            opt(self.host_load.cpu_pressure_avg60, "%")
+        );
+        if !self.errors.is_empty() {
+            let e: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let _ = writeln!(s, "  errors      {}", e.join(", "));
+        }
+        if !self.other_events.is_empty() {
+            let e: Vec<String> = self
+                .other_events
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let _ = writeln!(s, "  events      {}", e.join(", "));
+        }
+        let _ = writeln!(s, "  reconnects  {}", self.reconnects);
+        let ck = &self.checker;
+        let _ = writeln!(
+            s,
+            "  checker     {} violations; {} sessions checked in full, {} as prefix; {} acked messages, {} deliveries checked",
+            ck.violations,
+            ck.complete_sessions,
+            ck.incomplete_sessions,
+            ck.acked_messages,
+            ck.deliveries_checked
+        );
+        for v in ck.list.iter().take(20) {
+            let _ = writeln!(s, "    {v}");
+        }
+        if ck.violations > 20 {
+            let _ = writeln!(
+                s,
+                "    ... {} more (see the JSON report)",
+                ck.violations - 20
+            );
+        }
+        for n in &self.notes {
+            let _ = writeln!(s, "  note        {n}");
+        }
+        s
+    }
+}

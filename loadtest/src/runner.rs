@@ -1,0 +1,612 @@
+//! Runs one scenario end to end: plan, setup, connect, run (with chaos
+//! actions), drain, read history, check, and build the report.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Semaphore};
+
+use crate::api::{Api, ApiError};
+use crate::chaos;
+use crate::checker::{self, CheckInput, SessionStreams};
+use crate::cli::RunArgs;
+use crate::client::{self, Phase, SessionResult, SessionSpec, Shared};
+use crate::metrics::{cdf_points, Metrics, Percentiles};
+use crate::plan::{self, Scenario, Shape};
+use crate::plot;
+use crate::progress::Progress;
+use crate::report::{
+    ChaosStats, CheckerStats, ConnectStats, CpuPoint, IdleStats, MessageStats, Params, ProcStats,
+    Report,
+};
+use crate::setup::{self, SetupError};
+use crate::sysinfo::{self, CpuMeter};
+use crate::wsconn::{ConnectError, NodeAddr, SourceAddrs};
+
+/// Why a run could not be carried out (a run that finds violations is not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A node address is unusable.
+    #[error("node address: {0}")]
+    Node(#[from] ConnectError),
+    /// The HTTP client could not be built.
+    #[error("http client: {0}")]
+    Api(#[from] ApiError),
+    /// Creating users or rooms failed.
+    #[error("setup: {0}")]
+    Setup(#[from] SetupError),
+    /// Bad arguments.
+    #[error("{0}")]
+    Args(String),
+}
+
+/// Samples process memory during the run.
+struct Sampler {
+    pids: Vec<u32>,
+    start: Vec<Option<u64>>,
+    max: Vec<Option<u64>>,
+    last: Vec<Option<u64>>,
+    self_max: Option<u64>,
+    /// CPU seconds at the previous sample: harness, then nodes.
+    last_cpu: Vec<Option<f64>>,
+    last_at: Instant,
+    cpu: Vec<CpuPoint>,
+}
+
+impl Sampler {
+    fn new(pids: &[u32]) -> Self {
+        let start: Vec<Option<u64>> = pids.iter().map(|p| sysinfo::rss_kib(Some(*p))).collect();
+        Sampler {
+            pids: pids.to_vec(),
+            max: start.clone(),
+            last: start.clone(),
+            start,
+            self_max: sysinfo::rss_kib(None),
+            last_cpu: Self::cpu_now(pids),
+            last_at: Instant::now(),
+            cpu: Vec::new(),
+        }
+    }
+
+    fn cpu_now(pids: &[u32]) -> Vec<Option<f64>> {
+        std::iter::once(sysinfo::cpu_seconds(None))
+            .chain(pids.iter().map(|p| sysinfo::cpu_seconds(Some(*p))))
+            .collect()
+    }
+
+    /// Records CPU use since the last call as one timeline point.
+    fn sample_cpu(&mut self, second: f64) {
+        let now = Self::cpu_now(&self.pids);
+        let wall = self.last_at.elapsed().as_secs_f64().max(1e-3);
+        let pct: Vec<Option<f64>> = now
+            .iter()
+            .zip(&self.last_cpu)
+            .map(|(a, b)| match (a, b) {
+                (Some(a), Some(b)) => Some(((a - b) / wall * 100.0).max(0.0)),
+                _ => None,
+            })
+            .collect();
+        self.cpu.push(CpuPoint {
+            second,
+            harness_percent: pct.first().copied().flatten(),
+            node_percent: pct.iter().skip(1).copied().collect(),
+        });
+        self.last_cpu = now;
+        self.last_at = Instant::now();
+    }
+
+    fn sample(&mut self) {
+        for (i, p) in self.pids.iter().enumerate() {
+            let v = sysinfo::rss_kib(Some(*p));
+            if v.is_some() {
+                self.last[i] = v;
+            }
+            self.max[i] = self.max[i].max(v);
+        }
+        self.self_max = self.self_max.max(sysinfo::rss_kib(None));
+    }
+}
+
+fn secs(x: f64) -> Duration {
+    Duration::from_secs_f64(x.max(0.0))
+}
+
+/// Runs a scenario and returns its report.
+pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<Report, RunError> {
+    if args.nodes.is_empty() {
+        return Err(RunError::Args("--nodes is empty".into()));
+    }
+    if !(args.rate.is_finite() && args.rate >= 0.0) {
+        return Err(RunError::Args("--rate must be a number >= 0".into()));
+    }
+    let fd_limit = sysinfo::raise_fd_limit();
+    let mut notes = Vec::new();
+    let progress = Progress::new(!args.quiet);
+    let mut nodes = Vec::new();
+    for n in &args.nodes {
+        nodes.push(NodeAddr::resolve(n).await?);
+    }
+    let apis: Vec<Api> = nodes
+        .iter()
+        .map(|n| Api::new(&n.http))
+        .collect::<Result<_, _>>()?;
+    let warmup = if scenario.sends() { args.warmup } else { 0.0 };
+    let shape = Shape {
+        sessions: args.sessions,
+        users: args.users,
+        rooms: args.rooms,
+        members: args.members,
+        senders: args.senders,
+        rate: args.rate,
+        reconnect_fraction: args.reconnect_fraction,
+        run_length: secs(warmup + args.duration),
+    };
+    let plan = plan::build(scenario, &shape);
+    let need_fds = plan.sessions.len() as u64 + 64;
+    if need_fds > fd_limit.0 {
+        notes.push(format!(
+            "{} sessions need about {need_fds} open files; the harness may open {} (ulimit -n); connections beyond it fail",
+            plan.sessions.len(),
+            fd_limit.0
+        ));
+    }
+
+    // Setup.
+    let t_setup = Instant::now();
+    let tag = setup::run_tag();
+    let world = setup::build(&apis, &plan, &tag, args.setup_concurrency, &progress).await?;
+    let setup_s = t_setup.elapsed().as_secs_f64();
+
+    // Sessions.
+    let metrics = Arc::new(Metrics::new());
+    let (phase_tx, phase_rx) = watch::channel(Phase::Connect);
+    let shared = Shared {
+        metrics: metrics.clone(),
+        nodes: Arc::new(nodes.clone()),
+        room_ids: Arc::new(world.room_ids.clone()),
+        connect_gate: Arc::new(Semaphore::new(args.connect_concurrency.max(1))),
+        sources: SourceAddrs::for_total(
+            plan.sessions.len(),
+            args.spread_sources_above,
+            args.per_source,
+        ),
+        connect_timeout: secs(args.connect_timeout),
+        body_bytes: args.body_bytes,
+        phase: phase_rx,
+    };
+    let mut sampler = Sampler::new(&args.pids);
+    let connect_started = Instant::now();
+    let client_cpu = CpuMeter::start(None);
+    let node_cpu: Vec<CpuMeter> = args
+        .pids
+        .iter()
+        .map(|p| CpuMeter::start(Some(*p)))
+        .collect();
+    let n_sessions = plan.sessions.len();
+    let drops_before = sysinfo::listen_drops();
+    let t_connect = Instant::now();
+    let mut handles = Vec::with_capacity(n_sessions);
+    for (i, sp) in plan.sessions.iter().enumerate() {
+        let spec = SessionSpec {
+            index: i,
+            label: format!(
+                "{}#{i}",
+                world
+                    .usernames
+                    .get(sp.user)
+                    .map(String::as_str)
+                    .unwrap_or("?")
+            ),
+            token: world
+                .tokens
+                .get(sp.user)
+                .cloned()
+                .unwrap_or_else(|| Arc::from("")),
+            home: i % nodes.len(),
+            rooms: sp.rooms.clone(),
+            bases: sp
+                .rooms
+                .iter()
+                .map(|r| world.room_heads.get(*r).copied().unwrap_or(0))
+                .collect(),
+            send_rooms: sp.send_rooms.clone(),
+            rate: sp.rate,
+            typing: sp.typing,
+            read_receipts: sp.read_receipts,
+            drop_after: sp.drop_after,
+        };
+        handles.push(tokio::spawn(client::run(spec, shared.clone())));
+    }
+
+    // Connect phase: until every session connected or gave up (bounded).
+    let bar = progress.bar("connect", n_sessions as u64);
+    let connect_deadline =
+        Instant::now() + secs(args.connect_timeout * 6.0 + n_sessions as f64 / 200.0 + 10.0);
+    loop {
+        let done = metrics.initial_done.load(Ordering::Relaxed);
+        bar.set_position(metrics.connected.load(Ordering::Relaxed));
+        if done >= n_sessions as u64 || Instant::now() >= connect_deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bar.finish_and_clear();
+    let connect_s = t_connect.elapsed().as_secs_f64();
+    let listen_drops = match (drops_before, sysinfo::listen_drops()) {
+        (Some((_, a)), Some((_, b))) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    let connected = metrics.connected.load(Ordering::Relaxed);
+    if connected < n_sessions as u64 {
+        notes.push(format!(
+            "{} of {n_sessions} sessions did not connect",
+            n_sessions as u64 - connected
+        ));
+    }
+
+    sampler.sample_cpu(-connect_started.elapsed().as_secs_f64());
+
+    // Run phase.
+    let run_len = warmup + args.duration;
+    metrics.start_run(secs(warmup), secs(args.duration));
+    let run_start = Instant::now();
+    let run_start_us = metrics.run_start_us().unwrap_or(0);
+    let send_until_us = run_start_us + secs(run_len).as_micros() as u64;
+    let _ = phase_tx.send(Phase::Run { send_until_us });
+    let clock = progress.clock(scenario.name(), run_len.ceil() as u64);
+    let mut chaos_stats = (scenario == Scenario::Chaos).then(ChaosStats::default);
+    let kill_pid = args.kill_pid.or_else(|| args.pids.first().copied());
+    if scenario == Scenario::Chaos && kill_pid.is_none() {
+        notes.push("chaos without --kill-pid or --pids: nothing was killed".into());
+    }
+    let mut killed_at: Option<Instant> = None;
+    let mut kill_us: Option<u64> = None;
+    let mut restarted = false;
+    let mut last_delivered = 0u64;
+    let mut last_tick = Instant::now();
+    let mut idle_end_rss: Option<Vec<Option<u64>>> = None;
+    while run_start.elapsed() < secs(run_len) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let t = run_start.elapsed().as_secs_f64();
+        if let Some(stats) = chaos_stats.as_mut() {
+            if killed_at.is_none() && t >= args.kill_at {
+                if let Some(pid) = kill_pid {
+                    match chaos::kill9(pid) {
+                        Ok(()) => {
+                            killed_at = Some(Instant::now());
+                            kill_us = Some(metrics.now_us());
+                            stats.killed_pid = Some(pid);
+                            stats.killed_at_s = Some(t);
+                        }
+                        Err(e) => {
+                            notes.push(e.to_string());
+                            killed_at = Some(Instant::now());
+                        }
+                    }
+                }
+            }
+            if let (Some(k), Some(cmd), false) = (killed_at, &args.restart_cmd, restarted) {
+                if k.elapsed() >= secs(args.restart_after) {
+                    restarted = true;
+                    match chaos::restart(cmd) {
+                        Ok(child) => {
+                            stats.restart_pid = Some(child.id());
+                            stats.restarted_at_s = Some(run_start.elapsed().as_secs_f64());
+                            if let Some(i) = args.pids.iter().position(|p| Some(*p) == kill_pid) {
+                                sampler.pids[i] = child.id();
+                            }
+                        }
+                        Err(e) => notes.push(e.to_string()),
+                    }
+                }
+            }
+        }
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            sampler.sample();
+            sampler.sample_cpu(t);
+            let d = metrics.delivered.load(Ordering::Relaxed);
+            let rate = (d - last_delivered) as f64 / last_tick.elapsed().as_secs_f64();
+            last_delivered = d;
+            last_tick = Instant::now();
+            clock.set_position(t as u64);
+            clock.set_message(format!(
+                "{} connected, {:.0} deliveries/s, {} acked, {} pending",
+                metrics.connected.load(Ordering::Relaxed),
+                rate,
+                metrics.acks.load(Ordering::Relaxed),
+                metrics.pending.load(Ordering::Relaxed)
+            ));
+        }
+    }
+    sampler.sample();
+    if scenario == Scenario::Idle {
+        idle_end_rss = Some(sampler.last.clone());
+    }
+    let client_cpu_pct = client_cpu.percent();
+    let node_cpu_pct: Vec<Option<f64>> = node_cpu.iter().map(|m| m.percent()).collect();
+    let host_load = sysinfo::HostLoad::read();
+    clock.finish_and_clear();
+
+    // Drain: stop sending, wait for outstanding acks.
+    let drain = secs(args.drain_timeout);
+    if scenario.sends() {
+        let _ = phase_tx.send(Phase::Drain);
+        let until = Instant::now() + drain / 2;
+        while metrics.pending.load(Ordering::Relaxed) > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // Read history (the truth) and let everyone catch up to it.
+    let history = if plan.rooms.is_empty() {
+        Vec::new()
+    } else {
+        setup::read_history(&apis, &plan, &world, args.setup_concurrency).await
+    };
+    let heads: Vec<u64> = history
+        .iter()
+        .map(|h| {
+            h.as_ref()
+                .and_then(|h| h.last())
+                .map(|e| e.seq)
+                .unwrap_or(0)
+        })
+        .collect();
+    let deadline_us = metrics.now_us() + drain.as_micros() as u64;
+    let _ = phase_tx.send(Phase::Finish {
+        heads: Arc::new(heads),
+        deadline_us,
+    });
+    let mut results: Vec<SessionResult> = Vec::with_capacity(n_sessions);
+    let bar = progress.bar("finish", n_sessions as u64);
+    let hard_stop = Instant::now() + drain + Duration::from_secs(10);
+    for h in handles {
+        let left = hard_stop.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, h).await {
+            Ok(Ok(r)) => results.push(r),
+            Ok(Err(e)) => notes.push(format!("a session task failed: {e}")),
+            Err(_) => {
+                let _ = phase_tx.send(Phase::Stop);
+                notes.push("a session did not finish in time".into());
+            }
+        }
+        bar.inc(1);
+    }
+    let _ = phase_tx.send(Phase::Stop);
+    bar.finish_and_clear();
+
+    // Check.
+    let mut input = CheckInput {
+        rooms: world.room_ids.iter().map(|r| r.to_string()).collect(),
+        acks: Vec::new(),
+        history,
+        sessions: Vec::with_capacity(results.len()),
+    };
+    let mut ack_times = Vec::new();
+    let mut unacked = 0u64;
+    let mut never_connected = 0u64;
+    for r in results {
+        input.acks.extend(r.acks);
+        ack_times.extend(r.ack_times);
+        unacked += r.unacked as u64;
+        if !r.connected {
+            never_connected += 1;
+        }
+        input.sessions.push(SessionStreams {
+            label: r.label,
+            complete: r.complete,
+            rooms: r.streams,
+        });
+    }
+    let outcome = checker::check(&input);
+    let rooms_without_history = input.history.iter().filter(|h| h.is_none()).count();
+    if rooms_without_history > 0 {
+        notes.push(format!(
+            "history of {rooms_without_history} room(s) could not be read; their history checks were skipped"
+        ));
+    }
+    if scenario.sends() && outcome.incomplete_sessions > 0 {
+        notes.push(format!(
+            "{} session(s) ended disconnected or behind and were checked as a prefix only",
+            outcome.incomplete_sessions
+        ));
+    }
+
+    // Measurements.
+    let snap = metrics.snapshot();
+    let w0 = warmup.floor() as usize;
+    let w1 = (warmup + args.duration).ceil() as usize;
+    let window: Vec<_> = snap
+        .timeline
+        .iter()
+        .filter(|p| (p.second as usize) >= w0 && (p.second as usize) < w1)
+        .collect();
+    let window_deliveries: u64 = window.iter().map(|p| p.deliveries).sum();
+    let peak = window.iter().map(|p| p.deliveries).max().unwrap_or(0);
+    let sending_sessions = plan.sessions.iter().filter(|s| s.rate > 0.0).count();
+    let expected: f64 = plan
+        .sessions
+        .iter()
+        .filter(|s| s.rate > 0.0 && !s.send_rooms.is_empty())
+        .map(|s| {
+            let avg_members: f64 = s
+                .send_rooms
+                .iter()
+                .map(|r| plan.rooms.get(*r).map(|x| x.members.len()).unwrap_or(0) as f64)
+                .sum::<f64>()
+                / s.send_rooms.len() as f64;
+            s.rate * avg_members
+        })
+        .sum();
+    if let Some(cpu) = client_cpu_pct {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1) as f64;
+        if cpu > 70.0 * cores {
+            notes.push(format!(
+                "the harness used {cpu:.0}% CPU ({} cores): it may be the bottleneck",
+                cores
+            ));
+        }
+    }
+    let node_procs: Vec<ProcStats> = args
+        .pids
+        .iter()
+        .enumerate()
+        .map(|(i, p)| ProcStats {
+            pid: Some(*p),
+            cpu_percent: node_cpu_pct.get(i).copied().flatten(),
+            rss_start_kib: sampler.start[i],
+            rss_max_kib: sampler.max[i],
+            rss_end_kib: sampler.last[i],
+        })
+        .collect();
+    let idle = idle_end_rss.map(|end| {
+        let total: u64 = end.iter().flatten().sum();
+        let start: u64 = sampler.start.iter().flatten().sum();
+        let growth = total.saturating_sub(start);
+        IdleStats {
+            sessions: connected,
+            rss_growth_kib: growth,
+            rss_total_kib: total,
+            kib_per_session: if connected > 0 {
+                growth as f64 / connected as f64
+            } else {
+                0.0
+            },
+        }
+    });
+    if let (Some(stats), Some(k)) = (chaos_stats.as_mut(), kill_us) {
+        let (longest, first) = chaos::ack_pauses(&ack_times, k);
+        stats.longest_room_ack_pause_ms = longest;
+        stats.first_ack_after_kill_ms = first;
+    }
+    let _ = killed_at;
+
+    // Plots.
+    let mut plots = Vec::new();
+    if let Some(prefix) = &args.plot {
+        if scenario.sends() {
+            let lat = prefix.with_file_name(format!(
+                "{}-latency.svg",
+                prefix
+                    .file_name()
+                    .map(|f| f.to_string_lossy())
+                    .unwrap_or_default()
+            ));
+            let cdf = prefix.with_file_name(format!(
+                "{}-cdf.svg",
+                prefix
+                    .file_name()
+                    .map(|f| f.to_string_lossy())
+                    .unwrap_or_default()
+            ));
+            if let Some(dir) = lat.parent().filter(|d| !d.as_os_str().is_empty()) {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let title = format!("{}: send to receipt latency per second", scenario.name());
+            match plot::latency_over_time(&lat, &title, &snap.timeline) {
+                Ok(()) => plots.push(lat.display().to_string()),
+                Err(e) => notes.push(e.to_string()),
+            }
+            let title = format!("{}: latency CDF", scenario.name());
+            let curves = [
+                ("send to receipt", cdf_points(&snap.e2e)),
+                ("send to ack", cdf_points(&snap.ack)),
+            ];
+            match plot::cdf(&cdf, &title, &curves) {
+                Ok(()) => plots.push(cdf.display().to_string()),
+                Err(e) => notes.push(e.to_string()),
+            }
+        }
+    }
+
+    let list = outcome.violations.iter().take(200).cloned().collect();
+    let report = Report {
+        scenario,
+        command,
+        nodes: args.nodes.clone(),
+        params: Params {
+            sessions: n_sessions,
+            users: plan.users,
+            rooms: plan.rooms.len(),
+            members: if scenario.sends() { args.members } else { 0 },
+            senders: args.senders,
+            rate: args.rate,
+            sending_sessions,
+            duration_s: args.duration,
+            warmup_s: warmup,
+            body_bytes: args.body_bytes,
+        },
+        setup_s,
+        connect: ConnectStats {
+            connected: n_sessions as u64 - never_connected,
+            failed: never_connected,
+            seconds: connect_s,
+            rate_per_s: if connect_s > 0.0 {
+                connected as f64 / connect_s
+            } else {
+                0.0
+            },
+            latency: Percentiles::of(&snap.connect),
+            listen_drops,
+        },
+        messages: MessageStats {
+            sent: metrics.sends.load(Ordering::Relaxed),
+            resends: metrics.resends.load(Ordering::Relaxed),
+            acked: metrics.acks.load(Ordering::Relaxed),
+            failed: metrics.send_failures.load(Ordering::Relaxed),
+            unacked_at_end: unacked,
+            deliveries: metrics.delivered.load(Ordering::Relaxed),
+            deliveries_per_s: if args.duration > 0.0 {
+                window_deliveries as f64 / args.duration
+            } else {
+                0.0
+            },
+            peak_deliveries_per_s: peak,
+            expected_deliveries_per_s: expected,
+            e2e: Percentiles::of(&snap.e2e),
+            ack: Percentiles::of(&snap.ack),
+        },
+        errors: metrics.errors(),
+        other_events: metrics.other_events(),
+        reconnects: metrics.reconnects.load(Ordering::Relaxed),
+        client: ProcStats {
+            pid: None,
+            cpu_percent: client_cpu_pct,
+            rss_start_kib: None,
+            rss_max_kib: sampler.self_max,
+            rss_end_kib: sysinfo::rss_kib(None),
+        },
+        node_procs,
+        idle,
+        chaos: chaos_stats,
+        checker: CheckerStats {
+            violations: outcome.violations.len(),
+            by_kind: outcome.counts(),
+            complete_sessions: outcome.complete_sessions,
+            incomplete_sessions: outcome.incomplete_sessions,
+            acked_messages: outcome.acked_messages,
+            deliveries_checked: outcome.deliveries_checked,
+            rooms_without_history,
+            list,
+        },
+        timeline: snap.timeline,
+        cpu_timeline: sampler.cpu,
+        plots,
+        fd_limit,
+        host_load,
+        notes,
+    };
+    Ok(report)
+}
+
+/// Writes the report as pretty JSON.
+pub fn write_report(path: &std::path::Path, report: &Report) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
+    std::fs::write(path, text)
+}
