@@ -9,13 +9,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use parley_storage::scylla::{
+    parse_consistency, parse_serial_consistency, Consistency, Replication, ScyllaConfig,
+    SerialConsistency, Tablets, TlsOptions,
+};
 
 /// Storage backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StorageKind {
     /// SQLite in the data dir (default; no server needed).
     Embedded,
-    /// A ScyllaDB cluster (not available in this build yet).
+    /// A ScyllaDB cluster (`--scylla-*` settings).
     Scylla,
 }
 
@@ -47,6 +51,43 @@ pub struct Config {
     /// ScyllaDB contact points, `host:port,...`.
     #[arg(long, env = "PARLEY_SCYLLA_NODES", value_delimiter = ',')]
     pub scylla_nodes: Vec<String>,
+    /// ScyllaDB keyspace (created with the tables when missing).
+    #[arg(long, env = "PARLEY_SCYLLA_KEYSPACE", default_value = "parley")]
+    pub scylla_keyspace: String,
+    /// Replication used when the keyspace is created: `simple:RF` (development)
+    /// or `network:DC=RF[,DC=RF...]` (production).
+    #[arg(long, env = "PARLEY_SCYLLA_REPLICATION", default_value = "simple:1")]
+    pub scylla_replication: Replication,
+    /// Tablets when the keyspace is created: `auto`, `enabled` or `disabled`.
+    #[arg(long, env = "PARLEY_SCYLLA_TABLETS", default_value = "auto")]
+    pub scylla_tablets: Tablets,
+    /// Consistency of ScyllaDB reads and writes (`local_quorum`, `quorum`, ...).
+    #[arg(long, env = "PARLEY_SCYLLA_CONSISTENCY", default_value = "local_quorum",
+          value_parser = parse_consistency)]
+    pub scylla_consistency: Consistency,
+    /// Consistency of ScyllaDB's Paxos rounds (`local_serial` or `serial`).
+    #[arg(long, env = "PARLEY_SCYLLA_SERIAL_CONSISTENCY", default_value = "local_serial",
+          value_parser = parse_serial_consistency)]
+    pub scylla_serial_consistency: SerialConsistency,
+    /// Datacenter to send requests to (needed with `local_*` levels in a
+    /// multi-datacenter cluster).
+    #[arg(long, env = "PARLEY_SCYLLA_LOCAL_DC")]
+    pub scylla_local_dc: Option<String>,
+    /// Client-side timeout of one ScyllaDB request, milliseconds.
+    #[arg(long, env = "PARLEY_SCYLLA_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
+    pub scylla_request_timeout_ms: u64,
+    /// ScyllaDB username (password authentication).
+    #[arg(long, env = "PARLEY_SCYLLA_USERNAME")]
+    pub scylla_username: Option<String>,
+    /// ScyllaDB password.
+    #[arg(long, env = "PARLEY_SCYLLA_PASSWORD", hide_env_values = true)]
+    pub scylla_password: Option<String>,
+    /// TLS to ScyllaDB (needs a build with the `scylla-tls` feature).
+    #[arg(long, env = "PARLEY_SCYLLA_TLS")]
+    pub scylla_tls: bool,
+    /// PEM file of the CA the ScyllaDB node certificates chain to.
+    #[arg(long, env = "PARLEY_SCYLLA_TLS_CA")]
+    pub scylla_tls_ca: Option<PathBuf>,
     /// HS256 secret for access tokens; generated and kept in the data dir when absent.
     #[arg(long, env = "PARLEY_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -199,6 +240,29 @@ impl Config {
                 .unwrap_or_else(|| "parley".to_string());
             format!("{host}-{}", self.listen.port())
         })
+    }
+
+    /// The ScyllaDB settings, checked (used with `--storage scylla`).
+    pub fn scylla_config(&self) -> anyhow::Result<ScyllaConfig> {
+        let mut c = ScyllaConfig::new(self.scylla_nodes.clone());
+        c.keyspace = self.scylla_keyspace.clone();
+        c.replication = self.scylla_replication.clone();
+        c.tablets = self.scylla_tablets;
+        c.consistency = self.scylla_consistency;
+        c.serial_consistency = self.scylla_serial_consistency;
+        c.request_timeout = Duration::from_millis(self.scylla_request_timeout_ms.max(1));
+        c.local_datacenter = self.scylla_local_dc.clone();
+        c.username = self.scylla_username.clone();
+        c.password = self.scylla_password.clone();
+        c.tls = match (self.scylla_tls, &self.scylla_tls_ca) {
+            (false, _) => None,
+            (true, Some(ca)) => Some(TlsOptions {
+                ca_file: ca.clone(),
+            }),
+            (true, None) => anyhow::bail!("--scylla-tls needs --scylla-tls-ca FILE"),
+        };
+        c.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(c)
     }
 
     /// The cluster membership settings from this configuration.

@@ -10,6 +10,7 @@ use anyhow::Context;
 use parley_actors::ChatSystem;
 use parley_protocol::ws::CLOSE_GOING_AWAY;
 use parley_storage::embedded::EmbeddedStore;
+use parley_storage::scylla::ScyllaStore;
 use parley_storage::Store;
 
 use crate::auth::password::PasswordHasherConfig;
@@ -19,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::ratelimit::KeyedLimit;
 use crate::state::{AppState, Limits};
 
-fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     match config.storage {
         StorageKind::Embedded => {
             let store = EmbeddedStore::open(&config.data_dir).with_context(|| {
@@ -30,15 +31,20 @@ fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             })?;
             Ok(Arc::new(store))
         }
-        StorageKind::Scylla => anyhow::bail!(
-            "the ScyllaDB backend is not part of this build yet; use --storage embedded"
-        ),
+        StorageKind::Scylla => {
+            let scylla = config.scylla_config()?;
+            let nodes = scylla.nodes.join(",");
+            let store = ScyllaStore::connect(scylla)
+                .await
+                .with_context(|| format!("opening the ScyllaDB store at {nodes}"))?;
+            Ok(Arc::new(store))
+        }
     }
 }
 
 /// Runs a node until SIGTERM or SIGINT, then drains it.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     let secret = secret::load_or_generate(config.jwt_secret.as_deref(), &config.data_dir)?;
     let node_name: Arc<str> = Arc::from(config.node_name());
     let system = ChatSystem::start(
