@@ -27,23 +27,71 @@ pub enum Verdict {
 pub struct DeliveryOrder {
     written: HashMap<Arc<str>, Spans>,
     held: HashMap<Arc<str>, Vec<(u64, Arc<str>)>>,
+    /// Before the connection's first `sync` (or other request), live
+    /// messages wait here, so that a reconnecting client that syncs first
+    /// sees its rooms in order even if messages arrive before its `sync`.
+    gate: Option<Vec<(Arc<str>, u64, Arc<str>)>>,
 }
 
 impl DeliveryOrder {
-    /// Starts replays of these rooms: live messages of them are held from now on.
-    pub fn start_sync(&mut self, rooms: &[Arc<str>]) {
+    /// A new connection's state: live messages wait for the first `sync`
+    /// (see [`DeliveryOrder::open_gate`]).
+    pub fn gated() -> Self {
+        DeliveryOrder {
+            gate: Some(Vec::new()),
+            ..Default::default()
+        }
+    }
+
+    /// Whether live messages still wait for the first `sync`.
+    pub fn is_gated(&self) -> bool {
+        self.gate.is_some()
+    }
+
+    /// Stops waiting for a `sync`; returns the waiting messages to write now, in order.
+    pub fn open_gate(&mut self) -> Vec<Arc<str>> {
+        let Some(waiting) = self.gate.take() else {
+            return Vec::new();
+        };
+        waiting
+            .into_iter()
+            .filter(|(room, seq, _)| self.admit(room, *seq) == Verdict::Write)
+            .map(|(_, _, json)| json)
+            .collect()
+    }
+
+    /// Starts replays of these rooms: live messages of them are held from now
+    /// on. Opens the gate: returns the waiting messages of other rooms to write now.
+    pub fn start_sync(&mut self, rooms: &[Arc<str>]) -> Vec<Arc<str>> {
         for r in rooms {
             self.held.entry(r.clone()).or_default();
         }
+        let waiting = self.gate.take().unwrap_or_default();
+        let mut now = Vec::new();
+        for (room, seq, json) in waiting {
+            match self.held.get_mut(&room) {
+                Some(h) => h.push((seq, json)),
+                None => {
+                    if self.admit(&room, seq) == Verdict::Write {
+                        now.push(json);
+                    }
+                }
+            }
+        }
+        now
     }
 
     /// Number of live messages currently held.
     pub fn held_len(&self) -> usize {
-        self.held.values().map(Vec::len).sum()
+        self.held.values().map(Vec::len).sum::<usize>() + self.gate.as_ref().map_or(0, Vec::len)
     }
 
     /// Decides about a live message.
     pub fn live(&mut self, room: &Arc<str>, seq: u64, json: &Arc<str>) -> Verdict {
+        if let Some(g) = self.gate.as_mut() {
+            g.push((room.clone(), seq, json.clone()));
+            return Verdict::Held;
+        }
         if let Some(h) = self.held.get_mut(room) {
             h.push((seq, json.clone()));
             return Verdict::Held;
@@ -154,6 +202,28 @@ mod tests {
         assert!(o.end_sync(&r).is_empty());
         assert_eq!(o.live(&r, 6, &j(6)), Verdict::Write);
         assert_eq!(o.replayed(&r, 4), Verdict::Duplicate);
+    }
+
+    #[test]
+    fn messages_before_the_first_sync_wait_for_it() {
+        let mut o = DeliveryOrder::gated();
+        let (r, other): (Arc<str>, Arc<str>) = (Arc::from("r"), Arc::from("o"));
+        // A reconnecting client saw up to 5; 8 arrives live before its sync.
+        assert_eq!(o.live(&r, 8, &j(8)), Verdict::Held);
+        assert_eq!(o.live(&other, 1, &j(1)), Verdict::Held);
+        // The sync of `r` takes 8 into its replay merge; `other` goes out now.
+        assert_eq!(o.start_sync(std::slice::from_ref(&r)), vec![j(1)]);
+        for s in 6..=7 {
+            assert_eq!(o.replayed(&r, s), Verdict::Write);
+        }
+        assert_eq!(o.end_sync(&r), vec![j(8)]);
+        assert!(!o.is_gated());
+        // Without a sync, opening the gate releases everything in order.
+        let mut o = DeliveryOrder::gated();
+        o.live(&r, 3, &j(3));
+        o.live(&r, 4, &j(4));
+        assert_eq!(o.open_gate(), vec![j(3), j(4)]);
+        assert_eq!(o.live(&r, 5, &j(5)), Verdict::Write);
     }
 
     #[test]

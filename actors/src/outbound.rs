@@ -30,6 +30,9 @@ pub enum Outbound {
     },
     /// A `sync` replay of these rooms is starting: hold their live messages.
     SyncStart(Vec<Arc<str>>),
+    /// The client made a request other than `sync`: stop holding live
+    /// messages for a first `sync`.
+    OpenGate,
 }
 
 /// One item of a `sync` replay.

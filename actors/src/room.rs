@@ -349,7 +349,7 @@ impl RoomState {
                     seq: *seq,
                     json: json.to_string(),
                 },
-                Outbound::SyncStart(_) => return,
+                Outbound::SyncStart(_) | Outbound::OpenGate => return,
             };
             self.deps.cluster.broadcast(&PeerPayload::Deliver {
                 users: users.iter().map(|u| u.to_string()).collect(),

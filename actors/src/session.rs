@@ -68,6 +68,8 @@ pub struct SessionState {
     system: ChatSystem,
     rooms: HashMap<String, ActorRef<RoomMsg>>,
     syncing: bool,
+    /// Whether live messages flow (the first request other than `sync` opens it).
+    gate_open: bool,
     /// Sends routed to another node and not yet answered, with that node.
     remote_pending: HashMap<AckKey, (Arc<str>, WireRoomOp)>,
 }
@@ -175,6 +177,14 @@ impl SessionState {
 
     async fn handle_frame(&mut self, myself: &ActorRef<SessionMsg>, frame: ClientFrame) {
         let r#ref = frame.r#ref;
+        if !self.gate_open {
+            // The socket writer holds live messages until the first `sync`
+            // (which opens it itself) or any other request.
+            self.gate_open = true;
+            if !matches!(frame.request, ClientRequest::Sync(_)) {
+                self.tx.push(Outbound::OpenGate);
+            }
+        }
         let (room_id, msg) = match frame.request {
             ClientRequest::Ping => {
                 self.tx.frame(ServerEvent::Pong { r#ref }.to_json());
@@ -403,6 +413,7 @@ impl Actor for SessionActor {
             system: args.system,
             rooms: HashMap::new(),
             syncing: false,
+            gate_open: false,
             remote_pending: HashMap::new(),
         })
     }

@@ -73,8 +73,8 @@ pub async fn upgrade(
     let limit = state.config.max_frame_bytes;
     ws.max_frame_size(HARD_FRAME_LIMIT.max(limit))
         .max_message_size(HARD_FRAME_LIMIT.max(limit))
-        .read_buffer_size(8 * 1024)
-        .write_buffer_size(8 * 1024)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
         .max_write_buffer_size(HARD_FRAME_LIMIT)
         .on_upgrade(move |socket| run(state, socket, claims))
 }
@@ -249,12 +249,6 @@ fn is_capacity(e: &axum::Error) -> bool {
 
 type Sink = SplitSink<WebSocket, Message>;
 
-async fn send(sink: &mut Sink, json: &str) -> bool {
-    sink.send(Message::Text(Utf8Bytes::from(json)))
-        .await
-        .is_ok()
-}
-
 async fn close(sink: &mut Sink, code: u16) {
     let reason = match code {
         CLOSE_TOO_LARGE => "frame too large",
@@ -276,82 +270,160 @@ async fn close(sink: &mut Sink, code: u16) {
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
 }
 
+/// A client that accepts nothing for this long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Live messages wait at most this long after connecting for the client's
+/// first `sync` (any other request ends the wait too).
+const FIRST_SYNC_GRACE: Duration = Duration::from_secs(2);
+
+/// Most frames written between two flushes.
+const WRITE_BATCH: usize = 64;
+
 /// How long a closing connection may spend writing what is still queued.
 const FLUSH_BEFORE_CLOSE: Duration = Duration::from_secs(1);
+
+/// Queues a frame in the socket's write buffer (written out by `flush`).
+async fn put(sink: &mut Sink, json: &str) -> bool {
+    let write = sink.feed(Message::Text(Utf8Bytes::from(json)));
+    matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
+}
+
+/// Writes everything queued in the socket's write buffer.
+async fn flush(sink: &mut Sink) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, sink.flush()).await,
+        Ok(Ok(()))
+    )
+}
+
+async fn put_all(sink: &mut Sink, frames: Vec<Arc<str>>) -> bool {
+    for json in frames {
+        if !put(sink, &json).await {
+            return false;
+        }
+    }
+    true
+}
+
+/// What the writer does after an item.
+enum Flow {
+    /// Keep going.
+    Go,
+    /// The socket or the session is gone.
+    Stop,
+    /// Too much held back for a slow client: close with 1013.
+    Overflow,
+}
+
+fn flow(ok: bool) -> Flow {
+    if ok {
+        Flow::Go
+    } else {
+        Flow::Stop
+    }
+}
+
+async fn live_item(
+    sink: &mut Sink,
+    order: &mut DeliveryOrder,
+    item: Outbound,
+    hold_max: usize,
+) -> Flow {
+    let ok = match item {
+        Outbound::Frame(json) => put(sink, &json).await,
+        Outbound::Message { room_id, seq, json } => match order.live(&room_id, seq, &json) {
+            Verdict::Write => put(sink, &json).await,
+            Verdict::Duplicate => true,
+            Verdict::Held if order.held_len() > hold_max => return Flow::Overflow,
+            Verdict::Held => true,
+        },
+        Outbound::SyncStart(rooms) => {
+            let now = order.start_sync(&rooms);
+            put_all(sink, now).await
+        }
+        Outbound::OpenGate => {
+            let now = order.open_gate();
+            put_all(sink, now).await
+        }
+    };
+    flow(ok)
+}
+
+async fn sync_item(sink: &mut Sink, order: &mut DeliveryOrder, item: SyncItem) -> Flow {
+    let ok = match item {
+        SyncItem::Message { room_id, seq, json } => match order.replayed(&room_id, seq) {
+            Verdict::Write => put(sink, &json).await,
+            _ => true,
+        },
+        SyncItem::RoomDone(room_id) => {
+            let now = order.end_sync(&room_id);
+            put_all(sink, now).await
+        }
+        SyncItem::Done(json) => put(sink, &json).await,
+    };
+    flow(ok)
+}
 
 /// Writes the frames already queued (at most a few hundred) without waiting for more.
 async fn flush_queued(sink: &mut Sink, rx: &mut OutboundRx, order: &mut DeliveryOrder) {
     for _ in 0..256 {
-        let Ok(item) = rx.live.try_recv() else { return };
-        let ok = match item {
-            Outbound::Frame(json) => send(sink, &json).await,
-            Outbound::Message { room_id, seq, json } => match order.live(&room_id, seq, &json) {
-                Verdict::Write => send(sink, &json).await,
-                _ => true,
-            },
-            Outbound::SyncStart(_) => true,
-        };
-        if !ok {
-            return;
+        let Ok(item) = rx.live.try_recv() else { break };
+        if !matches!(live_item(sink, order, item, usize::MAX).await, Flow::Go) {
+            break;
         }
     }
+    flush(sink).await;
 }
 
+/// Drains the session's queues into the socket, in order, batching writes.
 async fn write_loop(mut sink: Sink, mut rx: OutboundRx, hold_max: usize) {
-    let mut order = DeliveryOrder::default();
+    let mut order = DeliveryOrder::gated();
+    let gate_deadline = tokio::time::Instant::now() + FIRST_SYNC_GRACE;
     let close_signal = rx.close.clone();
     loop {
-        tokio::select! {
+        let mut next = tokio::select! {
             biased;
             code = close_signal.wait() => {
                 if code != CLOSE_TRY_AGAIN {
                     // Say what is already queued (e.g. the errors that led to a
                     // 1008) before closing; a slow client (1013) gets nothing more.
-                    let _ = tokio::time::timeout(FLUSH_BEFORE_CLOSE, flush_queued(&mut sink, &mut rx, &mut order)).await;
+                    let drain = flush_queued(&mut sink, &mut rx, &mut order);
+                    let _ = tokio::time::timeout(FLUSH_BEFORE_CLOSE, drain).await;
                 }
                 close(&mut sink, code).await;
                 return;
             }
-            item = rx.live.recv() => {
-                let ok = match item {
-                    None => false,
-                    Some(Outbound::Frame(json)) => send(&mut sink, &json).await,
-                    Some(Outbound::Message { room_id, seq, json }) => match order.live(&room_id, seq, &json) {
-                        Verdict::Write => send(&mut sink, &json).await,
-                        Verdict::Duplicate => true,
-                        Verdict::Held => order.held_len() <= hold_max,
-                    },
-                    Some(Outbound::SyncStart(rooms)) => {
-                        order.start_sync(&rooms);
-                        true
-                    }
-                };
-                if !ok {
-                    if order.held_len() > hold_max {
-                        close(&mut sink, CLOSE_TRY_AGAIN).await;
-                    }
+            item = rx.live.recv() => match item {
+                Some(item) => live_item(&mut sink, &mut order, item, hold_max).await,
+                None => Flow::Stop,
+            },
+            Some(item) = rx.sync.recv() => sync_item(&mut sink, &mut order, item).await,
+            _ = tokio::time::sleep_until(gate_deadline), if order.is_gated() => {
+                let now = order.open_gate();
+                flow(put_all(&mut sink, now).await)
+            }
+        };
+        // Write whatever else is ready too, then flush once.
+        for _ in 0..WRITE_BATCH {
+            if !matches!(next, Flow::Go) {
+                break;
+            }
+            match rx.live.try_recv() {
+                Ok(item) => next = live_item(&mut sink, &mut order, item, hold_max).await,
+                Err(_) => break,
+            }
+        }
+        match next {
+            Flow::Go => {
+                if !flush(&mut sink).await {
                     return;
                 }
             }
-            item = rx.sync.recv() => {
-                let ok = match item {
-                    None => true,
-                    Some(SyncItem::Message { room_id, seq, json }) => match order.replayed(&room_id, seq) {
-                        Verdict::Write => send(&mut sink, &json).await,
-                        _ => true,
-                    },
-                    Some(SyncItem::RoomDone(room_id)) => {
-                        let mut ok = true;
-                        for json in order.end_sync(&room_id) {
-                            ok = ok && send(&mut sink, &json).await;
-                        }
-                        ok
-                    }
-                    Some(SyncItem::Done(json)) => send(&mut sink, &json).await,
-                };
-                if !ok {
-                    return;
-                }
+            Flow::Stop => return,
+            Flow::Overflow => {
+                close(&mut sink, CLOSE_TRY_AGAIN).await;
+                return;
             }
         }
     }
