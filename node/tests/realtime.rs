@@ -524,3 +524,25 @@ async fn another_senders_client_msg_id_is_refused_not_echoed() {
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0]["body"], "alice's words");
 }
+
+#[tokio::test]
+async fn a_message_between_hello_and_sync_still_arrives_in_order() {
+    let dir = data_dir();
+    let node = Node::start(dir.path()).await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let room = group(&node, &alice, "race", &[&bob]).await;
+    let room_id = room["room_id"].as_str().unwrap();
+    let mut a = Client::connect(&node, &alice.token).await;
+    for i in 1..=5 {
+        a.send_message(room_id, &format!("p{i}"), "before").await;
+    }
+    // Bob reconnects having seen up to 2; seq 6 commits after his hello but
+    // before his sync.
+    let mut b = Client::connect(&node, &bob.token).await;
+    a.send_message(room_id, "p6", "in the gap").await;
+    b.send(json!({"type": "sync", "ref": "s", "rooms": {room_id: 2}})).await;
+    let got = b.messages_until(room_id, 6).await;
+    let seqs: Vec<u64> = got.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, vec![3, 4, 5, 6]);
+}
