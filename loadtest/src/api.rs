@@ -126,6 +126,23 @@ impl Api {
             Ok(r) if r.status().is_success())
     }
 
+    /// `GET /metrics`: the node's Prometheus text.
+    pub async fn metrics_text(&self) -> Result<String, ApiError> {
+        let url = format!("{}/metrics", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|source| ApiError::Transport {
+                url: url.clone(),
+                source,
+            })?;
+        resp.text()
+            .await
+            .map_err(|source| ApiError::Transport { url, source })
+    }
+
     /// `POST /auth/register`.
     pub async fn register(&self, username: &str, password: &str) -> Result<UserInfo, ApiError> {
         let body = Credentials {

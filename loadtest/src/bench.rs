@@ -41,6 +41,7 @@ struct Row {
     verdict: String,
     detail: Option<String>,
     plots: Vec<String>,
+    metrics: Vec<String>,
 }
 
 /// One benchmark to run.
@@ -456,6 +457,7 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<bool, BenchError> {
                     verdict,
                     detail: Some(report.table()),
                     plots: report.plots.clone(),
+                    metrics: report.node_metrics.clone(),
                 }
             }
             Err(e) => {
@@ -469,6 +471,7 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<bool, BenchError> {
                     verdict: "**not measured**".into(),
                     detail: None,
                     plots: Vec::new(),
+                    metrics: Vec::new(),
                 }
             }
         };
@@ -590,6 +593,13 @@ fn markdown(
             json.display(),
             rel_link(&b.out, &json.display().to_string())
         );
+        for m in &r.metrics {
+            let _ = writeln!(
+                s,
+                "Node `/metrics` at the end: [{m}]({})\n",
+                rel_link(&b.out, m)
+            );
+        }
     }
     s
 }

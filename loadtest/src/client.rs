@@ -160,6 +160,7 @@ struct Session {
     send_turn: usize,
     read_sent: Vec<u64>,
     complete: bool,
+    quiesced: bool,
 }
 
 /// Runs one session until the run stops it; never panics on network input.
@@ -180,8 +181,10 @@ pub async fn run(spec: SessionSpec, shared: Shared) -> SessionResult {
         send_turn: 0,
         read_sent,
         complete: false,
+        quiesced: false,
     };
     let connected = s.life().await;
+    s.quiesce();
     let unacked = s.pending.len();
     for _ in 0..unacked {
         s.shared.metrics.settle();
@@ -202,6 +205,22 @@ impl Session {
         self.shared.phase.borrow().clone()
     }
 
+    /// Tells the runner, once, that this session will send nothing new:
+    /// it has seen the run phase end (or it is ending).
+    fn quiesce(&mut self) {
+        if !self.quiesced {
+            self.quiesced = true;
+            self.shared.metrics.quiesced.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Quiesces if the phase is past sending.
+    fn note_phase(&mut self, phase: &Phase) {
+        if !matches!(phase, Phase::Connect | Phase::Run { .. }) {
+            self.quiesce();
+        }
+    }
+
     /// Whether the session should stop trying to (re)connect.
     fn over(&self) -> bool {
         match self.phase() {
@@ -219,6 +238,8 @@ impl Session {
         let mut ever = false;
         let mut dropped_once = false;
         loop {
+            let phase = self.phase();
+            self.note_phase(&phase);
             if self.over() {
                 return ever;
             }
@@ -367,6 +388,8 @@ impl Session {
         let mut was_sending = false;
         loop {
             let phase = phase_rx.borrow_and_update().clone();
+            // From here on, a phase past `Run` means no new message is sent.
+            self.note_phase(&phase);
             let sending = match &phase {
                 Phase::Run { send_until_us } => {
                     period.is_some()

@@ -96,6 +96,8 @@ pub struct Metrics {
     pub connect_failures: AtomicU64,
     /// Sessions whose first connection succeeded or was given up.
     pub initial_done: AtomicU64,
+    /// Sessions that saw the end of the run phase (they send nothing new after).
+    pub quiesced: AtomicU64,
     /// Reconnects after a lost or closed connection.
     pub reconnects: AtomicU64,
     /// Other events received, by type (see [`OTHER_EVENTS`]).
@@ -130,6 +132,7 @@ impl Metrics {
             connects: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
             initial_done: AtomicU64::new(0),
+            quiesced: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             other_events: Default::default(),
             last_ack_us: AtomicU64::new(0),

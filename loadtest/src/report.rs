@@ -197,6 +197,8 @@ pub struct Report {
     pub cpu_timeline: Vec<CpuPoint>,
     /// Plot files written.
     pub plots: Vec<String>,
+    /// Files holding each node's `/metrics` text at the end of the run.
+    pub node_metrics: Vec<String>,
     /// Open-file limit of the harness (soft, hard).
     pub fd_limit: (u64, u64),
     /// Machine load at the end of the run (others' work included).

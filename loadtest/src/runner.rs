@@ -333,8 +333,39 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
     if scenario.sends() {
         let _ = phase_tx.send(Phase::Drain);
         let until = Instant::now() + drain / 2;
-        while metrics.pending.load(Ordering::Relaxed) > 0 && Instant::now() < until {
+        // First every session must have seen the end of sending (a session
+        // descheduled just before its last send would otherwise send after
+        // history was read), then every send must be acked.
+        while (metrics.quiesced.load(Ordering::Relaxed) < n_sessions as u64
+            || metrics.pending.load(Ordering::Relaxed) > 0)
+            && Instant::now() < until
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if metrics.quiesced.load(Ordering::Relaxed) < n_sessions as u64 {
+            notes.push("not every session confirmed the end of sending in time".into());
+        }
+    }
+
+    // Each node's own view (`/metrics`), saved next to the report.
+    let mut node_metrics = Vec::new();
+    if let Some(report_path) = &args.report {
+        for (i, api) in apis.iter().enumerate() {
+            let Ok(text) = api.metrics_text().await else {
+                continue;
+            };
+            let stem = report_path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "report".into());
+            let path = report_path.with_file_name(format!("{stem}.node{i}.metrics.txt"));
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            match std::fs::write(&path, text) {
+                Ok(()) => node_metrics.push(path.display().to_string()),
+                Err(e) => notes.push(format!("writing {}: {e}", path.display())),
+            }
         }
     }
 
@@ -595,6 +626,7 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
         timeline: snap.timeline,
         cpu_timeline: sampler.cpu,
         plots,
+        node_metrics,
         fd_limit,
         host_load,
         notes,

@@ -77,7 +77,14 @@ async fn join_seeds(server: ActorRef<NodeServerMessage>, seeds: Vec<String>) {
         };
         for seed in &seeds {
             // Connected in either direction (we dialled it, or it dialled us)?
-            if connected_to_seed(&sessions, seed) {
+            // Seeds may be names (e.g. Kubernetes DNS): compare their addresses.
+            let resolved: Vec<String> = match tokio::net::lookup_host(seed.as_str()).await {
+                Ok(addrs) => addrs.map(|a| a.to_string()).collect(),
+                Err(_) => Vec::new(),
+            };
+            if connected_to_seed(&sessions, seed)
+                || resolved.iter().any(|a| connected_to_seed(&sessions, a))
+            {
                 continue;
             }
             match tokio::time::timeout(

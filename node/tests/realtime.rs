@@ -541,7 +541,8 @@ async fn a_message_between_hello_and_sync_still_arrives_in_order() {
     // before his sync.
     let mut b = Client::connect(&node, &bob.token).await;
     a.send_message(room_id, "p6", "in the gap").await;
-    b.send(json!({"type": "sync", "ref": "s", "rooms": {room_id: 2}})).await;
+    b.send(json!({"type": "sync", "ref": "s", "rooms": {room_id: 2}}))
+        .await;
     let got = b.messages_until(room_id, 6).await;
     let seqs: Vec<u64> = got.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, vec![3, 4, 5, 6]);

@@ -15,12 +15,18 @@
 //! and all writers of all processes share one file lock (batches amortise
 //! both).
 //!
-//! Modules: `pool` (connections), `schema` (migrations), `sqlerr` (error
+//! Group commit across rooms: message commits go to one committer thread
+//! that writes every batch waiting at the moment in one transaction, each in
+//! its own savepoint (see `committer`), so many active rooms share an fsync.
+//!
+//! Modules: `pool` (connections), `committer` (cross-room group commit),
+//! `schema` (migrations), `sqlerr` (error
 //! mapping), one module per data area, and `store_impl` (the [`Store`]
 //! impl, which runs every call on tokio's blocking pool).
 //!
 //! [`Store`]: crate::Store
 
+mod committer;
 mod messages;
 mod pool;
 mod read_states;
@@ -50,6 +56,7 @@ pub const DB_FILE_NAME: &str = "parley.db";
 pub struct EmbeddedStore {
     pool: Arc<Pool>,
     path: Arc<PathBuf>,
+    commits: std::sync::mpsc::Sender<committer::CommitJob>,
 }
 
 impl fmt::Debug for EmbeddedStore {
@@ -70,10 +77,12 @@ impl EmbeddedStore {
             StorageError::Unavailable(format!("cannot create {}: {e}", dir.display()))
         })?;
         let path = dir.join(DB_FILE_NAME);
-        let pool = Pool::open(&path)?;
+        let pool = Arc::new(Pool::open(&path)?);
+        let commits = committer::start(Arc::clone(&pool))?;
         Ok(EmbeddedStore {
-            pool: Arc::new(pool),
+            pool,
             path: Arc::new(path),
+            commits,
         })
     }
 

@@ -127,10 +127,19 @@ impl Store for EmbeddedStore {
         expected_last_seq: u64,
         messages: &[NewMessage],
     ) -> StorageResult<Vec<CommitOutcome>> {
-        let room_id = room_id.to_owned();
-        let batch = messages.to_vec();
-        self.write(move |c| messages::commit(c, &room_id, expected_last_seq, &batch))
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = super::committer::CommitJob {
+            room_id: room_id.to_owned(),
+            expected_last_seq,
+            batch: messages.to_vec(),
+            reply,
+        };
+        self.commits
+            .send(job)
+            .map_err(|_| crate::StorageError::Unavailable("the committer has stopped".into()))?;
+        answer
             .await
+            .map_err(|_| crate::StorageError::Internal("the committer dropped a commit".into()))?
     }
 
     async fn messages(
