@@ -2,7 +2,7 @@
 //! at `/metrics`. Plain atomics: recording is a relaxed add, never a lock.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -93,6 +93,10 @@ pub struct Metrics {
     pub peer_messages_in: AtomicU64,
     /// Inter-node bytes received.
     pub peer_bytes_in: AtomicU64,
+    /// Sends waiting in rooms for their commit (gauge).
+    pub room_pending: AtomicI64,
+    /// Frames waiting in session queues for their socket (gauge).
+    pub outbound_queued: AtomicI64,
     /// Messages per group commit.
     pub commit_batch: Histogram,
     /// Duration of a group commit in storage.
@@ -128,6 +132,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     peer_bytes_out: AtomicU64::new(0),
     peer_messages_in: AtomicU64::new(0),
     peer_bytes_in: AtomicU64::new(0),
+    room_pending: AtomicI64::new(0),
+    outbound_queued: AtomicI64::new(0),
     commit_batch: Histogram::new(SIZES),
     commit_seconds: Histogram::new(SECONDS),
     send_to_ack_seconds: Histogram::new(SECONDS),
@@ -205,6 +211,26 @@ impl Metrics {
         for (name, help, c) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             let _ = writeln!(out, "{name}{{{labels}}} {}", c.load(Ordering::Relaxed));
+        }
+        let gauges: [(&str, &str, &AtomicI64); 2] = [
+            (
+                "parley_room_pending_sends",
+                "sends waiting in rooms for their commit",
+                &self.room_pending,
+            ),
+            (
+                "parley_outbound_queued_frames",
+                "frames waiting in session queues for their socket",
+                &self.outbound_queued,
+            ),
+        ];
+        for (name, help, g) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            let _ = writeln!(
+                out,
+                "{name}{{{labels}}} {}",
+                g.load(Ordering::Relaxed).max(0)
+            );
         }
         let name = "parley_errors_total";
         let _ = writeln!(out, "# HELP {name} errors answered to clients by the actors, by code\n# TYPE {name} counter");

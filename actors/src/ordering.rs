@@ -22,6 +22,9 @@ pub enum Verdict {
     Held,
 }
 
+/// A live message waiting for the first `sync`: (room, seq, serialized event).
+type Waiting = (Arc<str>, u64, Arc<str>);
+
 /// Ordering state of one connection. Empty (no allocation) until used.
 #[derive(Debug, Default)]
 pub struct DeliveryOrder {
@@ -30,7 +33,7 @@ pub struct DeliveryOrder {
     /// Before the connection's first `sync` (or other request), live
     /// messages wait here, so that a reconnecting client that syncs first
     /// sees its rooms in order even if messages arrive before its `sync`.
-    gate: Option<Vec<(Arc<str>, u64, Arc<str>)>>,
+    gate: Option<Vec<Waiting>>,
 }
 
 impl DeliveryOrder {

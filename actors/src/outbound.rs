@@ -112,6 +112,34 @@ pub struct OutboundRx {
     pub close: Arc<CloseSignal>,
 }
 
+/// Counts an item taken from a live queue out of the queued-frames gauge
+/// (for readers that call `live.recv()` themselves).
+pub fn dequeued() {
+    crate::metrics::METRICS
+        .outbound_queued
+        .fetch_sub(1, Ordering::Relaxed);
+}
+
+impl OutboundRx {
+    /// The next live item if one is ready now.
+    pub fn try_next_live(&mut self) -> Option<Outbound> {
+        let item = self.live.try_recv().ok();
+        if item.is_some() {
+            crate::metrics::METRICS
+                .outbound_queued
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        item
+    }
+}
+
+impl Drop for OutboundRx {
+    fn drop(&mut self) {
+        // What was queued and never written leaves the gauge too.
+        while self.try_next_live().is_some() {}
+    }
+}
+
 /// Result of pushing to a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Push {
@@ -146,7 +174,12 @@ impl OutboundTx {
     /// Queues an item without waiting; a full queue closes the session with 1013.
     pub fn push(&self, item: Outbound) -> Push {
         match self.live.try_send(item) {
-            Ok(()) => Push::Queued,
+            Ok(()) => {
+                crate::metrics::METRICS
+                    .outbound_queued
+                    .fetch_add(1, Ordering::Relaxed);
+                Push::Queued
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.close.close(CLOSE_TRY_AGAIN);
                 Push::Overflow

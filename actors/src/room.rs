@@ -468,6 +468,9 @@ impl RoomState {
             .len()
             .min(self.deps.config.commit_batch_max.max(1));
         let (senders, msgs): (Vec<_>, Vec<_>) = self.pending.drain(..n).unzip();
+        METRICS
+            .room_pending
+            .fetch_sub(n as i64, std::sync::atomic::Ordering::Relaxed);
         self.inflight = Some(senders);
         let store = self.deps.store.clone();
         let room_id = self.room_id.clone();
@@ -577,6 +580,9 @@ impl RoomState {
                 .len()
                 .min(self.deps.config.commit_batch_max.max(1));
             let (mut senders, mut msgs): (Vec<_>, Vec<_>) = self.pending.drain(..n).unzip();
+            METRICS
+                .room_pending
+                .fetch_sub(n as i64, std::sync::atomic::Ordering::Relaxed);
             loop {
                 let result = self
                     .deps
@@ -821,6 +827,9 @@ impl Actor for RoomActor {
                     },
                     msg,
                 ));
+                METRICS
+                    .room_pending
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if state.draining {
                     state.commit_inline().await;
                 } else {
@@ -832,6 +841,9 @@ impl Actor for RoomActor {
                 if let Some((senders, msgs)) = state.finish_commit(senders, msgs, result) {
                     // Head moved: retry the same batch first, on the new head.
                     let mut retry: Vec<_> = senders.into_iter().zip(msgs).collect();
+                    METRICS
+                        .room_pending
+                        .fetch_add(retry.len() as i64, std::sync::atomic::Ordering::Relaxed);
                     retry.append(&mut state.pending);
                     state.pending = retry;
                 }

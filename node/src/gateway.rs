@@ -368,7 +368,9 @@ async fn sync_item(sink: &mut Sink, order: &mut DeliveryOrder, item: SyncItem) -
 /// Writes the frames already queued (at most a few hundred) without waiting for more.
 async fn flush_queued(sink: &mut Sink, rx: &mut OutboundRx, order: &mut DeliveryOrder) {
     for _ in 0..256 {
-        let Ok(item) = rx.live.try_recv() else { break };
+        let Some(item) = rx.try_next_live() else {
+            break;
+        };
         if !matches!(live_item(sink, order, item, usize::MAX).await, Flow::Go) {
             break;
         }
@@ -395,7 +397,10 @@ async fn write_loop(mut sink: Sink, mut rx: OutboundRx, hold_max: usize) {
                 return;
             }
             item = rx.live.recv() => match item {
-                Some(item) => live_item(&mut sink, &mut order, item, hold_max).await,
+                Some(item) => {
+                    outbound::dequeued();
+                    live_item(&mut sink, &mut order, item, hold_max).await
+                }
                 None => Flow::Stop,
             },
             Some(item) = rx.sync.recv() => sync_item(&mut sink, &mut order, item).await,
@@ -409,9 +414,9 @@ async fn write_loop(mut sink: Sink, mut rx: OutboundRx, hold_max: usize) {
             if !matches!(next, Flow::Go) {
                 break;
             }
-            match rx.live.try_recv() {
-                Ok(item) => next = live_item(&mut sink, &mut order, item, hold_max).await,
-                Err(_) => break,
+            match rx.try_next_live() {
+                Some(item) => next = live_item(&mut sink, &mut order, item, hold_max).await,
+                None => break,
             }
         }
         match next {
