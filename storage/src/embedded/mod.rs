@@ -26,6 +26,7 @@
 //!
 //! [`Store`]: crate::Store
 
+mod checkpointer;
 mod committer;
 mod messages;
 mod pool;
@@ -79,6 +80,7 @@ impl EmbeddedStore {
         let path = dir.join(DB_FILE_NAME);
         let pool = Arc::new(Pool::open(&path)?);
         let commits = committer::start(Arc::clone(&pool))?;
+        checkpointer::start(path.clone(), &pool)?;
         Ok(EmbeddedStore {
             pool,
             path: Arc::new(path),

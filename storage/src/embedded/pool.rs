@@ -137,6 +137,15 @@ impl Pool {
     }
 }
 
+/// Opens a connection for the background checkpointer.
+pub(crate) fn open_checkpointer(path: &Path) -> StorageResult<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| StorageError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
+    Ok(conn)
+}
+
 /// Opens and configures one connection.
 fn open_connection(path: &Path, role: Role) -> StorageResult<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -149,6 +158,10 @@ fn open_connection(path: &Path, role: Role) -> StorageResult<Connection> {
     if role == Role::Writer {
         enable_wal(&conn)?;
         conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(map_err)?;
+        // Checkpoints run on their own thread (see `checkpointer`), not
+        // inside a commit that a client is waiting for.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(map_err)?;
     } else {
         conn.pragma_update(None, "query_only", true)
