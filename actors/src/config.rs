@@ -22,6 +22,8 @@ pub struct ActorConfig {
     /// Rooms with more members than this send each member's receipts only to
     /// that member's own sessions (otherwise receipts grow with members squared).
     pub receipt_fanout_max_members: usize,
+    /// Rooms with more members than this do not carry presence.
+    pub presence_fanout_max_members: usize,
     /// Interval clients are asked to ping at.
     pub heartbeat: Duration,
     /// Messages per page when replaying `sync`.
@@ -39,6 +41,7 @@ impl Default for ActorConfig {
             typing_ttl: Duration::from_secs(8),
             receipt_flush: Duration::from_millis(100),
             receipt_fanout_max_members: 256,
+            presence_fanout_max_members: 256,
             heartbeat: Duration::from_secs(30),
             sync_page: 200,
         }

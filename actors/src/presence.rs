@@ -58,6 +58,8 @@ pub struct PresenceArgs {
     pub dispatcher: ActorRef<DispatcherMsg>,
     /// Other nodes.
     pub cluster: Cluster,
+    /// Rooms above this many members carry no presence.
+    pub max_room: usize,
 }
 
 /// The presence actor.
@@ -71,8 +73,10 @@ pub struct PresenceState {
     cluster: Cluster,
 }
 
-/// Users who share at least one room with `user_id` (not including them).
-pub async fn contacts(store: &dyn Store, user_id: &str) -> Vec<Arc<str>> {
+/// Users who share at least one room of at most `max_room` members with
+/// `user_id` (not including them). Larger rooms carry no presence: in a room
+/// of thousands, every join and leave would go to everyone.
+pub async fn contacts(store: &dyn Store, user_id: &str, max_room: usize) -> Vec<Arc<str>> {
     let mut out = BTreeSet::new();
     let rooms = match store.user_rooms(user_id).await {
         Ok(r) => r,
@@ -83,7 +87,10 @@ pub async fn contacts(store: &dyn Store, user_id: &str) -> Vec<Arc<str>> {
     };
     for room in rooms {
         match store.members(&room).await {
-            Ok(members) => out.extend(members.into_iter().map(|m| m.user_id)),
+            Ok(members) if members.len() <= max_room => {
+                out.extend(members.into_iter().map(|m| m.user_id))
+            }
+            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "presence: cannot read members"),
         }
     }
@@ -97,6 +104,7 @@ type Announcement = (Arc<str>, Status, i64);
 /// Announces presence changes one at a time, in the order they happened, off
 /// the actor's thread (each needs storage reads to find the user's contacts).
 async fn announcer(
+    max_room: usize,
     store: Arc<dyn Store>,
     dispatcher: ActorRef<DispatcherMsg>,
     cluster: Cluster,
@@ -108,7 +116,7 @@ async fn announcer(
                 tracing::warn!(error = %e, "could not persist last_seen");
             }
         }
-        let users = contacts(store.as_ref(), &user).await;
+        let users = contacts(store.as_ref(), &user, max_room).await;
         if users.is_empty() {
             continue;
         }
@@ -156,7 +164,13 @@ impl Actor for Presence {
     ) -> Result<Self::State, ActorProcessingErr> {
         let (tx, rx) = mpsc::channel(10_000);
         let cluster = args.cluster.clone();
-        tokio::spawn(announcer(args.store, args.dispatcher, args.cluster, rx));
+        tokio::spawn(announcer(
+            args.max_room,
+            args.store,
+            args.dispatcher,
+            args.cluster,
+            rx,
+        ));
         Ok(PresenceState {
             announcements: tx,
             sessions: HashMap::new(),

@@ -148,6 +148,7 @@ impl ChatSystem {
                 store: store.clone(),
                 dispatcher: dispatcher.clone(),
                 cluster: cluster.clone(),
+                max_room: config.presence_fanout_max_members,
             },
         )
         .await

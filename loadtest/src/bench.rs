@@ -2,6 +2,7 @@
 //! benchmark set of issue 5 against them, and writes `docs/benchmarks.md`
 //! with the machine, the command, a results table and links to the plots.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -44,6 +45,10 @@ struct Row {
     metrics: Vec<String>,
 }
 
+/// Turns a report (and the reports of earlier benchmarks, by name) into
+/// the result text and the verdict.
+type Judge = fn(&Report, &BenchArgs, &HashMap<String, Report>) -> (String, String);
+
 /// One benchmark to run.
 struct Case {
     name: String,
@@ -51,7 +56,11 @@ struct Case {
     what: String,
     target: String,
     args: RunArgs,
-    judge: fn(&Report, &BenchArgs) -> (String, String),
+    judge: Judge,
+    /// Nodes to start (more than one: a local cluster sharing one store).
+    nodes: usize,
+    /// Chaos without restart: kill the second node of the cluster.
+    kill_second: bool,
 }
 
 fn base_args(quiet: bool) -> RunArgs {
@@ -120,7 +129,9 @@ fn cases(b: &BenchArgs, fd_soft: u64) -> Vec<Case> {
         ),
         target: "≥ 100,000 deliveries/s, p99 ≤ 25 ms, 0 violations".into(),
         args: a,
-        judge: |r, b| {
+        nodes: 1,
+        kill_second: false,
+        judge: |r, b, _| {
             let target = (b.big_rate * b.big_members as f64).min(100_000.0);
             let ok = r.messages.deliveries_per_s >= 0.99 * target
                 && r.messages.e2e.p99_ms <= 25.0
@@ -154,7 +165,9 @@ fn cases(b: &BenchArgs, fd_soft: u64) -> Vec<Case> {
             ),
             target: "none (latency against load)".into(),
             args: a,
-            judge: |r, _| {
+            nodes: 1,
+            kill_second: false,
+            judge: |r, _, _| {
                 (
                     format!(
                         "{:.0} deliveries/s; {}; {}",
@@ -189,7 +202,9 @@ fn cases(b: &BenchArgs, fd_soft: u64) -> Vec<Case> {
         ),
         target: "p99 ≤ 10 ms, 0 violations".into(),
         args: a,
-        judge: |r, _| {
+        nodes: 1,
+        kill_second: false,
+        judge: |r, _, _| {
             let ok = r.messages.e2e.p99_ms <= 10.0 && r.passed();
             (
                 format!(
@@ -223,7 +238,9 @@ fn cases(b: &BenchArgs, fd_soft: u64) -> Vec<Case> {
         },
         target: "100,000 sessions in ≤ 2 GB node RSS (≤ 20 KiB per session)".into(),
         args: a,
-        judge: |r, b| {
+        nodes: 1,
+        kill_second: false,
+        judge: |r, b, _| {
             let Some(i) = &r.idle else {
                 return ("no memory figures".into(), "**missed**".into());
             };
@@ -258,7 +275,9 @@ fn cases(b: &BenchArgs, fd_soft: u64) -> Vec<Case> {
         what: format!("connect storm, {} sessions, 256 at a time", a.sessions),
         target: "none set (recorded)".into(),
         args: a,
-        judge: |r, _| {
+        nodes: 1,
+        kill_second: false,
+        judge: |r, _, _| {
             (
                 format!(
                     "{} connected in {:.2} s = {:.0}/s; connect p50 {:.1} ms, p99 {:.1} ms; {} failed",
@@ -290,7 +309,9 @@ fn cases(b: &BenchArgs, fd_soft: u64) -> Vec<Case> {
         ),
         target: "0 violations (latency recorded)".into(),
         args: a,
-        judge: |r, _| {
+        nodes: 1,
+        kill_second: false,
+        judge: |r, _, _| {
             (
                 format!(
                     "{:.0} deliveries/s; {}; {}",
@@ -320,7 +341,9 @@ fn cases(b: &BenchArgs, fd_soft: u64) -> Vec<Case> {
         ),
         target: "0 violations (latency recorded)".into(),
         args: a,
-        judge: |r, _| {
+        nodes: 1,
+        kill_second: false,
+        judge: |r, _, _| {
             (
                 format!(
                     "{:.0} deliveries/s; {}; {} reconnects; {}",
@@ -352,7 +375,9 @@ fn cases(b: &BenchArgs, fd_soft: u64) -> Vec<Case> {
         ),
         target: "0 violations (the 3 s fail-over target needs a cluster)".into(),
         args: a,
-        judge: |r, _| {
+        nodes: 1,
+        kill_second: false,
+        judge: |r, _, _| {
             let pause = r
                 .chaos
                 .as_ref()
@@ -369,6 +394,105 @@ fn cases(b: &BenchArgs, fd_soft: u64) -> Vec<Case> {
             )
         },
     });
+    if b.cluster_nodes > 1 {
+        let n = b.cluster_nodes;
+        let cross = |q: bool, b: &BenchArgs| {
+            let mut a = base_args(q);
+            a.rooms = 20;
+            a.members = 30;
+            a.senders = 2;
+            a.rate = 5.0;
+            a.duration = b.duration;
+            a.warmup = b.warmup;
+            a
+        };
+        out.push(Case {
+            name: "cross-node-baseline".into(),
+            scenario: Scenario::Fanout,
+            what: "baseline for the next row, on one node: fanout 20 rooms x 30 members x 2 senders x 5 msgs/s".into(),
+            target: "none (baseline)".into(),
+            args: cross(q, b),
+            nodes: 1,
+            kill_second: false,
+            judge: |r, _, _| {
+                (
+                    format!(
+                        "{:.0} deliveries/s; {}; {}",
+                        r.messages.deliveries_per_s,
+                        latency(r),
+                        violations(r)
+                    ),
+                    if r.passed() { "recorded" } else { "**violations**" }.into(),
+                )
+            },
+        });
+        out.push(Case {
+            name: "cluster-cross-node".into(),
+            scenario: Scenario::Fanout,
+            what: format!(
+                "the same on {n} local nodes sharing the embedded store, sessions spread round-robin (most deliveries cross a node)"
+            ),
+            target: "adds ≤ 1 ms at p50 over the baseline, 0 violations".into(),
+            args: cross(q, b),
+            nodes: n,
+            kill_second: false,
+            judge: |r, _, earlier| {
+                let Some(base) = earlier.get("cross-node-baseline") else {
+                    return (
+                        format!("{}; no baseline to compare", latency(r)),
+                        "**not measured**".into(),
+                    );
+                };
+                let added = r.messages.e2e.p50_ms - base.messages.e2e.p50_ms;
+                let ok = added <= 1.0 && r.passed();
+                (
+                    format!(
+                        "{}; p50 {:+.2} ms over one node; {}",
+                        latency(r),
+                        added,
+                        violations(r)
+                    ),
+                    if ok { "met" } else { "**missed**" }.into(),
+                )
+            },
+        });
+        let mut a = base_args(q);
+        a.rooms = 10;
+        a.members = 30;
+        a.senders = 2;
+        a.rate = 10.0;
+        a.duration = b.duration;
+        a.warmup = b.warmup;
+        a.kill_at = b.chaos_kill_at;
+        out.push(Case {
+            name: "cluster-chaos".into(),
+            scenario: Scenario::Chaos,
+            what: format!(
+                "chaos on {n} local nodes: fanout 10 rooms x 30 members x 2 senders x 10 msgs/s; node n2 killed (-9) at {} s, not restarted; its clients reconnect to the others and sync",
+                a.kill_at
+            ),
+            target: "rooms serve again within 3 s, 0 violations".into(),
+            args: a,
+            nodes: n,
+            kill_second: true,
+            judge: |r, _, _| {
+                let pause = r.chaos.as_ref().and_then(|c| c.longest_room_ack_pause_ms);
+                let ok = pause.is_some_and(|p| p <= 3000.0) && r.passed();
+                (
+                    format!(
+                        "longest room ack pause {}; {} reconnects; {} resends; {}",
+                        pause
+                            .map(|p| format!("{p:.0} ms"))
+                            .unwrap_or_else(|| "-".into()),
+                        r.reconnects,
+                        r.messages.resends,
+                        violations(r)
+                    ),
+                    if ok { "met" } else { "**missed**" }.into(),
+                )
+            },
+        });
+    }
     out
 }
 
@@ -403,6 +527,7 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<bool, BenchError> {
     let started = std::time::SystemTime::now();
     let mut rows = Vec::new();
     let mut all_clean = true;
+    let mut earlier: HashMap<String, Report> = HashMap::new();
     for mut case in cases(b, machine.fd_limit.0) {
         if !b.only.is_empty() && !b.only.contains(&case.name) {
             continue;
@@ -410,12 +535,18 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<bool, BenchError> {
         eprintln!("bench: {} ...", case.name);
         let dir = scratch.join(&case.name);
         let _ = std::fs::remove_dir_all(&dir);
-        let node = NodeProc::start(&node_bin, &dir).await?;
-        case.args.nodes = vec![node.base.clone()];
-        case.args.pids = vec![node.pid];
-        case.args.kill_pid = Some(node.pid);
-        if case.scenario == Scenario::Chaos {
-            case.args.restart_cmd = Some(node.restart_cmd.clone());
+        let nodes = if case.nodes > 1 {
+            NodeProc::start_cluster(&node_bin, &dir, case.nodes).await?
+        } else {
+            vec![NodeProc::start(&node_bin, &dir).await?]
+        };
+        case.args.nodes = nodes.iter().map(|n| n.base.clone()).collect();
+        case.args.pids = nodes.iter().map(|n| n.pid).collect();
+        if case.kill_second {
+            case.args.kill_pid = nodes.get(1).map(|n| n.pid);
+        } else if case.scenario == Scenario::Chaos {
+            case.args.kill_pid = nodes.first().map(|n| n.pid);
+            case.args.restart_cmd = nodes.first().map(|n| n.restart_cmd.clone());
         }
         let json = b.assets.join(format!("{}.json", case.name));
         case.args.report = Some(json.clone());
@@ -431,23 +562,30 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<bool, BenchError> {
             .ok()
             .and_then(|r| r.chaos.as_ref())
             .and_then(|c| c.restart_pid);
-        node.stop(restarted).await;
+        let mut restarted = restarted;
+        for node in nodes {
+            node.stop(restarted.take()).await;
+        }
         let _ = std::fs::remove_dir_all(&dir);
         let row = match result {
             Ok(report) => {
                 let _ = runner::write_report(&json, &report);
                 all_clean &= report.passed();
-                let (result, verdict) = (case.judge)(&report, b);
+                let (result, verdict) = (case.judge)(&report, b, &earlier);
                 eprintln!("{}", report.table());
+                earlier.insert(case.name.clone(), report.clone());
                 let l = &report.host_load;
                 Row {
                     name: case.name,
                     load: format!(
-                        "{} / {}",
+                        "{} / {} / {}",
                         l.loadavg_1m
                             .map(|v| format!("{v:.1}"))
                             .unwrap_or_else(|| "-".into()),
                         l.cpu_pressure_avg60
+                            .map(|v| format!("{v:.0}%"))
+                            .unwrap_or_else(|| "-".into()),
+                        l.io_pressure_avg60
                             .map(|v| format!("{v:.0}%"))
                             .unwrap_or_else(|| "-".into())
                     ),
@@ -547,21 +685,23 @@ fn markdown(
             r.name, r.what, r.target, r.result, r.verdict, r.load
         );
     }
-    let _ = writeln!(
-        s,
-        "| cluster-cross-node | 3 local nodes: added latency of a cross-node hop | ≤ 1 ms at p50 | not run: clustering not built yet | not run | - |"
-    );
-    let _ = writeln!(
-        s,
-        "| cluster-chaos | 3 local nodes, one killed (-9) | rooms serve again within 3 s, 0 violations | not run: clustering not built yet | not run | - |"
-    );
+    if b.cluster_nodes <= 1 {
+        let _ = writeln!(
+            s,
+            "| cluster-cross-node | 3 local nodes: added latency of a cross-node hop | ≤ 1 ms at p50 | not run (--cluster-nodes 0) | not run | - |"
+        );
+        let _ = writeln!(
+            s,
+            "| cluster-chaos | 3 local nodes, one killed (-9) | rooms serve again within 3 s, 0 violations | not run (--cluster-nodes 0) | not run | - |"
+        );
+    }
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "¹ 1-minute load average / CPU pressure (share of the last 60 s in which a \
-         runnable task waited for a CPU) at the end of the run, other users' work \
-         included: on 2 cores, a load above 2 or a high pressure means the numbers \
-         are pessimistic.\n"
+        "¹ 1-minute load average / CPU pressure / I/O pressure (share of the last \
+         60 s in which a runnable task waited for a CPU / for I/O) at the end of \
+         the run, other users' work included: on 2 cores, a load above 2 or a high pressure \
+         means the numbers are pessimistic.\n"
     );
     let _ = writeln!(
         s,

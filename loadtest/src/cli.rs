@@ -205,6 +205,9 @@ pub struct BenchArgs {
     /// DM: messages per second per session.
     #[arg(long, default_value_t = 1.0)]
     pub dm_rate: f64,
+    /// Nodes of the local cluster for the cluster benchmarks (0 or 1: skip them).
+    #[arg(long, default_value_t = 3)]
+    pub cluster_nodes: usize,
     /// Chaos: seconds into the run to kill the node.
     #[arg(long, default_value_t = 10.0)]
     pub chaos_kill_at: f64,

@@ -282,7 +282,7 @@ impl Session {
                 self.reconnects += 1;
                 metrics.reconnects.fetch_add(1, Ordering::Relaxed);
             }
-            let end = self.connected(&mut ws, ever).await;
+            let end = self.connected(&mut ws).await;
             ever = true;
             attempt = 0;
             metrics.connected.fetch_sub(1, Ordering::Relaxed);
@@ -343,10 +343,14 @@ impl Session {
     }
 
     /// One connection's life.
-    async fn connected(&mut self, ws: &mut Ws, reconnect: bool) -> End {
+    async fn connected(&mut self, ws: &mut Ws) -> End {
         let metrics = self.shared.metrics.clone();
         let mut phase_rx = self.shared.phase.clone();
-        if reconnect && !self.spec.rooms.is_empty() {
+        // Sync first on every connection (the server holds live messages of
+        // a new connection until its first request): on a reconnect this
+        // replays what was missed; on the first connection it replays
+        // nothing past the base and just lets live messages flow.
+        if !self.spec.rooms.is_empty() {
             let rooms: HashMap<&str, u64> = self
                 .spec
                 .rooms

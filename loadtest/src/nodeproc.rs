@@ -72,6 +72,55 @@ fn quote(s: &str) -> String {
 impl NodeProc {
     /// Starts `bin` on a free port with a fresh `data_dir` and waits until ready.
     pub async fn start(bin: &Path, data_dir: &Path) -> Result<NodeProc, NodeError> {
+        let mut node = Self::spawn(bin, data_dir, "node", &[], None)?;
+        node.wait_ready().await?;
+        Ok(node)
+    }
+
+    /// Starts a local cluster of `n` nodes sharing the embedded store in
+    /// `data_dir` (every node lists every cluster address as a seed), and
+    /// waits until all are ready (joined, storage answering).
+    pub async fn start_cluster(
+        bin: &Path,
+        data_dir: &Path,
+        n: usize,
+    ) -> Result<Vec<NodeProc>, NodeError> {
+        let spawn_err = |source| NodeError::Spawn {
+            bin: bin.display().to_string(),
+            source,
+        };
+        let cluster: Vec<String> = (0..n)
+            .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
+            .collect::<Result<_, _>>()
+            .map_err(spawn_err)?;
+        let seeds = cluster.join(",");
+        let secret = format!("loadtest-cluster-{}", std::process::id());
+        let mut nodes = Vec::new();
+        for (i, addr) in cluster.iter().enumerate() {
+            let name = format!("n{}", i + 1);
+            let extra = [
+                "--node-name".to_string(),
+                name.clone(),
+                "--cluster-listen".to_string(),
+                addr.clone(),
+                "--seeds".to_string(),
+                seeds.clone(),
+            ];
+            nodes.push(Self::spawn(bin, data_dir, &name, &extra, Some(&secret))?);
+        }
+        for node in &mut nodes {
+            node.wait_ready().await?;
+        }
+        Ok(nodes)
+    }
+
+    fn spawn(
+        bin: &Path,
+        data_dir: &Path,
+        name: &str,
+        extra: &[String],
+        cluster_secret: Option<&str>,
+    ) -> Result<NodeProc, NodeError> {
         let spawn_err = |source| NodeError::Spawn {
             bin: bin.display().to_string(),
             source,
@@ -88,33 +137,36 @@ impl NodeProc {
             "json".into(),
         ];
         args.extend(LOAD_TEST_FLAGS.iter().map(|s| s.to_string()));
-        let log_path = data_dir.join("node.log");
+        args.extend(extra.iter().cloned());
+        let log_path = data_dir.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).map_err(spawn_err)?;
         let log2 = log.try_clone().map_err(spawn_err)?;
-        let child = Command::new(bin)
-            .args(&args)
+        let mut cmd = Command::new(bin);
+        cmd.args(&args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(spawn_err)?;
+            .kill_on_drop(true);
+        let mut env_prefix = "RUST_LOG=warn".to_string();
+        if let Some(secret) = cluster_secret {
+            cmd.env("PARLEY_CLUSTER_SECRET", secret);
+            env_prefix.push_str(&format!(" PARLEY_CLUSTER_SECRET={}", quote(secret)));
+        }
+        let child = cmd.spawn().map_err(spawn_err)?;
         let pid = child.id().unwrap_or(0);
         let restart_cmd = format!(
-            "RUST_LOG=warn exec {} {} >>{} 2>&1",
+            "{env_prefix} exec {} {} >>{} 2>&1",
             quote(&bin.display().to_string()),
             args.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" "),
             quote(&log_path.display().to_string())
         );
-        let mut node = NodeProc {
+        Ok(NodeProc {
             child: Some(child),
             base: format!("http://{listen}"),
             pid,
             restart_cmd,
-        };
-        node.wait_ready().await?;
-        Ok(node)
+        })
     }
 
     async fn wait_ready(&mut self) -> Result<(), NodeError> {

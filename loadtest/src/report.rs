@@ -307,9 +307,10 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "  machine     load average {} (1 min), cpu pressure {} (share of time runnable tasks waited, last 60 s)",
+            "  machine     load average {} (1 min), cpu pressure {}, io pressure {} (share of the last 60 s in which tasks waited for a CPU / for I/O)",
             opt(self.host_load.loadavg_1m, ""),
-            opt(self.host_load.cpu_pressure_avg60, "%")
+            opt(self.host_load.cpu_pressure_avg60, "%"),
+            opt(self.host_load.io_pressure_avg60, "%")
         );
         if !self.errors.is_empty() {
             let e: Vec<String> = self

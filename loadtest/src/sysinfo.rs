@@ -83,6 +83,18 @@ pub struct HostLoad {
     /// Share of the last 60 s in which some runnable task waited for a CPU,
     /// percent (`/proc/pressure/cpu`, "some avg60").
     pub cpu_pressure_avg60: Option<f64>,
+    /// Share of the last 60 s in which some task waited for I/O, percent
+    /// (`/proc/pressure/io`, "some avg60"); commits wait on fsync.
+    pub io_pressure_avg60: Option<f64>,
+}
+
+fn pressure_avg60(path: &str) -> Option<f64> {
+    std::fs::read_to_string(path).ok().and_then(|t| {
+        t.lines()
+            .find(|l| l.starts_with("some"))
+            .and_then(|l| l.split_whitespace().find_map(|f| f.strip_prefix("avg60=")))
+            .and_then(|v| v.parse().ok())
+    })
 }
 
 impl HostLoad {
@@ -91,17 +103,10 @@ impl HostLoad {
         let loadavg_1m = std::fs::read_to_string("/proc/loadavg")
             .ok()
             .and_then(|t| t.split_whitespace().next().and_then(|v| v.parse().ok()));
-        let cpu_pressure_avg60 = std::fs::read_to_string("/proc/pressure/cpu")
-            .ok()
-            .and_then(|t| {
-                t.lines()
-                    .find(|l| l.starts_with("some"))
-                    .and_then(|l| l.split_whitespace().find_map(|f| f.strip_prefix("avg60=")))
-                    .and_then(|v| v.parse().ok())
-            });
         HostLoad {
             loadavg_1m,
-            cpu_pressure_avg60,
+            cpu_pressure_avg60: pressure_avg60("/proc/pressure/cpu"),
+            io_pressure_avg60: pressure_avg60("/proc/pressure/io"),
         }
     }
 }

@@ -202,32 +202,6 @@ fn assert_clean(code: i32, r: &Value, out: &str) {
     assert_eq!(r["checker"]["violations"], 0, "violations:\n{out}");
 }
 
-/// Like [`assert_clean`] for scenarios where sessions reconnect and `sync`,
-/// except for one known node race: a live `message` written to a new
-/// connection before its `sync` request reached the server arrives ahead of
-/// the replayed older ones (`out_of_order`, never loss or duplicates). The
-/// contract forbids it and the benchmarks report it; until the node holds
-/// live messages for a reconnecting session, these tests tolerate that kind
-/// only, unless `PARLEY_LOADTEST_STRICT=1`.
-fn assert_clean_but_resync_order(code: i32, r: &Value, out: &str) {
-    if std::env::var_os("PARLEY_LOADTEST_STRICT").is_some_and(|v| v == "1") {
-        return assert_clean(code, r, out);
-    }
-    let by_kind = r["checker"]["by_kind"].as_object().expect("report");
-    let other: Vec<_> = by_kind
-        .iter()
-        .filter(|(k, n)| k.as_str() != "out_of_order" && n.as_u64() != Some(0))
-        .collect();
-    assert!(other.is_empty(), "violations:\n{out}");
-    assert!(
-        code == 0 || (code == 1 && !by_kind.is_empty()),
-        "harness failed:\n{out}"
-    );
-    if code == 1 {
-        eprintln!("tolerated (known node race after reconnect):\n{out}");
-    }
-}
-
 #[test]
 fn connect_scenario() {
     let node = Node::start(&scratch("connect"));
@@ -334,7 +308,7 @@ fn mixed_scenario_with_reconnects() {
             "0.2",
         ],
     );
-    assert_clean_but_resync_order(code, &r, &out);
+    assert_clean(code, &r, &out);
     assert!(r["reconnects"].as_u64().unwrap() >= 1, "{out}");
     assert_eq!(r["checker"]["incomplete_sessions"], 0, "{out}");
 }
@@ -372,7 +346,7 @@ fn chaos_scenario_kills_and_restarts_the_node() {
     if let Some(pid) = r["chaos"]["restart_pid"].as_u64() {
         let _ = Command::new("kill").arg(pid.to_string()).status();
     }
-    assert_clean_but_resync_order(code, &r, &out);
+    assert_clean(code, &r, &out);
     assert_eq!(r["chaos"]["killed_pid"], node.pid(), "{out}");
     assert!(r["reconnects"].as_u64().unwrap() >= 30, "{out}");
     assert_eq!(r["checker"]["incomplete_sessions"], 0, "{out}");

@@ -185,6 +185,17 @@ pub struct Config {
     /// Ping interval suggested to clients, milliseconds.
     #[arg(long, env = "PARLEY_HEARTBEAT_MS", default_value_t = 30_000)]
     pub heartbeat_ms: u64,
+    /// Pending-connection backlog of the HTTP/WebSocket listener.
+    #[arg(long, env = "PARLEY_LISTEN_BACKLOG", default_value_t = 4096)]
+    pub listen_backlog: u32,
+    /// Rooms above this many members do not carry presence (a user's status
+    /// goes to people sharing a smaller room with them).
+    #[arg(
+        long,
+        env = "PARLEY_PRESENCE_FANOUT_MAX_MEMBERS",
+        default_value_t = 256
+    )]
+    pub presence_fanout_max_members: usize,
     /// Most members in one `POST /rooms`.
     #[arg(
         long,
@@ -292,6 +303,7 @@ impl Config {
             typing_ttl: Duration::from_millis(self.typing_ttl_ms.max(100)),
             receipt_flush: Duration::from_millis(self.receipt_flush_ms.max(1)),
             receipt_fanout_max_members: self.receipt_fanout_max_members,
+            presence_fanout_max_members: self.presence_fanout_max_members,
             heartbeat: Duration::from_millis(self.heartbeat_ms.max(1000)),
             sync_page: 200,
         }

@@ -85,8 +85,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = listen(config.listen, config.listen_backlog)
         .with_context(|| format!("binding {}", config.listen))?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, node = %node_name, data_dir = %config.data_dir.display(), "parley node listening");
@@ -111,6 +110,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds the HTTP listener with a backlog sized for connection storms
+/// (the default of 128 drops SYNs when thousands of clients reconnect at once).
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog.max(1))
 }
 
 async fn shutdown_signal() {

@@ -78,8 +78,12 @@ async fn metrics_move_with_traffic() {
         .sum();
     assert!(nf >= 1.0, "the not_found answer is counted");
     // Queue-depth gauges exist and drain to zero once everything is written.
-    assert!(after.keys().any(|k| k.starts_with("parley_room_pending_sends{")));
-    assert!(after.keys().any(|k| k.starts_with("parley_outbound_queued_frames{")));
+    assert!(after
+        .keys()
+        .any(|k| k.starts_with("parley_room_pending_sends{")));
+    assert!(after
+        .keys()
+        .any(|k| k.starts_with("parley_outbound_queued_frames{")));
     assert_eq!(get(&after, "parley_room_pending_sends"), 0.0);
     assert_eq!(get(&after, "parley_outbound_queued_frames"), 0.0);
 }

@@ -547,3 +547,31 @@ async fn a_message_between_hello_and_sync_still_arrives_in_order() {
     let seqs: Vec<u64> = got.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, vec![3, 4, 5, 6]);
 }
+
+#[tokio::test]
+async fn large_rooms_carry_no_presence() {
+    let dir = data_dir();
+    let node = Node::start_with(dir.path(), &["--presence-fanout-max-members", "2"]).await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let carol = user(&node, "carol").await;
+    group(&node, &alice, "big", &[&bob, &carol]).await; // 3 members > 2
+    let mut a = Client::connect(&node, &alice.token).await;
+    let c = Client::connect(&node, &carol.token).await;
+    a.expect_none(Duration::from_millis(500), |f| f["type"] == "presence")
+        .await;
+    // A direct room (2 members) still carries it.
+    let dm = call(
+        &node,
+        "POST",
+        "/api/v1/rooms/direct",
+        Some(&alice.token),
+        Some(json!({"username": bob.username})),
+    )
+    .await;
+    assert_eq!(dm.status, 201);
+    let _b = Client::connect(&node, &bob.token).await;
+    let p = a.expect(|f| f["type"] == "presence").await;
+    assert_eq!(p["user_id"], bob.user_id.as_str());
+    drop(c);
+}
