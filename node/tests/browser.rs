@@ -8,7 +8,7 @@
 //! `PARLEY_CHROMEDRIVER` point elsewhere.
 //!
 //! `screenshots` (ignored by default) writes the README's pictures:
-//! `cargo test -p parley-node --test browser -- --ignored screenshots`.
+//! `PARLEY_SCREENSHOTS_DIR=docs/images cargo test -p parley-node --test browser screenshots`.
 
 mod common;
 
@@ -447,6 +447,11 @@ impl Browser {
             .screenshot()
             .await
             .unwrap_or_else(|e| panic!("{}: screenshot: {e}", self.who));
+        assert!(
+            png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 1000,
+            "{}: not a PNG",
+            self.who
+        );
         std::fs::write(path, png).expect("write screenshot");
         eprintln!("wrote {}", path.display());
     }
@@ -720,12 +725,18 @@ async fn say(ws: &mut Client, room: &str, body: &str) {
     assert_eq!(ack["type"], "sent", "{ack}");
 }
 
-/// Writes the README's screenshots to `docs/images/`.
+/// Takes the README's screenshots of the main views (and checks they are
+/// real PNGs). They go to a temporary directory, or to `PARLEY_SCREENSHOTS_DIR`
+/// when set: `PARLEY_SCREENSHOTS_DIR=docs/images cargo test -p parley-node
+/// --test browser screenshots` regenerates the committed ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "writes docs/images/*.png: cargo test -p parley-node --test browser -- --ignored screenshots"]
 async fn screenshots() {
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/images");
-    std::fs::create_dir_all(&out).expect("docs/images");
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let out = std::env::var_os("PARLEY_SCREENSHOTS_DIR")
+        // Relative to the repository root (tests run in node/).
+        .map(|d| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(d))
+        .unwrap_or_else(|| scratch.path().to_path_buf());
+    std::fs::create_dir_all(&out).expect("screenshot directory");
     let dir = data_dir();
     let node = Node::start_with(dir.path(), NODE_FLAGS).await;
     let driver = Driver::start().await;
