@@ -23,6 +23,7 @@ pub mod ordering;
 pub mod outbound;
 pub mod presence;
 pub mod room;
+pub mod room_cache;
 pub mod session;
 pub mod system;
 pub mod trace;

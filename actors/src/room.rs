@@ -24,7 +24,6 @@ use parley_protocol::http::{Role, RoomInfo, RoomKind};
 use parley_protocol::ids::new_id;
 use parley_protocol::time::{now_millis, to_rfc3339};
 use parley_protocol::ws::{RoomEventKind, ServerEvent};
-use parley_protocol::ErrorCode;
 use parley_storage::{
     CommitOutcome, MemberRecord, NewMessage, RoomRecord, StorageError, StorageResult, Store,
     Watermarks,
@@ -601,31 +600,17 @@ impl RoomState {
     }
 
     async fn persist(&self, marks: Vec<(String, Watermarks)>) {
-        for (user, w) in marks {
-            if let Err(e) = self
-                .deps
-                .store
-                .raise_watermarks(&user, &self.room_id, w)
-                .await
-            {
-                tracing::warn!(room = %self.room_id, error = %e, "could not persist watermarks");
-            }
-        }
+        save_marks(self.deps.store.clone(), self.room_id.clone(), marks).await;
     }
 
     fn persist_later(&self, marks: Vec<(String, Watermarks)>) {
-        if marks.is_empty() {
-            return;
+        if !marks.is_empty() {
+            tokio::spawn(save_marks(
+                self.deps.store.clone(),
+                self.room_id.clone(),
+                marks,
+            ));
         }
-        let store = self.deps.store.clone();
-        let room_id = self.room_id.clone();
-        tokio::spawn(async move {
-            for (user, w) in marks {
-                if let Err(e) = store.raise_watermarks(&user, &room_id, w).await {
-                    tracing::warn!(room = %room_id, error = %e, "could not persist watermarks");
-                }
-            }
-        });
     }
 
     fn maybe_retire(&mut self, myself: &ActorRef<RoomMsg>) {
@@ -956,13 +941,13 @@ impl Actor for RoomActor {
     }
 }
 
-/// The error event a session sends when a room cannot be reached.
-pub fn unreachable_error(r#ref: Option<String>) -> ServerEvent {
-    ServerEvent::error(
-        r#ref,
-        ErrorCode::Unavailable,
-        "room temporarily unavailable, retry",
-    )
+/// Persists raised watermarks (storage keeps the maximum, so order does not matter).
+async fn save_marks(store: Arc<dyn Store>, room_id: Arc<str>, marks: Vec<(String, Watermarks)>) {
+    for (user, w) in marks {
+        if let Err(e) = store.raise_watermarks(&user, &room_id, w).await {
+            tracing::warn!(room = %room_id, error = %e, "could not persist watermarks");
+        }
+    }
 }
 
 // Local-only message: never serialized (see `cluster` for what crosses nodes).

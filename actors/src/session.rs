@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::Instrument;
 
 use parley_protocol::ws::{ClientFrame, ClientRequest, ServerEvent};
@@ -20,7 +20,8 @@ use crate::convert;
 use crate::dispatcher::SessionEntry;
 use crate::error::ChatError;
 use crate::outbound::{Outbound, OutboundTx, SyncItem};
-use crate::room::{Caller, ReplyTo, RoomMsg};
+use crate::room::{Caller, ReplyTo};
+use crate::room_cache::RoomCache;
 use crate::system::ChatSystem;
 
 /// Most rooms one `sync` request may name.
@@ -66,7 +67,7 @@ pub struct SessionState {
     caller: Caller,
     tx: OutboundTx,
     system: ChatSystem,
-    rooms: HashMap<String, ActorRef<RoomMsg>>,
+    rooms: RoomCache,
     syncing: bool,
     /// Whether live messages flow (the first request other than `sync` opens it).
     gate_open: bool,
@@ -89,9 +90,8 @@ impl SessionState {
         let view = self.system.cluster().view();
         let owner = view.owner(room_id);
         if owner == view.me {
-            return self
-                .route_local(room_id, op.into_room_msg(self.caller.clone()))
-                .await;
+            let msg = op.into_room_msg(self.caller.clone());
+            return self.rooms.cast(self.system.directory(), room_id, msg).await;
         }
         let key = match &op {
             WireRoomOp::Send { client_msg_id, .. } => {
@@ -147,32 +147,6 @@ impl SessionState {
                 }
             }
         }
-    }
-
-    /// Delivers a message to a local room actor, looking it up again if it retired.
-    async fn route_local(&mut self, room_id: &str, mut msg: RoomMsg) -> Result<(), ChatError> {
-        for _ in 0..3 {
-            let room = match self.rooms.get(room_id) {
-                Some(r) => r.clone(),
-                None => {
-                    let r = self.system.room(room_id).await?;
-                    if self.rooms.len() >= ROOM_CACHE_MAX {
-                        self.rooms.clear();
-                    }
-                    self.rooms.insert(room_id.to_string(), r.clone());
-                    r
-                }
-            };
-            match room.cast(msg) {
-                Ok(()) => return Ok(()),
-                Err(MessagingErr::SendErr(back)) => {
-                    self.rooms.remove(room_id);
-                    msg = back;
-                }
-                Err(_) => return Err(ChatError::Unavailable("room unreachable".into())),
-            }
-        }
-        Err(ChatError::Unavailable("room unreachable, retry".into()))
     }
 
     async fn handle_frame(&mut self, myself: &ActorRef<SessionMsg>, frame: ClientFrame) {
@@ -411,7 +385,7 @@ impl Actor for SessionActor {
             },
             tx: args.tx,
             system: args.system,
-            rooms: HashMap::new(),
+            rooms: RoomCache::new(ROOM_CACHE_MAX),
             syncing: false,
             gate_open: false,
             remote_pending: HashMap::new(),

@@ -215,6 +215,11 @@ impl ChatSystem {
         })
     }
 
+    /// The room directory.
+    pub(crate) fn directory(&self) -> &ActorRef<DirectoryMsg> {
+        &self.inner.directory
+    }
+
     /// The cluster layer.
     pub fn cluster(&self) -> &Cluster {
         &self.inner.cluster
@@ -228,19 +233,6 @@ impl ChatSystem {
     /// Limits.
     pub fn config(&self) -> &ActorConfig {
         &self.inner.config
-    }
-
-    /// The live actor of a room, started from storage if needed.
-    pub async fn room(&self, room_id: &str) -> Result<ActorRef<RoomMsg>, ChatError> {
-        if !parley_protocol::ids::is_valid_id(room_id) {
-            return Err(ChatError::NotFound);
-        }
-        let room_id = room_id.to_string();
-        ask(&self.inner.directory, |reply| DirectoryMsg::Get {
-            room_id,
-            reply,
-        })
-        .await?
     }
 
     /// Changes a room's membership or details on behalf of `by`, on the room's owner node.

@@ -6,10 +6,9 @@
 //! answers), the dispatcher (events for local sessions), room actors
 //! (requests for rooms this node owns), or presence.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::Instrument;
 
 use super::membership::ClusterMsg;
@@ -21,8 +20,8 @@ use crate::error::ChatError;
 use crate::metrics::{add, METRICS};
 use crate::outbound::Outbound;
 use crate::presence::PresenceMsg;
-use crate::room::{Caller, ReplyTo, RoomMsg};
-use crate::system::ask;
+use crate::room::{Caller, ReplyTo};
+use crate::room_cache::RoomCache;
 
 /// Requests are forwarded at most this often when views disagree; then the
 /// receiving node serves them itself (storage fencing keeps that safe).
@@ -46,7 +45,7 @@ pub struct Inbox;
 /// Collaborators and a cache of local room actors.
 pub struct InboxState {
     args: InboxArgs,
-    rooms: HashMap<String, ActorRef<RoomMsg>>,
+    rooms: RoomCache,
 }
 
 /// Converts a wire event into a local outbound item.
@@ -134,47 +133,10 @@ impl InboxState {
             WireRoomOp::Watermark { r#ref, .. } => (None, r#ref.clone()),
             WireRoomOp::Typing { .. } => (None, None),
         };
-        let mut msg = op.into_room_msg(from);
-        for _ in 0..3 {
-            let room = match self.rooms.get(&room_id) {
-                Some(r) => r.clone(),
-                None => {
-                    let id = room_id.clone();
-                    match ask(&self.args.directory, |reply| DirectoryMsg::Get {
-                        room_id: id,
-                        reply,
-                    })
-                    .await
-                    {
-                        Ok(Ok(r)) => {
-                            if self.rooms.len() > 4096 {
-                                self.rooms.clear();
-                            }
-                            self.rooms.insert(room_id.clone(), r.clone());
-                            r
-                        }
-                        Ok(Err(e)) | Err(e) => {
-                            self.reply_error(&origin, r#ref, &e, ack);
-                            return;
-                        }
-                    }
-                }
-            };
-            match room.cast(msg) {
-                Ok(()) => return,
-                Err(MessagingErr::SendErr(back)) => {
-                    self.rooms.remove(&room_id);
-                    msg = back;
-                }
-                Err(_) => break,
-            }
+        let msg = op.into_room_msg(from);
+        if let Err(e) = self.rooms.cast(&self.args.directory, &room_id, msg).await {
+            self.reply_error(&origin, r#ref, &e, ack);
         }
-        self.reply_error(
-            &origin,
-            r#ref,
-            &ChatError::Unavailable("room unreachable, retry".into()),
-            ack,
-        );
     }
 }
 
@@ -192,7 +154,7 @@ impl Actor for Inbox {
         ractor::pg::join(format!("{NODE_GROUP_PREFIX}{me}"), vec![myself.get_cell()]);
         Ok(InboxState {
             args,
-            rooms: HashMap::new(),
+            rooms: RoomCache::new(4096),
         })
     }
 
