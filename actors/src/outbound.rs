@@ -13,40 +13,41 @@ use tokio::sync::{mpsc, Notify};
 
 use parley_protocol::ws::CLOSE_TRY_AGAIN;
 
+/// A live `message` event as queued for every recipient: one allocation
+/// shared by all of them.
+#[derive(Debug)]
+pub struct LiveMessage {
+    /// Room of the message.
+    pub room_id: Arc<str>,
+    /// Seq of the message.
+    pub seq: u64,
+    /// The serialized `message` event.
+    pub json: Arc<str>,
+}
+
 /// One item for the socket writer.
+///
+/// Kept at two words plus a tag: a session's queue allocates room for 32
+/// items up front, and that block is part of every idle connection's memory.
 #[derive(Debug, Clone)]
 pub enum Outbound {
     /// A ready JSON text frame (any event but `message`).
     Frame(Arc<str>),
     /// A live `message` event; carries its room and seq so the writer can
     /// order it against `sync` replays and drop duplicates.
-    Message {
-        /// Room of the message.
-        room_id: Arc<str>,
-        /// Seq of the message.
-        seq: u64,
-        /// The serialized `message` event.
-        json: Arc<str>,
-    },
+    Message(Arc<LiveMessage>),
     /// A `sync` replay of these rooms is starting: hold their live messages.
-    SyncStart(Vec<Arc<str>>),
+    SyncStart(Arc<[Arc<str>]>),
     /// The client made a request other than `sync`: stop holding live
     /// messages for a first `sync`.
     OpenGate,
 }
 
-/// One item of a `sync` replay.
+/// One item of a `sync` replay (as small as [`Outbound`], for the same reason).
 #[derive(Debug, Clone)]
 pub enum SyncItem {
     /// A replayed `message` event.
-    Message {
-        /// Room of the message.
-        room_id: Arc<str>,
-        /// Seq of the message.
-        seq: u64,
-        /// The serialized `message` event.
-        json: Arc<str>,
-    },
+    Message(Arc<LiveMessage>),
     /// The replay of one room is complete up to `head`.
     RoomDone(Arc<str>),
     /// The whole replay is complete; the `synced` frame to send.
@@ -211,5 +212,36 @@ impl OutboundTx {
     /// Whether the session's writer has gone away.
     pub fn is_closed(&self) -> bool {
         self.live.is_closed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every idle connection pays for 32 slots of each queue up front, so the
+    /// items stay at three words (they were five before).
+    #[test]
+    fn queue_items_stay_small() {
+        assert!(std::mem::size_of::<Outbound>() <= 24);
+        assert!(std::mem::size_of::<SyncItem>() <= 24);
+    }
+
+    #[test]
+    fn full_queue_closes_with_1013_and_keeps_order() {
+        let (tx, mut rx) = channel(2);
+        assert_eq!(tx.frame("a"), Push::Queued);
+        assert_eq!(tx.frame("b"), Push::Queued);
+        assert_eq!(tx.frame("c"), Push::Overflow);
+        assert_eq!(rx.close.requested(), Some(CLOSE_TRY_AGAIN));
+        let texts: Vec<String> = std::iter::from_fn(|| rx.try_next_live())
+            .map(|item| match item {
+                Outbound::Frame(json) => json.to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(texts, ["a", "b"]);
+        drop(rx);
+        assert_eq!(tx.frame("d"), Push::Closed);
     }
 }

@@ -36,7 +36,7 @@ use crate::directory::DirectoryMsg;
 use crate::dispatcher::DispatcherMsg;
 use crate::error::ChatError;
 use crate::metrics::{add, METRICS};
-use crate::outbound::{Outbound, OutboundTx};
+use crate::outbound::{LiveMessage, Outbound, OutboundTx};
 use crate::ActorConfig;
 
 /// Where a room's answers (acks, errors) for one request go.
@@ -343,10 +343,10 @@ impl RoomState {
         if self.deps.cluster.has_peers() {
             let wire_item = match &item {
                 Outbound::Frame(json) => WireItem::Frame(json.to_string()),
-                Outbound::Message { room_id, seq, json } => WireItem::Message {
-                    room_id: room_id.to_string(),
-                    seq: *seq,
-                    json: json.to_string(),
+                Outbound::Message(m) => WireItem::Message {
+                    room_id: m.room_id.to_string(),
+                    seq: m.seq,
+                    json: m.json.to_string(),
                 },
                 Outbound::SyncStart(_) | Outbound::OpenGate => return,
             };
@@ -535,11 +535,11 @@ impl RoomState {
                         let _entered = span.enter();
                         self.deliver(
                             self.member_ids.clone(),
-                            Outbound::Message {
+                            Outbound::Message(Arc::new(LiveMessage {
                                 room_id: self.room_id.clone(),
                                 seq: m.seq,
                                 json,
-                            },
+                            })),
                             None,
                         );
                         // A sender has read everything up to its own message.

@@ -19,7 +19,7 @@ use crate::cluster::wire::{AckKey, PeerPayload, WireCaller, WireRoomOp};
 use crate::convert;
 use crate::dispatcher::SessionEntry;
 use crate::error::ChatError;
-use crate::outbound::{Outbound, OutboundTx, SyncItem};
+use crate::outbound::{LiveMessage, Outbound, OutboundTx, SyncItem};
 use crate::room::{Caller, ReplyTo};
 use crate::room_cache::RoomCache;
 use crate::system::ChatSystem;
@@ -319,11 +319,11 @@ impl Replay {
                     cursor = cursor.max(m.seq);
                     let json: Arc<str> =
                         Arc::from(ServerEvent::Message(convert::message(m)).to_json());
-                    let item = SyncItem::Message {
+                    let item = SyncItem::Message(Arc::new(LiveMessage {
                         room_id: room_id.clone(),
                         seq: m.seq,
                         json,
-                    };
+                    }));
                     if !self.tx.sync(item).await {
                         return Ok(());
                     }
@@ -410,13 +410,16 @@ impl Actor for SessionActor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        // The runtime keeps this future's largest state inside every idle
+        // session for its whole life, so the big branches are boxed: their
+        // memory exists only while a message is being handled.
         match msg {
-            SessionMsg::Frame(frame) => state.handle_frame(&myself, frame).await,
+            SessionMsg::Frame(frame) => Box::pin(state.handle_frame(&myself, frame)).await,
             SessionMsg::SyncFinished => state.syncing = false,
             SessionMsg::Acked(key) => {
                 state.remote_pending.remove(&key);
             }
-            SessionMsg::PeersDown(nodes) => state.reroute(&nodes).await,
+            SessionMsg::PeersDown(nodes) => Box::pin(state.reroute(&nodes)).await,
         }
         Ok(())
     }

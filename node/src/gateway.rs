@@ -73,7 +73,7 @@ pub async fn upgrade(
     let limit = state.config.max_frame_bytes;
     ws.max_frame_size(HARD_FRAME_LIMIT.max(limit))
         .max_message_size(HARD_FRAME_LIMIT.max(limit))
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(4 * 1024)
         .max_write_buffer_size(HARD_FRAME_LIMIT)
         .on_upgrade(move |socket| run(state, socket, claims))
@@ -99,16 +99,15 @@ async fn run(state: AppState, socket: WebSocket, claims: Claims) {
     let session_id: Arc<str> = Arc::from(new_id());
     let (tx, rx) = outbound::channel(state.config.outbound_queue.max(16));
     let (sink, stream) = socket.split();
-    let session = match state
-        .system
-        .start_session(
-            session_id.clone(),
-            Arc::from(user_id.as_str()),
-            Arc::from(username.as_str()),
-            tx.clone(),
-        )
-        .await
-    {
+    // Boxed: the actor's start-up future is large, and kept inline it would
+    // stay part of this connection's task for the connection's whole life.
+    let starting = Box::pin(state.system.start_session(
+        session_id.clone(),
+        Arc::from(user_id.as_str()),
+        Arc::from(username.as_str()),
+        tx.clone(),
+    ));
+    let session = match starting.await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "could not start session");
@@ -332,8 +331,8 @@ async fn live_item(
 ) -> Flow {
     let ok = match item {
         Outbound::Frame(json) => put(sink, &json).await,
-        Outbound::Message { room_id, seq, json } => match order.live(&room_id, seq, &json) {
-            Verdict::Write => put(sink, &json).await,
+        Outbound::Message(m) => match order.live(&m.room_id, m.seq, &m.json) {
+            Verdict::Write => put(sink, &m.json).await,
             Verdict::Duplicate => true,
             Verdict::Held if order.held_len() > hold_max => return Flow::Overflow,
             Verdict::Held => true,
@@ -352,8 +351,8 @@ async fn live_item(
 
 async fn sync_item(sink: &mut Sink, order: &mut DeliveryOrder, item: SyncItem) -> Flow {
     let ok = match item {
-        SyncItem::Message { room_id, seq, json } => match order.replayed(&room_id, seq) {
-            Verdict::Write => put(sink, &json).await,
+        SyncItem::Message(m) => match order.replayed(&m.room_id, m.seq) {
+            Verdict::Write => put(sink, &m.json).await,
             _ => true,
         },
         SyncItem::RoomDone(room_id) => {

@@ -18,7 +18,7 @@ use crate::directory::DirectoryMsg;
 use crate::dispatcher::DispatcherMsg;
 use crate::error::ChatError;
 use crate::metrics::{add, METRICS};
-use crate::outbound::Outbound;
+use crate::outbound::{LiveMessage, Outbound};
 use crate::presence::PresenceMsg;
 use crate::room::{Caller, ReplyTo};
 use crate::room_cache::RoomCache;
@@ -52,11 +52,11 @@ pub struct InboxState {
 pub fn item_from_wire(item: WireItem) -> Outbound {
     match item {
         WireItem::Frame(json) => Outbound::Frame(Arc::from(json)),
-        WireItem::Message { room_id, seq, json } => Outbound::Message {
+        WireItem::Message { room_id, seq, json } => Outbound::Message(Arc::new(LiveMessage {
             room_id: Arc::from(room_id),
             seq,
             json: Arc::from(json),
-        },
+        })),
     }
 }
 
