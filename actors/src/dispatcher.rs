@@ -44,13 +44,14 @@ pub enum DispatcherMsg {
         /// The session's id.
         session_id: Arc<str>,
     },
-    /// Push `item` to every local session of every user in `users`, except
-    /// the sessions of `except_user`.
+    /// Push `items`, in order, to every local session of every user in
+    /// `users`, except the sessions of `except_user`. A session gets all of
+    /// them back to back, so its writer can send them in one socket write.
     Deliver {
         /// Recipients.
         users: Arc<[Arc<str>]>,
-        /// The event.
-        item: Outbound,
+        /// The events, in order.
+        items: Vec<Outbound>,
         /// A user whose sessions are skipped (e.g. the typist).
         except_user: Option<Arc<str>>,
     },
@@ -84,7 +85,7 @@ pub struct DispatcherState {
 }
 
 impl DispatcherState {
-    fn deliver(&mut self, users: &[Arc<str>], item: &Outbound, except: Option<&Arc<str>>) {
+    fn deliver(&mut self, users: &[Arc<str>], items: &[Outbound], except: Option<&Arc<str>>) {
         for user in users {
             if except.is_some_and(|e| e == user) {
                 continue;
@@ -95,16 +96,18 @@ impl DispatcherState {
             let before = entries.len();
             // A session whose queue overflowed was told to close; drop it now
             // so it costs nothing more.
-            entries.retain(|e| match e.tx.push(item.clone()) {
-                Push::Queued => {
-                    add(&METRICS.deliveries, 1);
-                    true
+            entries.retain(|e| {
+                for item in items {
+                    match e.tx.push(item.clone()) {
+                        Push::Queued => add(&METRICS.deliveries, 1),
+                        Push::Overflow => {
+                            add(&METRICS.slow_consumer_closes, 1);
+                            return false;
+                        }
+                        Push::Closed => return false,
+                    }
                 }
-                Push::Overflow => {
-                    add(&METRICS.slow_consumer_closes, 1);
-                    false
-                }
-                Push::Closed => false,
+                true
             });
             self.sessions -= before - entries.len();
             if entries.is_empty() {
@@ -157,10 +160,10 @@ impl Actor for Dispatcher {
             }
             DispatcherMsg::Deliver {
                 users,
-                item,
+                items,
                 except_user,
             } => {
-                state.deliver(&users, &item, except_user.as_ref());
+                state.deliver(&users, &items, except_user.as_ref());
             }
             DispatcherMsg::ToSession {
                 user_id,

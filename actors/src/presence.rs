@@ -128,13 +128,13 @@ async fn announcer(
         // Contacts may be connected to any node.
         cluster.broadcast(&PeerPayload::Deliver {
             users: users.iter().map(|u| u.to_string()).collect(),
-            item: WireItem::Frame(event.to_json()),
+            items: vec![WireItem::Frame(event.to_json())],
             except_user: None,
             trace: None,
         });
         let _ = dispatcher.cast(DispatcherMsg::Deliver {
             users: Arc::from(users),
-            item: Outbound::Frame(Arc::from(event.to_json())),
+            items: vec![Outbound::Frame(Arc::from(event.to_json()))],
             except_user: None,
         });
     }

@@ -338,35 +338,45 @@ impl RoomState {
         self.roles.contains_key(user_id)
     }
 
-    /// Hands an event to this node's dispatcher and, once, to every other node.
-    fn deliver(&self, users: Arc<[Arc<str>]>, item: Outbound, except_user: Option<Arc<str>>) {
+    /// Hands events to this node's dispatcher and, once, to every other node.
+    fn deliver(&self, users: Arc<[Arc<str>]>, items: Vec<Outbound>, except_user: Option<Arc<str>>) {
+        if items.is_empty() {
+            return;
+        }
         if self.deps.cluster.has_peers() {
-            let wire_item = match &item {
-                Outbound::Frame(json) => WireItem::Frame(json.to_string()),
-                Outbound::Message(m) => WireItem::Message {
-                    room_id: m.room_id.to_string(),
-                    seq: m.seq,
-                    json: m.json.to_string(),
-                },
-                Outbound::SyncStart(_) | Outbound::OpenGate => return,
-            };
+            let wire_items = items
+                .iter()
+                .filter_map(|item| match item {
+                    Outbound::Frame(json) => Some(WireItem::Frame(json.to_string())),
+                    Outbound::Message(m) => Some(WireItem::Message {
+                        room_id: m.room_id.to_string(),
+                        seq: m.seq,
+                        json: m.json.to_string(),
+                    }),
+                    Outbound::SyncStart(_) | Outbound::OpenGate => None,
+                })
+                .collect();
             self.deps.cluster.broadcast(&PeerPayload::Deliver {
                 users: users.iter().map(|u| u.to_string()).collect(),
-                item: wire_item,
+                items: wire_items,
                 except_user: except_user.as_ref().map(|u| u.to_string()),
                 trace: crate::trace::current(),
             });
         }
         let _ = self.deps.dispatcher.cast(DispatcherMsg::Deliver {
             users,
-            item,
+            items,
             except_user,
         });
     }
 
     fn broadcast_frame(&self, event: &ServerEvent, except_user: Option<Arc<str>>) {
         let json: Arc<str> = Arc::from(event.to_json());
-        self.deliver(self.member_ids.clone(), Outbound::Frame(json), except_user);
+        self.deliver(
+            self.member_ids.clone(),
+            vec![Outbound::Frame(json)],
+            except_user,
+        );
     }
 
     fn room_event(&self, kind: RoomEventKind, extra: Option<&str>) {
@@ -381,7 +391,7 @@ impl RoomState {
                 users.push(Arc::from(u));
             }
         }
-        self.deliver(Arc::from(users), Outbound::Frame(json), None);
+        self.deliver(Arc::from(users), vec![Outbound::Frame(json)], None);
     }
 
     fn touch(&mut self) {
@@ -444,7 +454,7 @@ impl RoomState {
             } else {
                 Arc::from(vec![user])
             };
-            self.deliver(users, Outbound::Frame(json), None);
+            self.deliver(users, vec![Outbound::Frame(json)], None);
         }
         to_store
     }
@@ -497,6 +507,12 @@ impl RoomState {
     ) -> Option<(Vec<PendingSend>, Vec<NewMessage>)> {
         match result {
             Ok(outcomes) => {
+                // The whole commit fans out as one delivery: each session gets
+                // its messages back to back and writes them with one syscall,
+                // so a slow commit (a big batch) costs no more writes than a
+                // fast one.
+                let mut fanout = Vec::new();
+                let mut trace = None;
                 for (p, outcome) in senders.into_iter().zip(outcomes) {
                     let m = outcome.message();
                     let ack = Some((m.room_id.clone(), p.client_msg_id.clone()));
@@ -529,23 +545,21 @@ impl RoomState {
                         self.last_seq = self.last_seq.max(m.seq);
                         let json: Arc<str> =
                             Arc::from(ServerEvent::Message(convert::message(m)).to_json());
-                        // The fan-out continues the sender's trace on every node.
-                        let span = tracing::info_span!("room.fanout", room_id = %self.room_id, seq = m.seq);
-                        crate::trace::attach(&span, p.trace.as_deref());
-                        let _entered = span.enter();
-                        self.deliver(
-                            self.member_ids.clone(),
-                            Outbound::Message(Arc::new(LiveMessage {
-                                room_id: self.room_id.clone(),
-                                seq: m.seq,
-                                json,
-                            })),
-                            None,
-                        );
+                        fanout.push(Outbound::Message(Arc::new(LiveMessage {
+                            room_id: self.room_id.clone(),
+                            seq: m.seq,
+                            json,
+                        })));
+                        trace = trace.or(p.trace);
                         // A sender has read everything up to its own message.
                         self.raise(&p.from.user_id, m.seq, m.seq, false);
                     }
                 }
+                // The fan-out continues the (first) sender's trace on every node.
+                let span = tracing::info_span!("room.fanout", room_id = %self.room_id, batch = fanout.len());
+                crate::trace::attach(&span, trace.as_deref());
+                let _entered = span.enter();
+                self.deliver(self.member_ids.clone(), fanout, None);
                 None
             }
             Err(StorageError::HeadMoved { actual, expected }) => {

@@ -258,14 +258,14 @@ impl ChatSystem {
         let json = event.to_json();
         self.inner.cluster.broadcast(&PeerPayload::Deliver {
             users: users.clone(),
-            item: WireItem::Frame(json.clone()),
+            items: vec![WireItem::Frame(json.clone())],
             except_user: None,
             trace: None,
         });
         let users: Vec<Arc<str>> = users.into_iter().map(|u| Arc::from(u.as_str())).collect();
         let _ = self.inner.dispatcher.cast(DispatcherMsg::Deliver {
             users: Arc::from(users),
-            item: Outbound::Frame(Arc::from(json)),
+            items: vec![Outbound::Frame(Arc::from(json))],
             except_user: None,
         });
     }

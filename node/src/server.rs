@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 
 use parley_actors::ChatSystem;
 use parley_protocol::ws::CLOSE_GOING_AWAY;
@@ -88,6 +89,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = listen(config.listen, config.listen_backlog)
         .with_context(|| format!("binding {}", config.listen))?;
     let local = listener.local_addr()?;
+    // Chat frames are small and must leave at once: without TCP_NODELAY a
+    // frame written while the previous one is unacknowledged waits for the
+    // peer's delayed ACK (up to 40 ms on Linux), which is what a sender's
+    // `sent` ack hit whenever a `message` had just gone out on its socket.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     tracing::info!(addr = %local, node = %node_name, data_dir = %config.data_dir.display(), "parley node listening");
 
     let draining = state.draining.clone();

@@ -186,7 +186,7 @@ impl Actor for Inbox {
             }
             PeerPayload::Deliver {
                 users,
-                item,
+                items,
                 except_user,
                 trace,
             } => {
@@ -196,7 +196,7 @@ impl Actor for Inbox {
                 let users: Vec<Arc<str>> = users.iter().map(|u| Arc::from(u.as_str())).collect();
                 let _ = state.args.dispatcher.cast(DispatcherMsg::Deliver {
                     users: Arc::from(users),
-                    item: item_from_wire(item),
+                    items: items.into_iter().map(item_from_wire).collect(),
                     except_user: except_user.map(|u| Arc::from(u.as_str())),
                 });
             }

@@ -148,12 +148,12 @@ pub struct Heartbeat {
 pub enum PeerPayload {
     /// Liveness and stats.
     Heartbeat(Heartbeat),
-    /// Deliver an event to the receiving node's sessions of these users.
+    /// Deliver events, in order, to the receiving node's sessions of these users.
     Deliver {
         /// Recipients.
         users: Vec<String>,
-        /// The event.
-        item: WireItem,
+        /// The events (one commit's messages travel together).
+        items: Vec<WireItem>,
         /// A user whose sessions are skipped.
         except_user: Option<String>,
         /// Trace context (`traceparent`) of what caused the event.
