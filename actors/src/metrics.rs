@@ -103,6 +103,10 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// From a send reaching its room to its `sent` ack.
     pub send_to_ack_seconds: Histogram,
+    /// Duration of one embedded-store transaction (many rooms' batches, one sync).
+    pub storage_txn_seconds: Histogram,
+    /// Room batches written by one embedded-store transaction.
+    pub storage_txn_batches: Histogram,
     errors: Vec<(ErrorCode, AtomicU64)>,
 }
 
@@ -137,6 +141,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     commit_batch: Histogram::new(SIZES),
     commit_seconds: Histogram::new(SECONDS),
     send_to_ack_seconds: Histogram::new(SECONDS),
+    storage_txn_seconds: Histogram::new(SECONDS),
+    storage_txn_batches: Histogram::new(SIZES),
     errors: CODES.iter().map(|c| (*c, AtomicU64::new(0))).collect(),
 });
 
@@ -259,6 +265,21 @@ impl Metrics {
             "from a send reaching its room to its durable ack",
             &labels,
         );
+        // Only the embedded store reports these (ScyllaDB has no committer).
+        if self.storage_txn_seconds.mean().is_some() {
+            self.storage_txn_seconds.render(
+                out,
+                "parley_storage_txn_seconds",
+                "duration of one embedded-store transaction (writes and sync to disk)",
+                &labels,
+            );
+            self.storage_txn_batches.render(
+                out,
+                "parley_storage_txn_batches",
+                "room batches written by one embedded-store transaction",
+                &labels,
+            );
+        }
     }
 }
 

@@ -24,6 +24,11 @@ use crate::state::{AppState, Limits};
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     match config.storage {
         StorageKind::Embedded => {
+            parley_storage::embedded::observe_transactions(|batches, took| {
+                let m = &parley_actors::metrics::METRICS;
+                m.storage_txn_seconds.observe_duration(took);
+                m.storage_txn_batches.observe(batches as f64);
+            });
             let store = EmbeddedStore::open(&config.data_dir).with_context(|| {
                 format!(
                     "opening the embedded store in {}",

@@ -10,7 +10,8 @@
 //! durable.
 
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -21,6 +22,17 @@ use crate::model::{CommitOutcome, NewMessage};
 
 /// Most room batches written in one transaction.
 const MAX_JOBS: usize = 256;
+
+/// Told about every group-commit transaction: how many room batches it
+/// wrote and how long it took (writes and the sync to disk included).
+pub type TxnObserver = fn(usize, Duration);
+
+static OBSERVER: OnceLock<TxnObserver> = OnceLock::new();
+
+/// Installs the process-wide [`TxnObserver`] (once; later calls are ignored).
+pub fn observe_transactions(observer: TxnObserver) {
+    let _ = OBSERVER.set(observer);
+}
 
 /// One room's commit request.
 pub(crate) struct CommitJob {
@@ -53,10 +65,14 @@ fn run(pool: &Pool, rx: &mpsc::Receiver<CommitJob>) {
             .iter()
             .map(|j| (j.room_id.as_str(), j.expected_last_seq, j.batch.as_slice()))
             .collect();
+        let started = Instant::now();
         let results = pool.write_each(work.len(), |conn, i| {
             let (room_id, expected, batch) = work[i];
             messages::commit(conn, room_id, expected, batch)
         });
+        if let Some(observe) = OBSERVER.get() {
+            observe(jobs.len(), started.elapsed());
+        }
         match results {
             Ok(results) => {
                 for (job, result) in jobs.into_iter().zip(results) {

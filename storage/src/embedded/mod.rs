@@ -47,6 +47,7 @@ use rusqlite::{Connection, Transaction};
 use crate::error::{StorageError, StorageResult};
 use pool::Pool;
 
+pub use committer::{observe_transactions, TxnObserver};
 pub use schema::SCHEMA_VERSION;
 
 /// Name of the database file inside the data directory.
