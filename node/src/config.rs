@@ -205,6 +205,17 @@ pub struct Config {
     pub max_room_members_per_request: usize,
 }
 
+/// The environment variables a config file key may stand for: one per flag
+/// that has one (a misspelled key is refused rather than silently ignored).
+fn config_file_keys() -> Vec<String> {
+    use clap::CommandFactory;
+    Config::command()
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect()
+}
+
 impl Config {
     /// Reads flags and environment, first loading `--config` (if any) into
     /// the environment for keys not already set there.
@@ -216,8 +227,15 @@ impl Config {
             let table: toml::Table = text.parse().map_err(|e| {
                 anyhow::anyhow!("config file {} is not valid TOML: {e}", path.display())
             })?;
+            let known = config_file_keys();
             for (key, value) in table {
                 let var = format!("PARLEY_{}", key.replace('-', "_").to_ascii_uppercase());
+                if !known.contains(&var) {
+                    anyhow::bail!(
+                        "config file {}: unknown setting `{key}` (settings are the long flag names, e.g. `node-name`; see `parley-node --help`)",
+                        path.display()
+                    );
+                }
                 let value = match value {
                     toml::Value::String(s) => s,
                     toml::Value::Array(items) => items

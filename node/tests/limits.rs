@@ -52,3 +52,27 @@ async fn settings_come_from_a_toml_file() {
     assert_eq!(ws.hello["node"], "from-the-file");
     assert_eq!(ws.hello["heartbeat_ms"], 12345);
 }
+
+#[tokio::test]
+async fn a_misspelled_setting_in_the_toml_file_stops_the_node() {
+    let dir = data_dir();
+    let file = dir.path().join("parley.toml");
+    std::fs::write(&file, "node-name = \"n1\"\nheartbeat-msec = 5000\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_parley-node"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            file.to_str().unwrap(),
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown setting `heartbeat-msec`"),
+        "stderr: {stderr}"
+    );
+}
