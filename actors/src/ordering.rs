@@ -120,7 +120,11 @@ impl DeliveryOrder {
     }
 
     fn admit(&mut self, room: &Arc<str>, seq: u64) -> Verdict {
-        let spans = self.written.entry(room.clone()).or_default();
+        // `get_mut` first: the hot path (a room already seen) clones no Arc.
+        let spans = match self.written.get_mut(room) {
+            Some(spans) => spans,
+            None => self.written.entry(room.clone()).or_default(),
+        };
         if spans.contains(seq) {
             Verdict::Duplicate
         } else {

@@ -382,10 +382,14 @@ async fn write_loop(mut sink: Sink, mut rx: OutboundRx, hold_max: usize) {
     let mut order = DeliveryOrder::gated();
     let gate_deadline = tokio::time::Instant::now() + FIRST_SYNC_GRACE;
     let close_signal = rx.close.clone();
+    // One close waiter for the whole connection, registered once (creating
+    // it per frame cost two lock round trips on every write).
+    let close_wait = close_signal.wait();
+    tokio::pin!(close_wait);
     loop {
         let mut next = tokio::select! {
             biased;
-            code = close_signal.wait() => {
+            code = &mut close_wait => {
                 if code != CLOSE_TRY_AGAIN {
                     // Say what is already queued (e.g. the errors that led to a
                     // 1008) before closing; a slow client (1013) gets nothing more.
