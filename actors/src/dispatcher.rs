@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::cluster::wire::AckKey;
+use crate::cluster::wire::{AckKey, PeerPayload, WireItem};
+use crate::cluster::Cluster;
 use crate::metrics::{add, METRICS};
 use crate::outbound::{Outbound, OutboundTx, Push};
 use crate::session::SessionMsg;
@@ -72,6 +73,35 @@ pub enum DispatcherMsg {
     CloseAll(u16),
     /// Number of local sessions and of distinct local users.
     Count(RpcReplyPort<(usize, usize)>),
+}
+
+/// Hands events for `users` to this node's dispatcher and, once, to every
+/// other node's (which pass them to their own sessions of those users).
+/// `trace` is the `traceparent` the other nodes continue.
+pub fn deliver_everywhere(
+    cluster: &Cluster,
+    dispatcher: &ActorRef<DispatcherMsg>,
+    users: Arc<[Arc<str>]>,
+    items: Vec<Outbound>,
+    except_user: Option<Arc<str>>,
+    trace: Option<String>,
+) {
+    if items.is_empty() {
+        return;
+    }
+    if cluster.has_peers() {
+        cluster.broadcast(&PeerPayload::Deliver {
+            users: users.iter().map(|u| u.to_string()).collect(),
+            items: items.iter().filter_map(WireItem::from_outbound).collect(),
+            except_user: except_user.as_ref().map(|u| u.to_string()),
+            trace,
+        });
+    }
+    let _ = dispatcher.cast(DispatcherMsg::Deliver {
+        users,
+        items,
+        except_user,
+    });
 }
 
 /// The dispatcher actor.

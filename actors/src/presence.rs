@@ -15,9 +15,9 @@ use parley_protocol::time::{now_millis, to_rfc3339};
 use parley_protocol::ws::{ServerEvent, Status};
 use parley_storage::Store;
 
-use crate::cluster::wire::{PeerPayload, WireItem};
+use crate::cluster::wire::PeerPayload;
 use crate::cluster::{Cluster, View};
-use crate::dispatcher::DispatcherMsg;
+use crate::dispatcher::{deliver_everywhere, DispatcherMsg};
 use crate::outbound::Outbound;
 
 /// Messages of the presence actor.
@@ -126,17 +126,14 @@ async fn announcer(
             last_seen: Some(to_rfc3339(at)),
         };
         // Contacts may be connected to any node.
-        cluster.broadcast(&PeerPayload::Deliver {
-            users: users.iter().map(|u| u.to_string()).collect(),
-            items: vec![WireItem::Frame(event.to_json())],
-            except_user: None,
-            trace: None,
-        });
-        let _ = dispatcher.cast(DispatcherMsg::Deliver {
-            users: Arc::from(users),
-            items: vec![Outbound::Frame(Arc::from(event.to_json()))],
-            except_user: None,
-        });
+        deliver_everywhere(
+            &cluster,
+            &dispatcher,
+            Arc::from(users),
+            vec![Outbound::Frame(Arc::from(event.to_json()))],
+            None,
+            None,
+        );
     }
 }
 

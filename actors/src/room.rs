@@ -29,7 +29,7 @@ use parley_storage::{
     Watermarks,
 };
 
-use crate::cluster::wire::{AckKey, PeerPayload, WireItem};
+use crate::cluster::wire::{AckKey, PeerPayload};
 use crate::cluster::Cluster;
 use crate::convert;
 use crate::directory::DirectoryMsg;
@@ -340,34 +340,14 @@ impl RoomState {
 
     /// Hands events to this node's dispatcher and, once, to every other node.
     fn deliver(&self, users: Arc<[Arc<str>]>, items: Vec<Outbound>, except_user: Option<Arc<str>>) {
-        if items.is_empty() {
-            return;
-        }
-        if self.deps.cluster.has_peers() {
-            let wire_items = items
-                .iter()
-                .filter_map(|item| match item {
-                    Outbound::Frame(json) => Some(WireItem::Frame(json.to_string())),
-                    Outbound::Message(m) => Some(WireItem::Message {
-                        room_id: m.room_id.to_string(),
-                        seq: m.seq,
-                        json: m.json.to_string(),
-                    }),
-                    Outbound::SyncStart(_) | Outbound::OpenGate => None,
-                })
-                .collect();
-            self.deps.cluster.broadcast(&PeerPayload::Deliver {
-                users: users.iter().map(|u| u.to_string()).collect(),
-                items: wire_items,
-                except_user: except_user.as_ref().map(|u| u.to_string()),
-                trace: crate::trace::current(),
-            });
-        }
-        let _ = self.deps.dispatcher.cast(DispatcherMsg::Deliver {
+        crate::dispatcher::deliver_everywhere(
+            &self.deps.cluster,
+            &self.deps.dispatcher,
             users,
             items,
             except_user,
-        });
+            crate::trace::current(),
+        );
     }
 
     fn broadcast_frame(&self, event: &ServerEvent, except_user: Option<Arc<str>>) {

@@ -16,7 +16,6 @@ use tokio::sync::watch;
 
 use crate::cluster::inbox::{Inbox, InboxArgs};
 use crate::cluster::membership::{ClusterActor, ClusterArgs, ClusterConfig, ClusterMsg, Listeners};
-use crate::cluster::wire::{PeerPayload, WireItem};
 use crate::cluster::{Cluster, View};
 use crate::directory::{Directory, DirectoryArgs, DirectoryMsg};
 use crate::dispatcher::{Dispatcher, DispatcherMsg};
@@ -255,19 +254,15 @@ impl ChatSystem {
 
     /// Sends an event to every session of these users, on every node.
     pub fn notify(&self, users: Vec<String>, event: &ServerEvent) {
-        let json = event.to_json();
-        self.inner.cluster.broadcast(&PeerPayload::Deliver {
-            users: users.clone(),
-            items: vec![WireItem::Frame(json.clone())],
-            except_user: None,
-            trace: None,
-        });
         let users: Vec<Arc<str>> = users.into_iter().map(|u| Arc::from(u.as_str())).collect();
-        let _ = self.inner.dispatcher.cast(DispatcherMsg::Deliver {
-            users: Arc::from(users),
-            items: vec![Outbound::Frame(Arc::from(json))],
-            except_user: None,
-        });
+        crate::dispatcher::deliver_everywhere(
+            &self.inner.cluster,
+            &self.inner.dispatcher,
+            Arc::from(users),
+            vec![Outbound::Frame(Arc::from(event.to_json()))],
+            None,
+            None,
+        );
     }
 
     /// Whether the user has a connected session.

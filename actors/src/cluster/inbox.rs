@@ -18,7 +18,7 @@ use crate::directory::DirectoryMsg;
 use crate::dispatcher::DispatcherMsg;
 use crate::error::ChatError;
 use crate::metrics::{add, METRICS};
-use crate::outbound::{LiveMessage, Outbound};
+
 use crate::presence::PresenceMsg;
 use crate::room::{Caller, ReplyTo};
 use crate::room_cache::RoomCache;
@@ -46,18 +46,6 @@ pub struct Inbox;
 pub struct InboxState {
     args: InboxArgs,
     rooms: RoomCache,
-}
-
-/// Converts a wire event into a local outbound item.
-pub fn item_from_wire(item: WireItem) -> Outbound {
-    match item {
-        WireItem::Frame(json) => Outbound::Frame(Arc::from(json)),
-        WireItem::Message { room_id, seq, json } => Outbound::Message(Arc::new(LiveMessage {
-            room_id: Arc::from(room_id),
-            seq,
-            json: Arc::from(json),
-        })),
-    }
 }
 
 impl InboxState {
@@ -196,7 +184,7 @@ impl Actor for Inbox {
                 let users: Vec<Arc<str>> = users.iter().map(|u| Arc::from(u.as_str())).collect();
                 let _ = state.args.dispatcher.cast(DispatcherMsg::Deliver {
                     users: Arc::from(users),
-                    items: items.into_iter().map(item_from_wire).collect(),
+                    items: items.into_iter().map(WireItem::into_outbound).collect(),
                     except_user: except_user.map(|u| Arc::from(u.as_str())),
                 });
             }

@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use parley_protocol::http::RoomInfo;
 
+use std::sync::Arc;
+
 use crate::error::ChatError;
+use crate::outbound::{LiveMessage, Outbound};
 use crate::room::ManageCmd;
 
 /// An encoded [`PeerPayload`] travelling to another node's inbox.
@@ -51,6 +54,34 @@ pub enum WireItem {
         /// The serialized event.
         json: String,
     },
+}
+
+impl WireItem {
+    /// The wire form of a session event; `None` for items that only make
+    /// sense on the session's own node (sync and gate markers).
+    pub fn from_outbound(item: &Outbound) -> Option<WireItem> {
+        match item {
+            Outbound::Frame(json) => Some(WireItem::Frame(json.to_string())),
+            Outbound::Message(m) => Some(WireItem::Message {
+                room_id: m.room_id.to_string(),
+                seq: m.seq,
+                json: m.json.to_string(),
+            }),
+            Outbound::SyncStart(_) | Outbound::OpenGate => None,
+        }
+    }
+
+    /// The local session event this wire event stands for.
+    pub fn into_outbound(self) -> Outbound {
+        match self {
+            WireItem::Frame(json) => Outbound::Frame(Arc::from(json)),
+            WireItem::Message { room_id, seq, json } => Outbound::Message(Arc::new(LiveMessage {
+                room_id: Arc::from(room_id),
+                seq,
+                json: Arc::from(json),
+            })),
+        }
+    }
 }
 
 /// Who asked, when the asker's session lives on another node.
@@ -278,5 +309,34 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(decode(&PeerWire(vec![1, 2, 3])).is_err());
+    }
+
+    #[test]
+    fn session_events_cross_nodes_unchanged_and_markers_stay_home() {
+        let msg = Outbound::Message(Arc::new(LiveMessage {
+            room_id: Arc::from("r1"),
+            seq: 7,
+            json: Arc::from("{\"type\":\"message\"}"),
+        }));
+        let frame = Outbound::Frame(Arc::from("{\"type\":\"typing\"}"));
+        let items = [
+            msg,
+            frame,
+            Outbound::OpenGate,
+            Outbound::SyncStart(Arc::from([])),
+        ];
+        let wire: Vec<WireItem> = items.iter().filter_map(WireItem::from_outbound).collect();
+        assert_eq!(wire.len(), 2, "sync and gate markers are local only");
+        let back: Vec<Outbound> = wire.into_iter().map(WireItem::into_outbound).collect();
+        match &back[..] {
+            [Outbound::Message(m), Outbound::Frame(f)] => {
+                assert_eq!(
+                    (&*m.room_id, m.seq, &*m.json),
+                    ("r1", 7, "{\"type\":\"message\"}")
+                );
+                assert_eq!(&**f, "{\"type\":\"typing\"}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
