@@ -301,6 +301,11 @@ struct RoomTruth<'a> {
 impl RoomTruth<'_> {
     fn fingerprint(&self, from_exclusive: u64, to: u64) -> Option<u64> {
         let h = self.history.as_ref()?;
+        if to <= from_exclusive {
+            // Nothing expected (a session that joined at the head): `range`
+            // would panic on a start past its end.
+            return Some(0);
+        }
         Some(
             h.range(from_exclusive + 1..=to)
                 .fold(0u64, |acc, (seq, e)| {
@@ -718,6 +723,28 @@ mod tests {
             rooms: vec![(0, s)],
         });
         assert!(check(&inp).violations.is_empty());
+    }
+
+    #[test]
+    fn a_session_that_joined_at_the_head_and_saw_nothing_is_clean() {
+        // Regression: the history fingerprint of an empty span used to
+        // panic (`BTreeMap::range(5..=4)`) and crash the harness.
+        let mut inp = input(4, &[(&[1, 2, 3, 4], true)]);
+        inp.sessions.push(SessionStreams {
+            label: "at-head".into(),
+            complete: true,
+            rooms: vec![(0, DeliveryStream::new(4))],
+        });
+        let out = check(&inp);
+        assert!(out.violations.is_empty(), "{:?}", out.violations);
+        // It still owes messages committed after its base.
+        let mut inp = input(5, &[]);
+        inp.sessions.push(SessionStreams {
+            label: "late".into(),
+            complete: true,
+            rooms: vec![(0, DeliveryStream::new(4))],
+        });
+        assert_eq!(kinds(&check(&inp)), vec![ViolationKind::Lost]);
     }
 
     #[test]
