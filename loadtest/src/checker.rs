@@ -102,7 +102,7 @@ impl DeliveryStream {
     fn insert(&mut self, seq: u64) {
         // The common case: extends the last span.
         if let Some(last) = self.spans.last_mut() {
-            if last.1 + 1 == seq {
+            if last.1.checked_add(1) == Some(seq) {
                 last.1 = seq;
                 return;
             }
@@ -110,11 +110,11 @@ impl DeliveryStream {
         let i = self.spans.partition_point(|&(_, hi)| hi < seq);
         self.spans.insert(i, (seq, seq));
         // Merge with neighbours.
-        if i + 1 < self.spans.len() && self.spans[i + 1].0 == seq + 1 {
+        if i + 1 < self.spans.len() && Some(self.spans[i + 1].0) == seq.checked_add(1) {
             self.spans[i].1 = self.spans[i + 1].1;
             self.spans.remove(i + 1);
         }
-        if i > 0 && self.spans[i - 1].1 + 1 == seq {
+        if i > 0 && self.spans[i - 1].1.checked_add(1) == Some(seq) {
             self.spans[i - 1].1 = self.spans[i].1;
             self.spans.remove(i);
         }
@@ -123,18 +123,20 @@ impl DeliveryStream {
     /// Seqs in `(self.base, upto]` not received, as inclusive ranges.
     fn missing(&self, upto: u64) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
-        let mut next = self.base + 1;
+        // `None` once the spans reach the end of the seq space.
+        let mut next = self.base.checked_add(1);
         for &(lo, hi) in &self.spans {
+            let Some(n) = next else { break };
             if lo > upto {
                 break;
             }
-            if lo > next {
-                out.push((next, lo - 1));
+            if lo > n {
+                out.push((n, lo - 1));
             }
-            next = next.max(hi + 1);
+            next = hi.checked_add(1).map(|h| h.max(n));
         }
-        if next <= upto {
-            out.push((next, upto));
+        if let Some(n) = next.filter(|&n| n <= upto) {
+            out.push((n, upto));
         }
         out
     }
@@ -399,7 +401,7 @@ fn check_room<'a>(
                     detail: format!("history has seq {} where {expected} was due", e.seq),
                 });
             }
-            expected = e.seq.max(expected) + 1;
+            expected = e.seq.max(expected).saturating_add(1);
             map.insert(e.seq, e);
         }
         map
@@ -478,7 +480,7 @@ fn check_stream(
     if stream.anomalies_dropped > 0 {
         violations.push(v(
             ViolationKind::Duplicate,
-            (stream.base + 1, stream.max_seen),
+            (stream.base.saturating_add(1), stream.max_seen),
             format!(
                 "{} more duplicate or out-of-order deliveries not listed",
                 stream.anomalies_dropped
@@ -499,11 +501,11 @@ fn check_stream(
         stream.max_seen.min(truth.head)
     };
     let missing = stream.missing(upto);
-    for (lo, hi) in &missing {
-        // Split each missing range into acked (lost) and unacked (gap) parts.
-        let mut run: Option<(bool, u64, u64)> = None;
-        let flush = |run: (bool, u64, u64), violations: &mut Vec<Violation>| {
-            let (acked, a, b) = run;
+    for &(lo, hi) in &missing {
+        // Split each missing range into acked (lost) and unacked (gap) parts,
+        // walking only the acked seqs in it: a range can be as wide as a
+        // bogus seq a broken server sent, far too many to visit one by one.
+        let flush = |acked: bool, (a, b): (u64, u64), violations: &mut Vec<Violation>| {
             let n = b - a + 1;
             violations.push(v(
                 if acked {
@@ -519,19 +521,29 @@ fn check_stream(
                 },
             ));
         };
-        for seq in *lo..=*hi {
-            let acked = truth.acked.contains_key(&seq);
-            run = match run {
-                Some((k, a, b)) if k == acked && b + 1 == seq => Some((k, a, seq)),
-                Some(prev) => {
-                    flush(prev, violations);
-                    Some((acked, seq, seq))
+        // The first seq not yet assigned to a part (`None`: past u64::MAX).
+        let mut next = Some(lo);
+        let mut lost: Option<(u64, u64)> = None;
+        for &seq in truth.acked.range(lo..=hi).map(|(seq, _)| seq) {
+            match lost {
+                Some((a, b)) if b.checked_add(1) == Some(seq) => lost = Some((a, seq)),
+                _ => {
+                    if let Some(run) = lost.take() {
+                        flush(true, run, violations);
+                    }
+                    if let Some(n) = next.filter(|&n| n < seq) {
+                        flush(false, (n, seq - 1), violations);
+                    }
+                    lost = Some((seq, seq));
                 }
-                None => Some((acked, seq, seq)),
-            };
+            }
+            next = seq.checked_add(1);
         }
-        if let Some(r) = run {
-            flush(r, violations);
+        if let Some(run) = lost {
+            flush(true, run, violations);
+        }
+        if let Some(n) = next.filter(|&n| n <= hi) {
+            flush(false, (n, hi), violations);
         }
     }
     if stream.anomalies.is_empty() && missing.is_empty() && stream.max_seen <= truth.head {
@@ -539,7 +551,7 @@ fn check_stream(
             if fp != stream.fingerprint {
                 violations.push(v(
                     ViolationKind::ContentMismatch,
-                    (stream.base + 1, stream.max_seen),
+                    (stream.base.saturating_add(1), stream.max_seen),
                     "message ids received differ from history".into(),
                 ));
             }
@@ -646,6 +658,73 @@ mod tests {
         // An incomplete session with a hole inside its prefix is caught too.
         let out = check(&input(4, &[(&[1, 3], false)]));
         assert_eq!(kinds(&out), vec![ViolationKind::Lost]);
+    }
+
+    #[test]
+    fn splits_a_hole_into_lost_and_gap_parts_in_seq_order() {
+        // Seqs 2..=7 missing; 3, 4 and 6 were never acked to the harness.
+        let mut inp = input(8, &[(&[1, 8], true)]);
+        inp.acks.retain(|a| ![3, 4, 6].contains(&a.seq));
+        let out = check(&inp);
+        let parts: Vec<_> = out.violations.iter().map(|v| (v.kind, v.seqs)).collect();
+        assert_eq!(
+            parts,
+            vec![
+                (ViolationKind::Lost, (2, 2)),
+                (ViolationKind::Gap, (3, 4)),
+                (ViolationKind::Lost, (5, 5)),
+                (ViolationKind::Gap, (6, 6)),
+                (ViolationKind::Lost, (7, 7)),
+            ]
+        );
+    }
+
+    #[test]
+    fn survives_absurd_seqs_from_a_broken_server() {
+        // Seqs at the end of the seq space, and a jump of 2^63 in a run
+        // without history: each is a violation, never a panic or a walk over
+        // every seq in the hole.
+        let mut inp = input(2, &[]);
+        inp.history = vec![None];
+        let mut s = DeliveryStream::new(0);
+        for seq in [1, 2, 1 << 63, u64::MAX, u64::MAX, 0] {
+            s.record(seq, &mid(seq));
+        }
+        inp.sessions.push(SessionStreams {
+            label: "x".into(),
+            complete: true,
+            rooms: vec![(0, s)],
+        });
+        let out = check(&inp);
+        let parts: Vec<_> = out.violations.iter().map(|v| (v.kind, v.seqs)).collect();
+        assert!(
+            parts.contains(&(ViolationKind::Duplicate, (u64::MAX, u64::MAX))),
+            "{parts:?}"
+        );
+        assert!(
+            parts.contains(&(ViolationKind::Duplicate, (0, 0))),
+            "{parts:?}"
+        );
+        assert!(
+            parts.contains(&(ViolationKind::Gap, (3, (1 << 63) - 1))),
+            "{parts:?}"
+        );
+        assert!(
+            parts.contains(&(ViolationKind::Gap, ((1 << 63) + 1, u64::MAX - 1))),
+            "{parts:?}"
+        );
+        // With history, the same stream is a phantom past its end.
+        let mut inp = input(2, &[]);
+        let mut s = DeliveryStream::new(0);
+        for seq in [1, 2, u64::MAX] {
+            s.record(seq, &mid(seq));
+        }
+        inp.sessions.push(SessionStreams {
+            label: "x".into(),
+            complete: true,
+            rooms: vec![(0, s)],
+        });
+        assert_eq!(kinds(&check(&inp)), vec![ViolationKind::Phantom]);
     }
 
     #[test]

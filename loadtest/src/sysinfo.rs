@@ -14,7 +14,7 @@ pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
     };
     let text = std::fs::read_to_string(path).ok()?;
     // The command name (field 2) may hold spaces; fields after it follow ") ".
-    let rest = &text[text.rfind(')')? + 2..];
+    let rest = text.get(text.rfind(')')? + 2..)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
     let utime: f64 = fields.get(11)?.parse().ok()?;
