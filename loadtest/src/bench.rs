@@ -7,11 +7,12 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::cli::{BenchArgs, RunArgs};
+use crate::diskprobe::{self, SyncLatency};
 use crate::nodeproc::{NodeError, NodeProc, LOAD_TEST_FLAGS};
 use crate::plan::Scenario;
 use crate::report::Report;
 use crate::runner;
-use crate::sysinfo::MachineInfo;
+use crate::sysinfo::{self, MachineInfo};
 
 /// Why the benchmark set could not run.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,8 @@ struct Row {
     detail: Option<String>,
     plots: Vec<String>,
     metrics: Vec<String>,
+    /// The data disk's sync latency just before the run.
+    sync: Option<SyncLatency>,
 }
 
 /// Turns a report (and the reports of earlier benchmarks, by name) into
@@ -523,7 +526,17 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<bool, BenchError> {
         move |source| BenchError::Write { path, source }
     };
     std::fs::create_dir_all(&b.assets).map_err(write_err(&b.assets))?;
-    let scratch = std::env::temp_dir().join(format!("parley-bench-{}", std::process::id()));
+    let scratch = b
+        .scratch
+        .clone()
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("parley-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(write_err(&scratch))?;
+    let data_disk = format!(
+        "`{}` ({})",
+        scratch.display(),
+        sysinfo::filesystem_of(&scratch).unwrap_or_else(|| "filesystem unknown".into())
+    );
     let started = std::time::SystemTime::now();
     let mut rows = Vec::new();
     let mut all_clean = true;
@@ -535,6 +548,7 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<bool, BenchError> {
         eprintln!("bench: {} ...", case.name);
         let dir = scratch.join(&case.name);
         let _ = std::fs::remove_dir_all(&dir);
+        let sync = probe_sync(&dir, b.sync_probe).await;
         let nodes = if case.nodes > 1 {
             NodeProc::start_cluster(&node_bin, &dir, case.nodes).await?
         } else {
@@ -596,6 +610,7 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<bool, BenchError> {
                     detail: Some(report.table()),
                     plots: report.plots.clone(),
                     metrics: report.node_metrics.clone(),
+                    sync,
                 }
             }
             Err(e) => {
@@ -610,15 +625,39 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<bool, BenchError> {
                     detail: None,
                     plots: Vec::new(),
                     metrics: Vec::new(),
+                    sync,
                 }
             }
         };
         rows.push(row);
     }
     let _ = std::fs::remove_dir_all(&scratch);
-    let md = markdown(b, &machine, &command, &rows, started, &node_bin);
+    let md = markdown(b, &machine, &command, &rows, started, &node_bin, &data_disk);
     std::fs::write(&b.out, md).map_err(write_err(&b.out))?;
     Ok(all_clean)
+}
+
+/// Measures the data disk's sync latency in `dir` for `secs` seconds
+/// (`None` when `secs` is 0 or the probe failed, which is reported).
+async fn probe_sync(dir: &Path, secs: f64) -> Option<SyncLatency> {
+    let duration = std::time::Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())?;
+    let dir = dir.to_path_buf();
+    match tokio::task::spawn_blocking(move || diskprobe::probe(&dir, duration)).await {
+        Ok(Ok(l)) => {
+            eprintln!("bench: data disk sync {}", l.summary());
+            Some(l)
+        }
+        Ok(Err(e)) => {
+            eprintln!("bench: data disk sync probe failed: {e}");
+            None
+        }
+        Err(e) => {
+            eprintln!("bench: data disk sync probe failed: {e}");
+            None
+        }
+    }
 }
 
 fn markdown(
@@ -628,6 +667,7 @@ fn markdown(
     rows: &[Row],
     started: std::time::SystemTime,
     node_bin: &Path,
+    data_disk: &str,
 ) -> String {
     let mut s = String::new();
     let when = started
@@ -651,6 +691,7 @@ fn markdown(
         "- open-file limit per process (soft, hard): {}, {}",
         m.fd_limit.0, m.fd_limit.1
     );
+    let _ = writeln!(s, "- node data directories: under {data_disk}");
     let _ = writeln!(s, "- memory (`free -h`):\n\n```\n{}\n```\n", m.memory);
     let _ = writeln!(
         s,
@@ -675,24 +716,29 @@ fn markdown(
     let _ = writeln!(s, "## Results\n");
     let _ = writeln!(
         s,
-        "| benchmark | what | target | result | verdict | machine load¹ |"
+        "| benchmark | what | target | result | verdict | machine load¹ | disk sync p99² |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
     for r in rows {
+        let sync = r
+            .sync
+            .as_ref()
+            .map(|l| format!("{:.1} ms", l.p99_ms))
+            .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {sync} |",
             r.name, r.what, r.target, r.result, r.verdict, r.load
         );
     }
     if b.cluster_nodes <= 1 {
         let _ = writeln!(
             s,
-            "| cluster-cross-node | 3 local nodes: added latency of a cross-node hop | ≤ 1 ms at p50 | not run (--cluster-nodes 0) | not run | - |"
+            "| cluster-cross-node | 3 local nodes: added latency of a cross-node hop | ≤ 1 ms at p50 | not run (--cluster-nodes 0) | not run | - | - |"
         );
         let _ = writeln!(
             s,
-            "| cluster-chaos | 3 local nodes, one killed (-9) | rooms serve again within 3 s, 0 violations | not run (--cluster-nodes 0) | not run | - |"
+            "| cluster-chaos | 3 local nodes, one killed (-9) | rooms serve again within 3 s, 0 violations | not run (--cluster-nodes 0) | not run | - | - |"
         );
     }
     let _ = writeln!(s);
@@ -702,6 +748,14 @@ fn markdown(
          60 s in which a runnable task waited for a CPU / for I/O) at the end of \
          the run, other users' work included: on 2 cores, a load above 2 or a high pressure \
          means the numbers are pessimistic.\n"
+    );
+    let _ = writeln!(
+        s,
+        "² How long the disk under the nodes' data took to make a 4 KiB write \
+         durable (`fdatasync`, one at a time, for {} s just before the benchmark): \
+         the floor under every group commit, which the embedded store syncs before \
+         it acks. \"-\": not probed.\n",
+        b.sync_probe
     );
     let _ = writeln!(
         s,
@@ -721,6 +775,14 @@ fn markdown(
         let _ = writeln!(s, "### {}\n", r.name);
         if let Some(d) = &r.detail {
             let _ = writeln!(s, "```\n{}```\n", d);
+        }
+        if let Some(l) = &r.sync {
+            let _ = writeln!(
+                s,
+                "Data disk just before the run: {} over {} syncs of 4 KiB.\n",
+                l.summary(),
+                l.syncs
+            );
         }
         for p in &r.plots {
             let link = rel_link(&b.out, p);

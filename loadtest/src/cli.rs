@@ -148,6 +148,16 @@ pub struct BenchArgs {
     /// Directory for plots and JSON reports (linked from the markdown).
     #[arg(long, default_value = "docs/bench")]
     pub assets: PathBuf,
+    /// Where the nodes keep their data (default: the system's temp
+    /// directory). A tmpfs such as /dev/shm takes the disk out of the
+    /// numbers (its syncs cost nothing, so nothing is durable): a diagnosis,
+    /// not a benchmark of a real deployment.
+    #[arg(long)]
+    pub scratch: Option<PathBuf>,
+    /// Seconds to measure the data disk's sync latency before each
+    /// benchmark (0: do not).
+    #[arg(long, default_value_t = 3.0)]
+    pub sync_probe: f64,
     /// Only these benchmarks (comma-separated names; default all).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,

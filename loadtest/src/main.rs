@@ -14,6 +14,7 @@ mod chaos;
 mod checker;
 mod cli;
 mod client;
+mod diskprobe;
 mod metrics;
 mod nodeproc;
 mod plan;

@@ -1,6 +1,8 @@
 //! What the harness reads about processes and the machine from `/proc`:
-//! CPU time, resident memory, open-file limits and machine facts.
+//! CPU time, resident memory, open-file limits, machine facts and the
+//! filesystem under a path.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -202,6 +204,25 @@ impl MachineInfo {
     }
 }
 
+/// The filesystem type (`ext4`, `tmpfs`, ...) holding `path`, from the
+/// longest mount point of `/proc/self/mounts` that contains it.
+pub fn filesystem_of(path: &Path) -> Option<String> {
+    let path = std::fs::canonicalize(path).ok()?;
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, point, fstype) = (f.next()?, f.next()?, f.next()?);
+            // Spaces in mount points are written as \040.
+            let point = PathBuf::from(point.replace("\\040", " "));
+            path.starts_with(&point)
+                .then(|| (point.components().count(), fstype.to_string()))
+        })
+        .max_by_key(|(depth, _)| *depth)
+        .map(|(_, fstype)| fstype)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,5 +241,10 @@ mod tests {
         assert!(raise_fd_limit().0 > 0);
         assert!(listen_drops().is_some());
         let _ = HostLoad::read();
+        assert!(filesystem_of(Path::new("/")).is_some());
+        assert_eq!(
+            filesystem_of(Path::new("/proc/self")).as_deref(),
+            Some("proc")
+        );
     }
 }

@@ -373,3 +373,48 @@ fn source_addresses_are_spread_when_asked() {
     assert_clean(code, &r, &out);
     assert_eq!(r["connect"]["connected"], 50, "{out}");
 }
+
+#[test]
+fn bench_starts_its_own_node_and_writes_its_page() {
+    let dir = scratch("bench");
+    let out_md = dir.join("benchmarks.md");
+    let out = Command::new(env!("CARGO_BIN_EXE_parley-loadtest"))
+        .arg("bench")
+        .arg("--node-bin")
+        .arg(node_bin())
+        .arg("--out")
+        .arg(&out_md)
+        .arg("--assets")
+        .arg(dir.join("bench"))
+        .arg("--scratch")
+        .arg(dir.join("data"))
+        .args(["--only", "fanout-small-rooms", "--cluster-nodes", "0"])
+        .args(["--duration", "1", "--warmup", "0.5", "--sync-probe", "0.2"])
+        .args(["--small-rooms", "2", "--small-members", "3"])
+        .args(["--small-senders", "1", "--small-rate", "5", "--quiet"])
+        .output()
+        .expect("run parley-loadtest bench");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    let md = std::fs::read_to_string(&out_md).expect("benchmarks.md written");
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| fanout-small-rooms |"))
+        .unwrap_or_else(|| panic!("no result row:\n{md}"));
+    assert!(row.contains("0 violations"), "{row}");
+    // The data disk was probed and named, and its sync p99 is in the row.
+    assert!(row.trim_end().ends_with(" ms |"), "{row}");
+    assert!(md.contains("Data disk just before the run: p50 "), "{md}");
+    assert!(md.contains("- node data directories: under `"), "{md}");
+    assert!(dir.join("bench/fanout-small-rooms.json").exists());
+    // The scratch data of the run is cleaned up.
+    let left: Vec<_> = std::fs::read_dir(dir.join("data"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
