@@ -935,12 +935,11 @@ impl Actor for RoomActor {
     }
 }
 
-/// Persists raised watermarks (storage keeps the maximum, so order does not matter).
+/// Persists raised watermarks, all of the room's in one store call
+/// (storage keeps the maximum, so order does not matter).
 async fn save_marks(store: Arc<dyn Store>, room_id: Arc<str>, marks: Vec<(String, Watermarks)>) {
-    for (user, w) in marks {
-        if let Err(e) = store.raise_watermarks(&user, &room_id, w).await {
-            tracing::warn!(room = %room_id, error = %e, "could not persist watermarks");
-        }
+    if let Err(e) = store.raise_room_watermarks(&room_id, &marks).await {
+        tracing::warn!(room = %room_id, users = marks.len(), error = %e, "could not persist watermarks");
     }
 }
 

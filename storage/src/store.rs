@@ -110,4 +110,19 @@ pub trait Store: Send + Sync + 'static {
         room_id: &str,
         marks: Watermarks,
     ) -> StorageResult<()>;
+    /// Raises several users' watermarks in one room, as
+    /// [`Store::raise_watermarks`] does for each (a user may appear more
+    /// than once). A room flushes the receipts it gathered this way, so a
+    /// backend that pays per write (the embedded store's fsync) can write
+    /// them together. On error some of them may have been raised.
+    async fn raise_room_watermarks(
+        &self,
+        room_id: &str,
+        marks: &[(String, Watermarks)],
+    ) -> StorageResult<()> {
+        for (user_id, w) in marks {
+            self.raise_watermarks(user_id, room_id, *w).await?;
+        }
+        Ok(())
+    }
 }

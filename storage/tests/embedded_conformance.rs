@@ -149,3 +149,109 @@ fn open_creates_the_directory() {
     assert_eq!(store.path(), nested.join(DB_FILE_NAME));
     assert!(store.path().is_file());
 }
+
+/// Receipts share the committer's transactions with message commits: a
+/// watermark write that fails (a seq past what SQLite stores) is undone
+/// alone, and message commits queued with it still land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_watermark_write_spares_the_commits_beside_it() {
+    use parley_storage::Watermarks;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let room = RoomRecord {
+        room_id: "r-mixed".into(),
+        kind: "group".into(),
+        name: "mixed".into(),
+        created_at: 1,
+        last_seq: 0,
+    };
+    store.create_room(&room, &[]).await.expect("create_room");
+    let bad = [
+        (
+            "u-ok".to_string(),
+            Watermarks {
+                delivered_seq: 3,
+                read_seq: 3,
+            },
+        ),
+        (
+            "u-bad".to_string(),
+            Watermarks {
+                delivered_seq: u64::MAX,
+                read_seq: 0,
+            },
+        ),
+    ];
+    let good = [(
+        "u-good".to_string(),
+        Watermarks {
+            delivered_seq: 2,
+            read_seq: 1,
+        },
+    )];
+    let mut commits = Vec::new();
+    for i in 0..20u64 {
+        let store = Arc::clone(&store);
+        commits.push(tokio::spawn(async move {
+            let msg = NewMessage {
+                message_id: format!("m{i}"),
+                sender_id: "u1".into(),
+                sender_name: "one".into(),
+                body: format!("body {i}"),
+                sent_at: 2,
+                client_msg_id: format!("c{i}"),
+            };
+            // Each retries on HeadMoved until it lands after the others.
+            loop {
+                let head = store
+                    .room("r-mixed")
+                    .await
+                    .expect("room")
+                    .map_or(0, |r| r.last_seq);
+                match store.commit_messages("r-mixed", head, &[msg.clone()]).await {
+                    Ok(out) => return out,
+                    Err(StorageError::HeadMoved { .. }) => continue,
+                    Err(e) => panic!("commit failed: {e}"),
+                }
+            }
+        }));
+    }
+    let (bad_result, good_result) = tokio::join!(
+        store.raise_room_watermarks("r-mixed", &bad),
+        store.raise_room_watermarks("r-mixed", &good),
+    );
+    assert!(bad_result.is_err(), "a seq past i64::MAX is refused");
+    good_result.expect("the other room batch is written");
+    for c in commits {
+        assert_eq!(c.await.expect("commit task").len(), 1);
+    }
+    // The failed batch is undone as a whole, the good one kept.
+    let ok = store
+        .watermarks("u-ok", "r-mixed")
+        .await
+        .expect("watermarks");
+    assert_eq!(ok, Watermarks::default(), "the failed batch left nothing");
+    let good = store
+        .watermarks("u-good", "r-mixed")
+        .await
+        .expect("watermarks");
+    assert_eq!(
+        good,
+        Watermarks {
+            delivered_seq: 2,
+            read_seq: 1
+        }
+    );
+    let history = store
+        .messages(
+            "r-mixed",
+            HistoryRange::After {
+                after_seq: 0,
+                before_seq: None,
+                limit: 50,
+            },
+        )
+        .await
+        .expect("history");
+    assert_eq!(history.len(), 20, "every commit landed, gapless");
+}

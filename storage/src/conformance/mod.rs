@@ -36,7 +36,10 @@ pub use messages::{
     bodies_byte_for_byte, commit_duplicates, commit_gapless, commit_head_moved,
     commit_unknown_room, split_owner, split_owner_across,
 };
-pub use read_states::{concurrent_watermarks, room_watermarks, watermarks_never_lowered};
+pub use read_states::{
+    concurrent_watermarks, raise_room_watermarks_together, room_watermarks,
+    watermarks_never_lowered,
+};
 pub use rooms::{
     concurrent_direct_room, concurrent_direct_room_across, direct_room_idempotent,
     rooms_and_members,
@@ -83,4 +86,5 @@ pub async fn run_all_with(store: Arc<dyn Store>, heavy: bool) {
     watermarks_never_lowered(s).await;
     concurrent_watermarks(Arc::clone(&store)).await;
     room_watermarks(s).await;
+    raise_room_watermarks_together(s).await;
 }

@@ -105,3 +105,40 @@ pub async fn room_watermarks(store: &dyn Store) {
         "a room without read states has none"
     );
 }
+
+/// `raise_room_watermarks` raises several users at once with the same rules
+/// as one by one: per user the maximum of each value (a user may be listed
+/// twice), never lowering what is stored, only in that room.
+pub async fn raise_room_watermarks_together(store: &dyn Store) {
+    let room = fresh_id();
+    let (u1, u2, u3) = (fresh_id(), fresh_id(), fresh_id());
+    store
+        .raise_watermarks(&u1, &room, marks(9, 2))
+        .await
+        .expect("raise u1");
+    store
+        .raise_room_watermarks(&room, &[])
+        .await
+        .expect("raising nobody is fine");
+    store
+        .raise_room_watermarks(
+            &room,
+            &[
+                (u1.clone(), marks(4, 6)),
+                (u2.clone(), marks(5, 1)),
+                (u2.clone(), marks(3, 4)),
+                (u3.clone(), marks(0, 0)),
+            ],
+        )
+        .await
+        .expect("raise_room_watermarks");
+    for (user, want) in [(&u1, marks(9, 6)), (&u2, marks(5, 4)), (&u3, marks(0, 0))] {
+        let got = store.watermarks(user, &room).await.expect("watermarks");
+        assert_eq!(got, want, "after the batch raise");
+    }
+    let other = store
+        .watermarks(&u2, &fresh_id())
+        .await
+        .expect("watermarks");
+    assert_eq!(other, Watermarks::default(), "only that room is raised");
+}

@@ -1,13 +1,15 @@
-//! Group commit across rooms: one thread that writes the message batches of
-//! many rooms in one transaction and one fsync.
+//! Group commit across rooms: one thread that writes the message batches
+//! and receipt watermarks of many rooms in one transaction and one fsync.
 //!
-//! Each room actor already batches its own sends; with many active rooms the
-//! store would still pay one fsync per room batch. The committer takes every
-//! commit request waiting at the moment, runs each in its own savepoint of
-//! one `BEGIN IMMEDIATE` transaction (so a `HeadMoved` or any other failure
-//! of one room undoes only that room's writes), commits once, and then
-//! answers every request. Nothing is answered before the transaction is
-//! durable.
+//! Each room actor already batches its own sends and receipts; with many
+//! active rooms the store would still pay one fsync per room batch (and,
+//! written one by one, one per receipt: a thousand readers in a hundred
+//! rooms made a thousand fsyncs a second that message commits queued
+//! behind). The committer takes every request waiting at the moment, runs
+//! each in its own savepoint of one `BEGIN IMMEDIATE` transaction (so a
+//! `HeadMoved` or any other failure of one request undoes only its own
+//! writes), commits once, and then answers every request. Nothing is
+//! answered before the transaction is durable.
 
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
@@ -15,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::messages;
 use super::pool::Pool;
+use super::{messages, read_states};
 use crate::error::{StorageError, StorageResult};
-use crate::model::{CommitOutcome, NewMessage};
+use crate::model::{CommitOutcome, NewMessage, Watermarks};
 
-/// Most room batches written in one transaction.
+/// Most requests written in one transaction.
 const MAX_JOBS: usize = 256;
 
 /// Told about every group-commit transaction: how many room batches it
@@ -34,6 +36,14 @@ pub fn observe_transactions(observer: TxnObserver) {
     let _ = OBSERVER.set(observer);
 }
 
+/// One request to the committer.
+pub(crate) enum Job {
+    /// Commit one room's message batch.
+    Messages(CommitJob),
+    /// Raise watermarks in one room.
+    Watermarks(WatermarksJob),
+}
+
 /// One room's commit request.
 pub(crate) struct CommitJob {
     pub(crate) room_id: String,
@@ -42,9 +52,55 @@ pub(crate) struct CommitJob {
     pub(crate) reply: oneshot::Sender<StorageResult<Vec<CommitOutcome>>>,
 }
 
+/// One room's receipts: users' watermarks to raise.
+pub(crate) struct WatermarksJob {
+    pub(crate) room_id: String,
+    pub(crate) marks: Vec<(String, Watermarks)>,
+    pub(crate) reply: oneshot::Sender<StorageResult<()>>,
+}
+
+/// What one request wrote.
+enum Written {
+    Messages(Vec<CommitOutcome>),
+    Watermarks,
+}
+
+impl Job {
+    /// Writes the request on `conn` (inside its savepoint).
+    fn write(&self, conn: &rusqlite::Connection) -> StorageResult<Written> {
+        match self {
+            Job::Messages(j) => messages::commit(conn, &j.room_id, j.expected_last_seq, &j.batch)
+                .map(Written::Messages),
+            Job::Watermarks(j) => {
+                for (user_id, w) in &j.marks {
+                    read_states::raise(conn, user_id, &j.room_id, *w)?;
+                }
+                Ok(Written::Watermarks)
+            }
+        }
+    }
+
+    /// Answers the request.
+    fn answer(self, result: StorageResult<Written>) {
+        match self {
+            Job::Messages(j) => {
+                let _ = j.reply.send(result.and_then(|w| match w {
+                    Written::Messages(outcomes) => Ok(outcomes),
+                    Written::Watermarks => Err(StorageError::Internal(
+                        "the committer mixed up two requests".into(),
+                    )),
+                }));
+            }
+            Job::Watermarks(j) => {
+                let _ = j.reply.send(result.map(|_| ()));
+            }
+        }
+    }
+}
+
 /// Starts the committer thread; it ends when every sender is dropped.
-pub(crate) fn start(pool: Arc<Pool>) -> StorageResult<mpsc::Sender<CommitJob>> {
-    let (tx, rx) = mpsc::channel::<CommitJob>();
+pub(crate) fn start(pool: Arc<Pool>) -> StorageResult<mpsc::Sender<Job>> {
+    let (tx, rx) = mpsc::channel::<Job>();
     std::thread::Builder::new()
         .name("parley-committer".into())
         .spawn(move || run(&pool, &rx))
@@ -52,7 +108,7 @@ pub(crate) fn start(pool: Arc<Pool>) -> StorageResult<mpsc::Sender<CommitJob>> {
     Ok(tx)
 }
 
-fn run(pool: &Pool, rx: &mpsc::Receiver<CommitJob>) {
+fn run(pool: &Pool, rx: &mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_JOBS {
@@ -61,14 +117,10 @@ fn run(pool: &Pool, rx: &mpsc::Receiver<CommitJob>) {
                 Err(_) => break,
             }
         }
-        let work: Vec<_> = jobs
-            .iter()
-            .map(|j| (j.room_id.as_str(), j.expected_last_seq, j.batch.as_slice()))
-            .collect();
         let started = Instant::now();
-        let results = pool.write_each(work.len(), |conn, i| {
-            let (room_id, expected, batch) = work[i];
-            messages::commit(conn, room_id, expected, batch)
+        let results = pool.write_each(jobs.len(), |conn, i| match jobs.get(i) {
+            Some(job) => job.write(conn),
+            None => Err(StorageError::Internal("no such committer job".into())),
         });
         if let Some(observe) = OBSERVER.get() {
             observe(jobs.len(), started.elapsed());
@@ -76,7 +128,7 @@ fn run(pool: &Pool, rx: &mpsc::Receiver<CommitJob>) {
         match results {
             Ok(results) => {
                 for (job, result) in jobs.into_iter().zip(results) {
-                    let _ = job.reply.send(result);
+                    job.answer(result);
                 }
             }
             Err(e) => {
@@ -87,7 +139,7 @@ fn run(pool: &Pool, rx: &mpsc::Receiver<CommitJob>) {
                         StorageError::Unavailable(_) => StorageError::Unavailable(msg.clone()),
                         _ => StorageError::Internal(msg.clone()),
                     };
-                    let _ = job.reply.send(Err(err));
+                    job.answer(Err(err));
                 }
             }
         }

@@ -15,9 +15,10 @@
 //! and all writers of all processes share one file lock (batches amortise
 //! both).
 //!
-//! Group commit across rooms: message commits go to one committer thread
-//! that writes every batch waiting at the moment in one transaction, each in
-//! its own savepoint (see `committer`), so many active rooms share an fsync.
+//! Group commit across rooms: message commits and receipt watermarks go to
+//! one committer thread that writes every request waiting at the moment in
+//! one transaction, each in its own savepoint (see `committer`), so many
+//! active rooms share an fsync.
 //!
 //! Modules: `pool` (connections), `committer` (cross-room group commit),
 //! `schema` (migrations), `sqlerr` (error
@@ -58,7 +59,7 @@ pub const DB_FILE_NAME: &str = "parley.db";
 pub struct EmbeddedStore {
     pool: Arc<Pool>,
     path: Arc<PathBuf>,
-    commits: std::sync::mpsc::Sender<committer::CommitJob>,
+    commits: std::sync::mpsc::Sender<committer::Job>,
 }
 
 impl fmt::Debug for EmbeddedStore {

@@ -1,8 +1,10 @@
 //! [`Store`] for [`EmbeddedStore`]: each call copies its arguments and runs
-//! the matching area function on a reader or in a write transaction.
+//! the matching area function on a reader or in a write transaction; message
+//! commits and watermark raises go to the committer's group transactions.
 
 use async_trait::async_trait;
 
+use super::committer::{CommitJob, Job, WatermarksJob};
 use super::{messages, read_states, rooms, tokens, users, EmbeddedStore};
 use crate::error::StorageResult;
 use crate::model::{
@@ -128,15 +130,12 @@ impl Store for EmbeddedStore {
         messages: &[NewMessage],
     ) -> StorageResult<Vec<CommitOutcome>> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = super::committer::CommitJob {
+        self.to_committer(Job::Messages(CommitJob {
             room_id: room_id.to_owned(),
             expected_last_seq,
             batch: messages.to_vec(),
             reply,
-        };
-        self.commits
-            .send(job)
-            .map_err(|_| crate::StorageError::Unavailable("the committer has stopped".into()))?;
+        }))?;
         answer
             .await
             .map_err(|_| crate::StorageError::Internal("the committer dropped a commit".into()))?
@@ -171,9 +170,36 @@ impl Store for EmbeddedStore {
         room_id: &str,
         marks: Watermarks,
     ) -> StorageResult<()> {
-        let user_id = user_id.to_owned();
-        let room_id = room_id.to_owned();
-        self.write(move |c| read_states::raise(c, &user_id, &room_id, marks))
+        self.raise_room_watermarks(room_id, &[(user_id.to_owned(), marks)])
             .await
+    }
+
+    async fn raise_room_watermarks(
+        &self,
+        room_id: &str,
+        marks: &[(String, Watermarks)],
+    ) -> StorageResult<()> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.to_committer(Job::Watermarks(WatermarksJob {
+            room_id: room_id.to_owned(),
+            marks: marks.to_vec(),
+            reply,
+        }))?;
+        answer.await.map_err(|_| {
+            crate::StorageError::Internal("the committer dropped a watermark write".into())
+        })?
+    }
+}
+
+impl EmbeddedStore {
+    /// Queues a request for the committer (receipts and messages share its
+    /// group transactions, see `committer`).
+    fn to_committer(&self, job: Job) -> StorageResult<()> {
+        self.commits
+            .send(job)
+            .map_err(|_| crate::StorageError::Unavailable("the committer has stopped".into()))
     }
 }
