@@ -105,7 +105,7 @@ pub struct Metrics {
     pub send_to_ack_seconds: Histogram,
     /// Duration of one embedded-store transaction (many rooms' batches, one sync).
     pub storage_txn_seconds: Histogram,
-    /// Room batches written by one embedded-store transaction.
+    /// Requests (message batches, receipt flushes) written by one embedded-store transaction.
     pub storage_txn_batches: Histogram,
     errors: Vec<(ErrorCode, AtomicU64)>,
 }
@@ -276,7 +276,7 @@ impl Metrics {
             self.storage_txn_batches.render(
                 out,
                 "parley_storage_txn_batches",
-                "room batches written by one embedded-store transaction",
+                "requests (message batches and receipt flushes) written by one embedded-store transaction",
                 &labels,
             );
         }

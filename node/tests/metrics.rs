@@ -64,9 +64,11 @@ async fn metrics_move_with_traffic() {
     assert!(delta("parley_commit_batch_size_count") >= 1.0);
     assert_eq!(delta("parley_send_to_ack_seconds_count"), 11.0);
     assert!(delta("parley_commit_seconds_sum") > 0.0);
-    // The embedded store's transactions: at least one, none bigger than the messages.
+    // The embedded store's group transactions: at least one (message commits
+    // and receipt flushes share them, so their number depends on timing),
+    // each with at least one request.
     let txns = delta("parley_storage_txn_seconds_count");
-    assert!((1.0..=11.0).contains(&txns), "{txns} transactions");
+    assert!(txns >= 1.0, "{txns} transactions");
     assert!(delta("parley_storage_txn_batches_sum") >= txns);
     assert!(delta("parley_storage_txn_seconds_sum") > 0.0);
     assert!(delta("parley_ws_connections_total") >= 2.0);

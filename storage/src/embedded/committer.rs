@@ -25,7 +25,7 @@ use crate::model::{CommitOutcome, NewMessage, Watermarks};
 /// Most requests written in one transaction.
 const MAX_JOBS: usize = 256;
 
-/// Told about every group-commit transaction: how many room batches it
+/// Told about every group-commit transaction: how many requests it
 /// wrote and how long it took (writes and the sync to disk included).
 pub type TxnObserver = fn(usize, Duration);
 
