@@ -208,7 +208,10 @@ async fn a_failed_watermark_write_spares_the_commits_beside_it() {
                     .await
                     .expect("room")
                     .map_or(0, |r| r.last_seq);
-                match store.commit_messages("r-mixed", head, &[msg.clone()]).await {
+                match store
+                    .commit_messages("r-mixed", head, std::slice::from_ref(&msg))
+                    .await
+                {
                     Ok(out) => return out,
                     Err(StorageError::HeadMoved { .. }) => continue,
                     Err(e) => panic!("commit failed: {e}"),
