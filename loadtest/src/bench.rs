@@ -46,6 +46,18 @@ struct Row {
     metrics: Vec<String>,
     /// The data disk's sync latency just before the run.
     sync: Option<SyncLatency>,
+    /// The JSON report of the run shown.
+    json: PathBuf,
+}
+
+/// One run of one benchmark.
+struct RunOutcome {
+    /// The data disk's sync latency just before the run.
+    sync: Option<SyncLatency>,
+    /// The report, or why the run failed.
+    result: Result<Report, String>,
+    /// Where the JSON report was written.
+    json: PathBuf,
 }
 
 /// Turns a report (and the reports of earlier benchmarks, by name) into
@@ -541,51 +553,35 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<bool, BenchError> {
     let mut rows = Vec::new();
     let mut all_clean = true;
     let mut earlier: HashMap<String, Report> = HashMap::new();
-    for mut case in cases(b, machine.fd_limit.0) {
+    let repeat = b.repeat.max(1);
+    for case in cases(b, machine.fd_limit.0) {
         if !b.only.is_empty() && !b.only.contains(&case.name) {
             continue;
         }
-        eprintln!("bench: {} ...", case.name);
-        let dir = scratch.join(&case.name);
-        let _ = std::fs::remove_dir_all(&dir);
-        let sync = probe_sync(&dir, b.sync_probe).await;
-        let nodes = if case.nodes > 1 {
-            NodeProc::start_cluster(&node_bin, &dir, case.nodes).await?
-        } else {
-            vec![NodeProc::start(&node_bin, &dir).await?]
-        };
-        case.args.nodes = nodes.iter().map(|n| n.base.clone()).collect();
-        case.args.pids = nodes.iter().map(|n| n.pid).collect();
-        if case.kill_second {
-            case.args.kill_pid = nodes.get(1).map(|n| n.pid);
-        } else if case.scenario == Scenario::Chaos {
-            case.args.kill_pid = nodes.first().map(|n| n.pid);
-            case.args.restart_cmd = nodes.first().map(|n| n.restart_cmd.clone());
+        let mut runs = Vec::with_capacity(repeat);
+        for k in 1..=repeat {
+            let run = (repeat > 1).then_some(k);
+            eprintln!(
+                "bench: {}{} ...",
+                case.name,
+                run.map(|k| format!(" (run {k} of {repeat})"))
+                    .unwrap_or_default()
+            );
+            runs.push(run_once(&case, b, &node_bin, &scratch, &command, run).await?);
         }
-        let json = b.assets.join(format!("{}.json", case.name));
-        case.args.report = Some(json.clone());
-        case.args.plot = Some(b.assets.join(&case.name));
-        let result = runner::run(
-            case.scenario,
-            &case.args,
-            format!("{command} # {}", case.name),
-        )
-        .await;
-        let restarted = result
-            .as_ref()
-            .ok()
-            .and_then(|r| r.chaos.as_ref())
-            .and_then(|c| c.restart_pid);
-        let mut restarted = restarted;
-        for node in nodes {
-            node.stop(restarted.take()).await;
-        }
-        let _ = std::fs::remove_dir_all(&dir);
+        let spread_text = spread(&runs);
+        let pick = representative(&runs);
+        let RunOutcome { sync, result, json } = runs.swap_remove(pick);
+        all_clean &= result.as_ref().is_ok_and(Report::passed)
+            && runs
+                .iter()
+                .all(|r| r.result.as_ref().is_ok_and(Report::passed));
         let row = match result {
             Ok(report) => {
-                let _ = runner::write_report(&json, &report);
-                all_clean &= report.passed();
-                let (result, verdict) = (case.judge)(&report, b, &earlier);
+                let (mut result, verdict) = (case.judge)(&report, b, &earlier);
+                if let Some(text) = spread_text {
+                    result.push_str(&text);
+                }
                 eprintln!("{}", report.table());
                 earlier.insert(case.name.clone(), report.clone());
                 let l = &report.host_load;
@@ -611,23 +607,22 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<bool, BenchError> {
                     plots: report.plots.clone(),
                     metrics: report.node_metrics.clone(),
                     sync,
+                    json,
                 }
             }
-            Err(e) => {
-                all_clean = false;
-                Row {
-                    name: case.name,
-                    load: "-".into(),
-                    what: case.what,
-                    target: case.target,
-                    result: format!("run failed: {e}"),
-                    verdict: "**not measured**".into(),
-                    detail: None,
-                    plots: Vec::new(),
-                    metrics: Vec::new(),
-                    sync,
-                }
-            }
+            Err(e) => Row {
+                name: case.name,
+                load: "-".into(),
+                what: case.what,
+                target: case.target,
+                result: format!("run failed: {e}"),
+                verdict: "**not measured**".into(),
+                detail: None,
+                plots: Vec::new(),
+                metrics: Vec::new(),
+                sync,
+                json,
+            },
         };
         rows.push(row);
     }
@@ -635,6 +630,123 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<bool, BenchError> {
     let md = markdown(b, &machine, &command, &rows, started, &node_bin, &data_disk);
     std::fs::write(&b.out, md).map_err(write_err(&b.out))?;
     Ok(all_clean)
+}
+
+/// Starts fresh nodes for `case`, runs it once and stops them. `run` numbers
+/// the run when the benchmark is repeated (its files get a `.runN` suffix).
+async fn run_once(
+    case: &Case,
+    b: &BenchArgs,
+    node_bin: &Path,
+    scratch: &Path,
+    command: &str,
+    run: Option<usize>,
+) -> Result<RunOutcome, BenchError> {
+    let stem = match run {
+        Some(k) => format!("{}.run{k}", case.name),
+        None => case.name.clone(),
+    };
+    let dir = scratch.join(&stem);
+    let _ = std::fs::remove_dir_all(&dir);
+    let sync = probe_sync(&dir, b.sync_probe).await;
+    let nodes = if case.nodes > 1 {
+        NodeProc::start_cluster(node_bin, &dir, case.nodes).await?
+    } else {
+        vec![NodeProc::start(node_bin, &dir).await?]
+    };
+    let mut args = case.args.clone();
+    args.nodes = nodes.iter().map(|n| n.base.clone()).collect();
+    args.pids = nodes.iter().map(|n| n.pid).collect();
+    if case.kill_second {
+        args.kill_pid = nodes.get(1).map(|n| n.pid);
+    } else if case.scenario == Scenario::Chaos {
+        args.kill_pid = nodes.first().map(|n| n.pid);
+        args.restart_cmd = nodes.first().map(|n| n.restart_cmd.clone());
+    }
+    let json = b.assets.join(format!("{stem}.json"));
+    args.report = Some(json.clone());
+    args.plot = Some(b.assets.join(&stem));
+    let result = runner::run(case.scenario, &args, format!("{command} # {stem}")).await;
+    let mut restarted = result
+        .as_ref()
+        .ok()
+        .and_then(|r| r.chaos.as_ref())
+        .and_then(|c| c.restart_pid);
+    for node in nodes {
+        node.stop(restarted.take()).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Ok(report) = &result {
+        let _ = runner::write_report(&json, report);
+    }
+    Ok(RunOutcome {
+        sync,
+        result: result.map_err(|e| e.to_string()),
+        json,
+    })
+}
+
+/// The number a benchmark's runs are compared by, and its name: the
+/// longest room pause for chaos, memory per session for idle, else the
+/// send-to-receipt p99 (`None` when a run has none of these).
+fn key_metric(r: &Report) -> Option<(f64, &'static str, &'static str)> {
+    if let Some(pause) = r.chaos.as_ref().and_then(|c| c.longest_room_ack_pause_ms) {
+        return Some((pause, "longest room ack pause", "ms"));
+    }
+    if let Some(idle) = &r.idle {
+        return Some((idle.kib_per_session, "node RSS per session", "KiB"));
+    }
+    (r.messages.e2e.count > 0).then_some((r.messages.e2e.p99_ms, "p99", "ms"))
+}
+
+/// The run to show for a repeated benchmark: the successful run with the
+/// median key metric (the first run when none succeeded or none has one).
+fn representative(runs: &[RunOutcome]) -> usize {
+    let mut keyed: Vec<(usize, f64)> = runs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let report = r.result.as_ref().ok()?;
+            key_metric(report).map(|(v, _, _)| (i, v))
+        })
+        .collect();
+    keyed.sort_by(|a, b| a.1.total_cmp(&b.1));
+    keyed.get(keyed.len() / 2).map_or(0, |(i, _)| *i)
+}
+
+/// "; p99 over 3 runs: 98.3 / 127.4 / 277.2 ms (min / shown / max)" when
+/// more than one run produced the key metric; failed runs are counted.
+fn spread(runs: &[RunOutcome]) -> Option<String> {
+    if runs.len() < 2 {
+        return None;
+    }
+    let mut name = ("", "");
+    let mut values: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| key_metric(r.result.as_ref().ok()?))
+        .map(|(v, n, unit)| {
+            name = (n, unit);
+            v
+        })
+        .collect();
+    if values.len() < 2 {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let failed = runs.iter().filter(|r| r.result.is_err()).count();
+    let (n, unit) = name;
+    Some(format!(
+        "; {n} over {} runs: {:.1} / {:.1} / {:.1} {unit} (min / shown / max){}",
+        values.len(),
+        values[0],
+        values[values.len() / 2],
+        values[values.len() - 1],
+        if failed > 0 {
+            format!("; {failed} run(s) failed")
+        } else {
+            String::new()
+        }
+    ))
 }
 
 /// Measures the data disk's sync latency in `dir` for `secs` seconds
@@ -788,12 +900,11 @@ fn markdown(
             let link = rel_link(&b.out, p);
             let _ = writeln!(s, "![{}]({link})\n", r.name);
         }
-        let json = b.assets.join(format!("{}.json", r.name));
         let _ = writeln!(
             s,
             "Report: [{}]({})\n",
-            json.display(),
-            rel_link(&b.out, &json.display().to_string())
+            r.json.display(),
+            rel_link(&b.out, &r.json.display().to_string())
         );
         for m in &r.metrics {
             let _ = writeln!(

@@ -158,6 +158,12 @@ pub struct BenchArgs {
     /// benchmark (0: do not).
     #[arg(long, default_value_t = 3.0)]
     pub sync_probe: f64,
+    /// Runs of each benchmark (fresh nodes each time). With more than one,
+    /// the run with the median p99 (or pause, or memory) is shown and the
+    /// spread over all runs is added to its result: on a shared machine
+    /// runs of the same code differ several-fold.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
     /// Only these benchmarks (comma-separated names; default all).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,

@@ -375,7 +375,7 @@ fn source_addresses_are_spread_when_asked() {
 }
 
 #[test]
-fn bench_starts_its_own_node_and_writes_its_page() {
+fn bench_starts_its_own_nodes_repeats_and_writes_its_page() {
     let dir = scratch("bench");
     let out_md = dir.join("benchmarks.md");
     let out = Command::new(env!("CARGO_BIN_EXE_parley-loadtest"))
@@ -390,6 +390,7 @@ fn bench_starts_its_own_node_and_writes_its_page() {
         .arg(dir.join("data"))
         .args(["--only", "fanout-small-rooms", "--cluster-nodes", "0"])
         .args(["--duration", "1", "--warmup", "0.5", "--sync-probe", "0.2"])
+        .args(["--repeat", "2"])
         .args(["--small-rooms", "2", "--small-members", "3"])
         .args(["--small-senders", "1", "--small-rate", "5", "--quiet"])
         .output()
@@ -406,11 +407,17 @@ fn bench_starts_its_own_node_and_writes_its_page() {
         .find(|l| l.starts_with("| fanout-small-rooms |"))
         .unwrap_or_else(|| panic!("no result row:\n{md}"));
     assert!(row.contains("0 violations"), "{row}");
+    // Two runs: the spread of their p99 is in the row, each run has its report.
+    assert!(row.contains("p99 over 2 runs: "), "{row}");
     // The data disk was probed and named, and its sync p99 is in the row.
     assert!(row.trim_end().ends_with(" ms |"), "{row}");
     assert!(md.contains("Data disk just before the run: p50 "), "{md}");
     assert!(md.contains("- node data directories: under `"), "{md}");
-    assert!(dir.join("bench/fanout-small-rooms.json").exists());
+    for k in [1, 2] {
+        let json = dir.join(format!("bench/fanout-small-rooms.run{k}.json"));
+        assert!(json.exists(), "{} missing", json.display());
+    }
+    assert!(md.contains("bench/fanout-small-rooms.run"), "{md}");
     // The scratch data of the run is cleaned up.
     let left: Vec<_> = std::fs::read_dir(dir.join("data"))
         .map(|d| d.flatten().map(|e| e.path()).collect())
