@@ -8,7 +8,7 @@
 //! The rule that makes it sound: nothing else may write these columns (no
 //! deletes, no other timestamps); the table is used for nothing else.
 
-use futures_util::future::try_join;
+use futures_util::future::{try_join, try_join_all};
 
 use super::binds;
 use super::exec::Executor;
@@ -62,6 +62,28 @@ pub async fn raise(
     let delivered = binds::delivered_raise(room_id, user_id, marks.delivered_seq)?;
     let read = binds::read_raise(room_id, user_id, marks.read_seq)?;
     try_join(x.execute(&delivered), x.execute(&read)).await?;
+    Ok(())
+}
+
+/// Most users of one room flush raised at once (two writes each).
+const RAISE_CONCURRENCY: usize = 32;
+
+/// Raises several users' watermarks in one room: the same writes as
+/// [`raise`], up to [`RAISE_CONCURRENCY`] users at a time instead of one
+/// round trip after another.
+pub async fn raise_many(
+    x: &Executor,
+    room_id: &str,
+    marks: &[(String, Watermarks)],
+) -> StorageResult<()> {
+    for chunk in marks.chunks(RAISE_CONCURRENCY) {
+        try_join_all(
+            chunk
+                .iter()
+                .map(|(user_id, w)| raise(x, user_id, room_id, *w)),
+        )
+        .await?;
+    }
     Ok(())
 }
 

@@ -118,4 +118,12 @@ impl Store for ScyllaStore {
     ) -> StorageResult<()> {
         read_states::raise(&self.x, user_id, room_id, marks).await
     }
+
+    async fn raise_room_watermarks(
+        &self,
+        room_id: &str,
+        marks: &[(String, Watermarks)],
+    ) -> StorageResult<()> {
+        read_states::raise_many(&self.x, room_id, marks).await
+    }
 }
