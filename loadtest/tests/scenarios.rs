@@ -185,16 +185,21 @@ fn loadtest(node: &Node, scenario: &str, extra: &[&str]) -> (i32, Value, String)
         .args(extra)
         .output()
         .expect("run parley-loadtest");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = all_output(&out);
     let json = std::fs::read_to_string(&report)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(Value::Null);
     (out.status.code().unwrap_or(-1), json, text)
+}
+
+/// A finished process's stdout followed by its stderr.
+fn all_output(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 fn assert_clean(code: i32, r: &Value, out: &str) {
@@ -395,11 +400,7 @@ fn bench_starts_its_own_nodes_repeats_and_writes_its_page() {
         .args(["--small-senders", "1", "--small-rate", "5", "--quiet"])
         .output()
         .expect("run parley-loadtest bench");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = all_output(&out);
     assert!(out.status.success(), "{text}");
     let md = std::fs::read_to_string(&out_md).expect("benchmarks.md written");
     let row = md
