@@ -28,8 +28,8 @@ use parley_actors::outbound::{self, Outbound, OutboundRx, OutboundTx, SyncItem};
 use parley_actors::session::SessionMsg;
 use parley_protocol::ids::new_id;
 use parley_protocol::ws::{
-    parse_client_frame, ClientFrame, ClientRequest, ServerEvent, CLOSE_POLICY, CLOSE_TOKEN_INVALID,
-    CLOSE_TOO_LARGE, CLOSE_TRY_AGAIN,
+    parse_client_frame, peek_ref, ClientFrame, ClientRequest, ServerEvent, CLOSE_POLICY,
+    CLOSE_TOKEN_INVALID, CLOSE_TOO_LARGE, CLOSE_TRY_AGAIN,
 };
 use parley_protocol::ErrorCode;
 
@@ -195,8 +195,12 @@ async fn read_loop(
                 return;
             }
             tx.frame(
-                ServerEvent::error(None, ErrorCode::RateLimited, "too many frames, slow down")
-                    .to_json(),
+                ServerEvent::error(
+                    peek_ref(&text),
+                    ErrorCode::RateLimited,
+                    "too many frames, slow down",
+                )
+                .to_json(),
             );
             continue;
         }

@@ -420,6 +420,7 @@ async fn ws_flood(node: &Node, burst: u32, close_after: u32) {
             .await;
     }
     let (mut pongs, mut limited) = (0, 0);
+    let mut answered = std::collections::HashSet::new();
     while pongs + limited < n {
         let f = ws
             .expect(|f| f["type"] == "pong" || f["type"] == "error")
@@ -430,7 +431,12 @@ async fn ws_flood(node: &Node, burst: u32, close_after: u32) {
             assert_eq!(error_code(&f), "rate_limited", "{f}");
             limited += 1;
         }
+        // Refused or not, every request is answered once, under its ref.
+        let r = f["ref"].as_str().unwrap_or_default().to_string();
+        assert!(answered.insert(r), "{f}");
     }
+    let want: std::collections::HashSet<String> = (0..n).map(|i| format!("s{i}")).collect();
+    assert_eq!(answered, want, "each ref answered exactly once");
     assert!(limited >= 1, "{n} frames at once must hit the limit");
     assert!(pongs >= burst, "the burst is allowed: {pongs} pongs");
     tokio::time::sleep(Duration::from_millis(1200)).await;

@@ -129,6 +129,25 @@ fn check(r: Result<(), validate::Invalid>, r#ref: &Option<String>) -> Result<(),
     r.map_err(|e| FrameError::new(r#ref.clone(), ErrorCode::InvalidRequest, e.0))
 }
 
+/// The `ref` of a client frame that will not be handled (refused before it
+/// is parsed, e.g. over the frame rate), so that its error still names the
+/// request. `None` when the frame is not a JSON object or has no valid
+/// string `ref`. Reads only that field.
+pub fn peek_ref(text: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct RefOnly<'a> {
+        #[serde(rename = "ref", borrow, default)]
+        r#ref: Option<std::borrow::Cow<'a, str>>,
+    }
+    // A struct also deserializes from a JSON array; only objects have a `ref`.
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    let r = serde_json::from_str::<RefOnly<'_>>(text).ok()?.r#ref?;
+    validate::request_ref(&r).ok()?;
+    Some(r.into_owned())
+}
+
 /// Parses and validates one client text frame.
 pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
     let value: serde_json::Value = serde_json::from_str(text)
@@ -357,6 +376,21 @@ impl From<FrameError> for ServerEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peeks_at_the_ref_only() {
+        assert_eq!(
+            peek_ref(r#"{"type":"send","ref":"r\u0031","body":{"x":[1]}}"#).as_deref(),
+            Some("r1")
+        );
+        assert_eq!(peek_ref(r#"{"type":"ping"}"#), None);
+        assert_eq!(peek_ref(r#"{"type":"ping","ref":7}"#), None);
+        assert_eq!(peek_ref(r#"{"type":"ping","ref":null}"#), None);
+        assert_eq!(peek_ref(r#"["ref"]"#), None);
+        assert_eq!(peek_ref("{nope"), None);
+        let long = format!(r#"{{"ref":"{}"}}"#, "x".repeat(10_000));
+        assert_eq!(peek_ref(&long), None, "an invalid ref is not echoed");
+    }
 
     #[test]
     fn parses_each_type() {
