@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::cli::{BenchArgs, RunArgs};
-use crate::diskprobe::{self, SyncLatency};
+use crate::diskprobe;
+use crate::metrics::Percentiles;
 use crate::nodeproc::{NodeError, NodeProc, LOAD_TEST_FLAGS};
 use crate::plan::Scenario;
 use crate::report::Report;
@@ -45,7 +46,7 @@ struct Row {
     plots: Vec<String>,
     metrics: Vec<String>,
     /// The data disk's sync latency just before the run.
-    sync: Option<SyncLatency>,
+    sync: Option<Percentiles>,
     /// The JSON report of the run shown.
     json: PathBuf,
 }
@@ -53,7 +54,7 @@ struct Row {
 /// One run of one benchmark.
 struct RunOutcome {
     /// The data disk's sync latency just before the run.
-    sync: Option<SyncLatency>,
+    sync: Option<Percentiles>,
     /// The report, or why the run failed.
     result: Result<Report, String>,
     /// Where the JSON report was written.
@@ -569,8 +570,9 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<bool, BenchError> {
             );
             runs.push(run_once(&case, b, &node_bin, &scratch, &command, run).await?);
         }
-        let spread_text = spread(&runs);
-        let pick = representative(&runs);
+        let keys: Vec<Option<Key>> = runs.iter().map(key_metric).collect();
+        let spread_text = spread(&keys);
+        let pick = representative(&keys);
         let RunOutcome { sync, result, json } = runs.swap_remove(pick);
         all_clean &= result.as_ref().is_ok_and(Report::passed)
             && runs
@@ -686,63 +688,65 @@ async fn run_once(
     })
 }
 
-/// The number a benchmark's runs are compared by, and its name: the
-/// longest room pause for chaos, memory per session for idle, else the
-/// send-to-receipt p99 (`None` when a run has none of these).
-fn key_metric(r: &Report) -> Option<(f64, &'static str, &'static str)> {
-    if let Some(pause) = r.chaos.as_ref().and_then(|c| c.longest_room_ack_pause_ms) {
-        return Some((pause, "longest room ack pause", "ms"));
-    }
-    if let Some(idle) = &r.idle {
-        return Some((idle.kib_per_session, "node RSS per session", "KiB"));
-    }
-    (r.messages.e2e.count > 0).then_some((r.messages.e2e.p99_ms, "p99", "ms"))
+/// The number a benchmark's runs are compared by, with its name and unit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Key {
+    value: f64,
+    name: &'static str,
+    unit: &'static str,
 }
 
-/// The run to show for a repeated benchmark: the successful run with the
-/// median key metric (the first run when none succeeded or none has one).
-fn representative(runs: &[RunOutcome]) -> usize {
-    let mut keyed: Vec<(usize, f64)> = runs
+/// A run's [`Key`]: the longest room pause for chaos, memory per session
+/// for idle, else the send-to-receipt p99 (`None` for a failed run or one
+/// with none of these).
+fn key_metric(run: &RunOutcome) -> Option<Key> {
+    let r = run.result.as_ref().ok()?;
+    let key = |value, name, unit| Key { value, name, unit };
+    if let Some(pause) = r.chaos.as_ref().and_then(|c| c.longest_room_ack_pause_ms) {
+        return Some(key(pause, "longest room ack pause", "ms"));
+    }
+    if let Some(idle) = &r.idle {
+        return Some(key(idle.kib_per_session, "node RSS per session", "KiB"));
+    }
+    (r.messages.e2e.count > 0).then(|| key(r.messages.e2e.p99_ms, "p99", "ms"))
+}
+
+/// The run to show for a repeated benchmark: the one with the median key
+/// (the first run when no run has a key).
+fn representative(keys: &[Option<Key>]) -> usize {
+    let mut keyed: Vec<(usize, f64)> = keys
         .iter()
         .enumerate()
-        .filter_map(|(i, r)| {
-            let report = r.result.as_ref().ok()?;
-            key_metric(report).map(|(v, _, _)| (i, v))
-        })
+        .filter_map(|(i, k)| k.map(|k| (i, k.value)))
         .collect();
     keyed.sort_by(|a, b| a.1.total_cmp(&b.1));
     keyed.get(keyed.len() / 2).map_or(0, |(i, _)| *i)
 }
 
 /// "; p99 over 3 runs: 98.3 / 127.4 / 277.2 ms (min / shown / max)" when
-/// more than one run produced the key metric; failed runs are counted.
-fn spread(runs: &[RunOutcome]) -> Option<String> {
-    if runs.len() < 2 {
+/// more than one run has a key; runs without one (failed) are counted.
+fn spread(keys: &[Option<Key>]) -> Option<String> {
+    let mut present: Vec<Key> = keys.iter().flatten().copied().collect();
+    if present.len() < 2 {
         return None;
     }
-    let mut name = ("", "");
-    let mut values: Vec<f64> = runs
-        .iter()
-        .filter_map(|r| key_metric(r.result.as_ref().ok()?))
-        .map(|(v, n, unit)| {
-            name = (n, unit);
-            v
-        })
-        .collect();
-    if values.len() < 2 {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let failed = runs.iter().filter(|r| r.result.is_err()).count();
-    let (n, unit) = name;
+    present.sort_by(|a, b| a.value.total_cmp(&b.value));
+    let (first, mid, last) = (
+        present[0],
+        present[present.len() / 2],
+        present[present.len() - 1],
+    );
+    let missing = keys.len() - present.len();
     Some(format!(
-        "; {n} over {} runs: {:.1} / {:.1} / {:.1} {unit} (min / shown / max){}",
-        values.len(),
-        values[0],
-        values[values.len() / 2],
-        values[values.len() - 1],
-        if failed > 0 {
-            format!("; {failed} run(s) failed")
+        "; {} over {} runs: {:.1} / {:.1} / {:.1} {} (min / shown / max){}",
+        first.name,
+        present.len(),
+        first.value,
+        mid.value,
+        last.value,
+        first.unit,
+        if missing > 0 {
+            format!("; {missing} run(s) failed")
         } else {
             String::new()
         }
@@ -751,19 +755,19 @@ fn spread(runs: &[RunOutcome]) -> Option<String> {
 
 /// Measures the data disk's sync latency in `dir` for `secs` seconds
 /// (`None` when `secs` is 0 or the probe failed, which is reported).
-async fn probe_sync(dir: &Path, secs: f64) -> Option<SyncLatency> {
+async fn probe_sync(dir: &Path, secs: f64) -> Option<Percentiles> {
     let duration = std::time::Duration::try_from_secs_f64(secs)
         .ok()
         .filter(|d| !d.is_zero())?;
     let dir = dir.to_path_buf();
-    match tokio::task::spawn_blocking(move || diskprobe::probe(&dir, duration)).await {
-        Ok(Ok(l)) => {
-            eprintln!("bench: data disk sync {}", l.summary());
+    let probed = tokio::task::spawn_blocking(move || diskprobe::probe(&dir, duration))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    match probed {
+        Ok(l) => {
+            eprintln!("bench: data disk sync {}", diskprobe::summary(&l));
             Some(l)
-        }
-        Ok(Err(e)) => {
-            eprintln!("bench: data disk sync probe failed: {e}");
-            None
         }
         Err(e) => {
             eprintln!("bench: data disk sync probe failed: {e}");
@@ -892,8 +896,8 @@ fn markdown(
             let _ = writeln!(
                 s,
                 "Data disk just before the run: {} over {} syncs of 4 KiB.\n",
-                l.summary(),
-                l.syncs
+                diskprobe::summary(l),
+                l.count
             );
         }
         for p in &r.plots {
@@ -915,4 +919,32 @@ fn markdown(
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p99(value: f64) -> Option<Key> {
+        Some(Key {
+            value,
+            name: "p99",
+            unit: "ms",
+        })
+    }
+
+    #[test]
+    fn a_repeated_benchmark_shows_its_median_run_and_the_spread() {
+        let keys = [p99(300.0), p99(5.0), None, p99(40.0)];
+        assert_eq!(representative(&keys), 3, "the median of 5, 40 and 300");
+        assert_eq!(
+            spread(&keys).as_deref(),
+            Some("; p99 over 3 runs: 5.0 / 40.0 / 300.0 ms (min / shown / max); 1 run(s) failed")
+        );
+        // One run, or one with a key: nothing to compare.
+        assert_eq!(spread(&[p99(7.0)]), None);
+        assert_eq!(spread(&[p99(7.0), None]), None);
+        assert_eq!(representative(&[None, None]), 0);
+        assert_eq!(representative(&[None, p99(1.0)]), 1);
+    }
 }

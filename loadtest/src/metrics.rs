@@ -23,11 +23,12 @@ pub const OTHER_EVENTS: [&str; 8] = [
 const MAX_US: u64 = 3_600_000_000;
 
 /// A latency histogram in microseconds, or `None` if it could not be built.
-fn histogram(sigfig: u8) -> Option<Histogram<u64>> {
+pub(crate) fn histogram(sigfig: u8) -> Option<Histogram<u64>> {
     Histogram::new_with_bounds(1, MAX_US, sigfig).ok()
 }
 
-fn record(h: &mut Option<Histogram<u64>>, us: u64) {
+/// Records `us` microseconds (clamped to the histogram's range).
+pub(crate) fn record(h: &mut Option<Histogram<u64>>, us: u64) {
     if let Some(h) = h {
         h.saturating_record(us.clamp(1, MAX_US));
     }
