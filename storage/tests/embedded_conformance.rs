@@ -13,6 +13,17 @@ fn open(dir: &std::path::Path) -> Arc<dyn Store> {
     Arc::new(EmbeddedStore::open(dir).expect("open embedded store"))
 }
 
+/// A new, empty group room.
+fn group_room(room_id: &str, name: &str, created_at: i64) -> RoomRecord {
+    RoomRecord {
+        room_id: room_id.into(),
+        kind: "group".into(),
+        name: name.into(),
+        created_at,
+        last_seq: 0,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_store_passes_the_conformance_suite() {
     if std::env::var_os("PARLEY_SCYLLA_NODES").is_some() {
@@ -61,13 +72,7 @@ async fn two_handles_on_one_file_act_as_one_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_survives_reopening() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let room = RoomRecord {
-        room_id: "r-reopen".into(),
-        kind: "group".into(),
-        name: "persisted".into(),
-        created_at: 42,
-        last_seq: 0,
-    };
+    let room = group_room("r-reopen", "persisted", 42);
     let msg = NewMessage {
         message_id: "m1".into(),
         sender_id: "u1".into(),
@@ -158,13 +163,7 @@ async fn a_failed_watermark_write_spares_the_commits_beside_it() {
     use parley_storage::Watermarks;
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
-    let room = RoomRecord {
-        room_id: "r-mixed".into(),
-        kind: "group".into(),
-        name: "mixed".into(),
-        created_at: 1,
-        last_seq: 0,
-    };
+    let room = group_room("r-mixed", "mixed", 1);
     store.create_room(&room, &[]).await.expect("create_room");
     let bad = [
         (

@@ -18,7 +18,6 @@ use crate::directory::DirectoryMsg;
 use crate::dispatcher::DispatcherMsg;
 use crate::error::ChatError;
 use crate::metrics::{add, METRICS};
-
 use crate::presence::PresenceMsg;
 use crate::room::{Caller, ReplyTo};
 use crate::room_cache::RoomCache;

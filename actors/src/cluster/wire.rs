@@ -4,12 +4,12 @@
 //! 2.0.1, versioned envelope). [`PeerWire`] is the only actor message that
 //! is ever serialized: each node's inbox actor receives it and decodes it.
 
+use std::sync::Arc;
+
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use serde::{Deserialize, Serialize};
 
 use parley_protocol::http::RoomInfo;
-
-use std::sync::Arc;
 
 use crate::error::ChatError;
 use crate::outbound::{LiveMessage, Outbound};

@@ -52,15 +52,20 @@ pub(crate) fn start(path: PathBuf, pool: &Arc<Pool>) -> StorageResult<()> {
 
 fn start_with(path: PathBuf, pool: &Arc<Pool>, policy: Policy) -> StorageResult<()> {
     let conn = open_checkpointer(&path)?;
-    let mut wal = path.into_os_string();
-    wal.push("-wal");
-    let wal = PathBuf::from(wal);
+    let wal = wal_path(&path);
     let pool = Arc::downgrade(pool);
     std::thread::Builder::new()
         .name("parley-checkpoint".into())
         .spawn(move || run(&conn, &wal, &pool, policy))
         .map_err(|e| StorageError::Internal(format!("cannot start the checkpointer: {e}")))?;
     Ok(())
+}
+
+/// SQLite's WAL file of the database at `db`.
+fn wal_path(db: &Path) -> PathBuf {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
 }
 
 fn run(conn: &Connection, wal: &Path, pool: &Weak<Pool>, policy: Policy) {
@@ -104,9 +109,9 @@ mod tests {
         Some(u32::from_be_bytes(field))
     }
 
-    /// Writes `n` small transactions; returns the largest WAL size seen and
-    /// whether the WAL file was ever seen smaller than before.
-    fn write_for(pool: &Pool, wal: &Path, n: usize, pause: Duration) -> (u64, bool) {
+    /// Writes `n` small transactions; returns whether the WAL file was ever
+    /// seen smaller than before (truncated).
+    fn write_for(pool: &Pool, wal: &Path, n: usize, pause: Duration) -> bool {
         let mut largest = 0;
         let mut shrank = false;
         for i in 0..n {
@@ -123,7 +128,7 @@ mod tests {
             largest = largest.max(size);
             std::thread::sleep(pause);
         }
-        (largest, shrank)
+        shrank
     }
 
     fn open(policy: Policy) -> (tempfile::TempDir, Arc<Pool>, PathBuf) {
@@ -131,13 +136,7 @@ mod tests {
         let path = dir.path().join("db");
         let pool = Arc::new(Pool::open(&path).expect("open"));
         start_with(path.clone(), &pool, policy).expect("start");
-        (dir, pool, dir_wal(&path))
-    }
-
-    fn dir_wal(path: &Path) -> PathBuf {
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
-        PathBuf::from(wal)
+        (dir, pool, wal_path(&path))
     }
 
     #[test]
@@ -148,7 +147,7 @@ mod tests {
             truncate_above_bytes: u64::MAX,
         });
         let before = wal_generation(&wal).unwrap_or(0);
-        let (_, shrank) = write_for(&pool, &wal, 1500, Duration::from_micros(200));
+        let shrank = write_for(&pool, &wal, 1500, Duration::from_micros(200));
         let after = wal_generation(&wal).unwrap_or(0);
         // How often it restarts depends on timing; that it does, and never by
         // truncating the file, does not.
@@ -166,7 +165,7 @@ mod tests {
             restart_after_frames: 50,
             truncate_above_bytes: 0,
         });
-        let (_, shrank) = write_for(&pool, &wal, 1500, Duration::from_micros(200));
+        let shrank = write_for(&pool, &wal, 1500, Duration::from_micros(200));
         assert!(shrank, "an oversized WAL was never truncated");
     }
 }

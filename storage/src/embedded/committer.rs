@@ -59,40 +59,29 @@ pub(crate) struct WatermarksJob {
     pub(crate) reply: oneshot::Sender<StorageResult<()>>,
 }
 
-/// What one request wrote.
-enum Written {
-    Messages(Vec<CommitOutcome>),
-    Watermarks,
-}
-
 impl Job {
-    /// Writes the request on `conn` (inside its savepoint).
-    fn write(&self, conn: &rusqlite::Connection) -> StorageResult<Written> {
+    /// Writes the request on `conn` (inside its savepoint): a message
+    /// batch's outcomes, nothing for watermarks.
+    fn write(&self, conn: &rusqlite::Connection) -> StorageResult<Vec<CommitOutcome>> {
         match self {
-            Job::Messages(j) => messages::commit(conn, &j.room_id, j.expected_last_seq, &j.batch)
-                .map(Written::Messages),
+            Job::Messages(j) => messages::commit(conn, &j.room_id, j.expected_last_seq, &j.batch),
             Job::Watermarks(j) => {
                 for (user_id, w) in &j.marks {
                     read_states::raise(conn, user_id, &j.room_id, *w)?;
                 }
-                Ok(Written::Watermarks)
+                Ok(Vec::new())
             }
         }
     }
 
-    /// Answers the request.
-    fn answer(self, result: StorageResult<Written>) {
+    /// Answers the request with what [`Job::write`] returned for it.
+    fn answer(self, result: StorageResult<Vec<CommitOutcome>>) {
         match self {
             Job::Messages(j) => {
-                let _ = j.reply.send(result.and_then(|w| match w {
-                    Written::Messages(outcomes) => Ok(outcomes),
-                    Written::Watermarks => Err(StorageError::Internal(
-                        "the committer mixed up two requests".into(),
-                    )),
-                }));
+                let _ = j.reply.send(result);
             }
             Job::Watermarks(j) => {
-                let _ = j.reply.send(result.map(|_| ()));
+                let _ = j.reply.send(result.map(drop));
             }
         }
     }
@@ -118,10 +107,7 @@ fn run(pool: &Pool, rx: &mpsc::Receiver<Job>) {
             }
         }
         let started = Instant::now();
-        let results = pool.write_each(jobs.len(), |conn, i| match jobs.get(i) {
-            Some(job) => job.write(conn),
-            None => Err(StorageError::Internal("no such committer job".into())),
-        });
+        let results = pool.write_each(&jobs, |conn, job| job.write(conn));
         if let Some(observe) = OBSERVER.get() {
             observe(jobs.len(), started.elapsed());
         }

@@ -107,23 +107,24 @@ impl Pool {
 }
 
 impl Pool {
-    /// Runs `n` jobs in one `BEGIN IMMEDIATE` transaction on the writer, each
-    /// in its own savepoint: a job that fails is rolled back alone and its
-    /// error returned in its slot; the others are committed together (one
-    /// fsync). `Err` only when the transaction itself fails (nothing written).
-    pub(crate) fn write_each<T>(
+    /// Runs `write` for each of `jobs` in one `BEGIN IMMEDIATE` transaction
+    /// on the writer, each in its own savepoint: a job that fails is rolled
+    /// back alone and its error returned in its slot; the others are
+    /// committed together (one fsync). `Err` only when the transaction
+    /// itself fails (nothing written).
+    pub(crate) fn write_each<J, T>(
         &self,
-        n: usize,
-        mut job: impl FnMut(&Connection, usize) -> StorageResult<T>,
+        jobs: &[J],
+        mut write: impl FnMut(&Connection, &J) -> StorageResult<T>,
     ) -> StorageResult<Vec<StorageResult<T>>> {
         let mut conn = self.writer.lock().map_err(|_| poisoned())?;
         let mut tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(map_err)?;
-        let mut out = Vec::with_capacity(n);
-        for i in 0..n {
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
             let sp = tx.savepoint().map_err(map_err)?;
-            match job(&sp, i) {
+            match write(&sp, job) {
                 Ok(v) => {
                     sp.commit().map_err(map_err)?;
                     out.push(Ok(v));
