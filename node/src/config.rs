@@ -164,6 +164,9 @@ pub struct Config {
     /// (keep it at least twice `--commit-batch-max`: one commit fans out a whole batch).
     #[arg(long, env = "PARLEY_OUTBOUND_QUEUE", default_value_t = 4096)]
     pub outbound_queue: usize,
+    /// Threads of the runtime that writes to client sockets (0: one per CPU).
+    #[arg(long, env = "PARLEY_WRITER_THREADS", default_value_t = 0)]
+    pub writer_threads: usize,
     /// Sends a room holds waiting for commit before answering `unavailable`.
     #[arg(long, env = "PARLEY_ROOM_QUEUE_MAX", default_value_t = 10_000)]
     pub room_queue_max: usize,

@@ -7,7 +7,9 @@
 //!   `invalid_request`), and hands valid frames to the session actor;
 //! - the writer: drains the session's bounded outbound queue into the socket,
 //!   ordering live messages against `sync` replays, and closes with the code
-//!   asked for (1012 on shutdown, 1013 for slow clients).
+//!   asked for (1012 on shutdown, 1013 for slow clients). Writers run on a
+//!   runtime of their own, so that a fan-out to a thousand sockets never
+//!   stands between an actor and its next message.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -117,7 +119,9 @@ async fn run(state: AppState, socket: WebSocket, claims: Claims) {
     let span = tracing::info_span!("ws.session", session_id = %session_id, user_id = %user_id);
     async {
         tracing::debug!("connection opened");
-        let writer = tokio::spawn(write_loop(sink, rx, state.config.outbound_queue.max(16)));
+        let writer = state
+            .writers
+            .spawn(write_loop(sink, rx, state.config.outbound_queue.max(16)));
         read_loop(&state, stream, &tx, &session, claims).await;
         // Reader done (client left, or a close was asked for): end the session.
         tx.close(1000);

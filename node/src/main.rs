@@ -24,8 +24,24 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let result = runtime.block_on(server::run(config));
+    let writers = writer_runtime(config.writer_threads)?;
+    let result = runtime.block_on(server::run(config, writers.handle().clone()));
     drop(runtime);
+    drop(writers);
     telemetry.shutdown();
     result
+}
+
+/// The runtime of the socket writers, apart from the one that runs the
+/// actors and the readers: a message to a big room wakes one writer per
+/// member, and on a shared runtime the actors' next steps (the next commit's
+/// answer, the sender's ack) would queue behind all of those writes.
+/// `threads` 0 means one per CPU.
+fn writer_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("parley-writer");
+    if threads > 0 {
+        builder.worker_threads(threads);
+    }
+    builder.build()
 }

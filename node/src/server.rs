@@ -48,8 +48,9 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
-/// Runs a node until SIGTERM or SIGINT, then drains it.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Runs a node until SIGTERM or SIGINT, then drains it. Socket writers
+/// run on `writers` (see `gateway`).
+pub async fn run(config: Config, writers: tokio::runtime::Handle) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     let secret = secret::load_or_generate(config.jwt_secret.as_deref(), &config.data_dir)?;
     let node_name: Arc<str> = Arc::from(config.node_name());
@@ -79,6 +80,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         limits: limits.clone(),
         draining: Arc::new(AtomicBool::new(false)),
         node_name: node_name.clone(),
+        writers,
     };
     // Keyed rate limiters keep an entry per key; prune them now and then.
     tokio::spawn(async move {

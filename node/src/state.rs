@@ -43,4 +43,6 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// This node's name.
     pub node_name: Arc<str>,
+    /// The runtime the socket writers run on, apart from the actors'.
+    pub writers: tokio::runtime::Handle,
 }

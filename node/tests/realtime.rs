@@ -24,6 +24,46 @@ async fn hello_then_ping_pong() {
     assert_eq!(pong["ref"], "p1");
 }
 
+/// Socket writers run on their own runtime (`--writer-threads`): its
+/// threads exist, and they are the ones woken up to write messages.
+#[tokio::test]
+async fn socket_writers_run_on_their_own_threads() {
+    let dir = data_dir();
+    let node = Node::start_with(dir.path(), &["--writer-threads", "3"]).await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let room = group(&node, &alice, "team", &[&bob]).await;
+    let room_id = room["room_id"].as_str().unwrap();
+    let mut a = Client::connect(&node, &alice.token).await;
+    let mut b = Client::connect(&node, &bob.token).await;
+    let writer_wakeups = |node: &Node| -> (usize, u64) {
+        let writers: Vec<u64> = node
+            .threads()
+            .into_iter()
+            .filter(|(name, _)| name == "parley-writer")
+            .map(|(_, switches)| switches)
+            .collect();
+        (writers.len(), writers.iter().sum())
+    };
+    let (count, before) = writer_wakeups(&node);
+    assert_eq!(count, 3, "threads: {:?}", node.threads());
+    // Messages far enough apart that the writers go idle in between.
+    for i in 0..20 {
+        a.send_message(room_id, &format!("m{i}"), "hi").await;
+        for ws in [&mut a, &mut b] {
+            let m = ws.expect(|f| f["type"] == "message").await;
+            assert_eq!(m["client_msg_id"], format!("m{i}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, after) = writer_wakeups(&node);
+    assert!(
+        after >= before + 20,
+        "writer threads woke {} times for 20 messages",
+        after - before
+    );
+}
+
 #[tokio::test]
 async fn message_reaches_every_session_of_every_member() {
     let dir = data_dir();

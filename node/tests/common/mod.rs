@@ -167,6 +167,34 @@ impl Node {
         self.spawn().await;
     }
 
+    /// The process id of the running node.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// The node's threads as (name, voluntary context switches), from
+    /// `/proc/PID/task`: a thread that keeps being woken up to work counts up.
+    pub fn threads(&self) -> Vec<(String, u64)> {
+        let Some(pid) = self.pid() else {
+            return Vec::new();
+        };
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("read /proc task list");
+        tasks
+            .filter_map(|t| {
+                let dir = t.ok()?.path();
+                let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+                let status = std::fs::read_to_string(dir.join("status")).ok()?;
+                let switches = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                Some((name.trim_end().to_string(), switches))
+            })
+            .collect()
+    }
+
     /// Whether the process still runs.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
