@@ -702,6 +702,44 @@ async fn room_list_carries_read_state_and_unread_counts() {
 }
 
 #[tokio::test]
+async fn room_list_holds_every_room_newest_first() {
+    // More rooms than the node loads at once, each with its own count, so
+    // a list that loses, repeats or mixes up rooms cannot pass.
+    let dir = data_dir();
+    let node = Node::start(dir.path()).await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let mut created = Vec::new();
+    for i in 0..40 {
+        created.push(room_id(
+            &group(&node, &alice, &format!("r{i}"), &[&bob]).await,
+        ));
+    }
+    let mut a = Client::connect(&node, &alice.token).await;
+    for (i, rid) in created.iter().enumerate() {
+        for n in 0..i % 4 {
+            let ack = a.send_message(rid, &format!("m{i}-{n}"), "hi").await;
+            assert_eq!(ack["type"], "sent", "{ack}");
+        }
+    }
+
+    let list = rooms_of(&node, &bob).await;
+    let listed: Vec<&str> = list.iter().filter_map(|r| r["room_id"].as_str()).collect();
+    let newest_first: Vec<&str> = created.iter().rev().map(String::as_str).collect();
+    assert_eq!(listed, newest_first);
+    for (i, rid) in created.iter().enumerate() {
+        let entry = list.iter().find(|r| r["room_id"] == rid.as_str()).unwrap();
+        assert_eq!(entry["name"], format!("r{i}"), "{entry}");
+        assert_eq!(entry["unread"], i % 4, "{entry}");
+        assert_eq!(
+            entry["members"].as_array().map(Vec::len),
+            Some(2),
+            "{entry}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn rooms_of_others_are_indistinguishable_from_missing_ones() {
     let dir = data_dir();
     let node = Node::start(dir.path()).await;
