@@ -119,9 +119,17 @@ fn violations(r: &Report) -> String {
 
 fn latency(r: &Report) -> String {
     let e = &r.messages.e2e;
-    format!(
+    let live = format!(
         "p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms",
         e.p50_ms, e.p99_ms, e.p999_ms, e.max_ms
+    );
+    let c = &r.messages.catch_up;
+    if c.count == 0 {
+        return live;
+    }
+    format!(
+        "{live}; catch-up after reconnects ({} deliveries): p50 {:.1} ms, max {:.1} ms",
+        c.count, c.p50_ms, c.max_ms
     )
 }
 
@@ -877,7 +885,9 @@ fn markdown(
         s,
         "Latency is from the sender writing `send` to each recipient reading the \
          `message` (every member session, the sender's own included), measured after \
-         the warm-up. JSON reports with per-second timelines are next to the plots.\n"
+         the warm-up. Messages a reconnected session reads before its `synced` (what it \
+         missed while away) are timed apart as catch-up. JSON reports with per-second \
+         timelines are next to the plots.\n"
     );
     if let Some(notes) = b
         .notes

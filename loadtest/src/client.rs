@@ -161,6 +161,9 @@ struct Session {
     read_sent: Vec<u64>,
     complete: bool,
     quiesced: bool,
+    /// Reconnected and waiting for `synced`: what arrives now was missed
+    /// while away (or held back by the replay) and is timed as catch-up.
+    catching_up: bool,
 }
 
 /// Runs one session until the run stops it; never panics on network input.
@@ -182,6 +185,7 @@ pub async fn run(spec: SessionSpec, shared: Shared) -> SessionResult {
         read_sent,
         complete: false,
         quiesced: false,
+        catching_up: false,
     };
     let connected = s.life().await;
     s.quiesce();
@@ -367,6 +371,7 @@ impl Session {
             if ws.send(WsMessage::text(frame)).await.is_err() {
                 return End::Lost;
             }
+            self.catching_up = self.reconnects > 0;
         }
         // Resend everything unacked, in order, with the same client_msg_id.
         let unacked: Vec<u64> = self.pending.keys().copied().collect();
@@ -642,8 +647,8 @@ impl Session {
                     return true;
                 };
                 self.streams[i].record(seq, f.message_id.as_deref().unwrap_or(""));
-                metrics
-                    .record_delivery(self.spec.index, f.body.as_deref().and_then(body_timestamp));
+                let sent_us = f.body.as_deref().and_then(body_timestamp);
+                metrics.record_delivery(self.spec.index, sent_us, self.catching_up);
             }
             ("sent", Some(room_id), Some(seq)) => {
                 let cmid = f.client_msg_id.as_deref().unwrap_or("");
@@ -687,6 +692,10 @@ impl Session {
                 }
             }
             ("message" | "sent", _, _) => metrics.error("malformed_event"),
+            ("synced", _, _) => {
+                self.catching_up = false;
+                metrics.other_event(&f.kind);
+            }
             _ => {
                 metrics.other_event(&f.kind);
             }

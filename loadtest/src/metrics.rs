@@ -45,6 +45,7 @@ struct Second {
 
 struct Shard {
     e2e: Option<Histogram<u64>>,
+    catch_up: Option<Histogram<u64>>,
     ack: Option<Histogram<u64>>,
     connect: Option<Histogram<u64>>,
     seconds: Vec<Second>,
@@ -54,6 +55,7 @@ impl Shard {
     fn new() -> Self {
         Shard {
             e2e: histogram(3),
+            catch_up: histogram(3),
             ack: histogram(3),
             connect: histogram(3),
             seconds: Vec::new(),
@@ -191,8 +193,11 @@ impl Metrics {
     }
 
     /// A `message` arrived for a message sent at `sent_us` (harness clock,
-    /// `None` if the body carried no timestamp).
-    pub fn record_delivery(&self, session: usize, sent_us: Option<u64>) {
+    /// `None` if the body carried no timestamp). `catch_up`: it arrived on a
+    /// reconnected session before its `synced`, so its latency includes the
+    /// time the session was away and goes to the catch-up histogram, not to
+    /// the live end-to-end one or the timeline's.
+    pub fn record_delivery(&self, session: usize, sent_us: Option<u64>, catch_up: bool) {
         self.delivered.fetch_add(1, Ordering::Relaxed);
         let now = self.now_us();
         let second = self.second_of(now);
@@ -203,6 +208,15 @@ impl Metrics {
             return;
         }
         let mut shard = self.shard(session);
+        if catch_up {
+            if let Some(l) = latency {
+                record(&mut shard.catch_up, l);
+            }
+            if let Some(i) = second {
+                shard.second(i).deliveries += 1;
+            }
+            return;
+        }
         if let Some(l) = latency {
             record(&mut shard.e2e, l);
         }
@@ -288,12 +302,14 @@ impl Metrics {
     /// Merges the shards.
     pub fn snapshot(&self) -> Snapshot {
         let mut e2e = histogram(3);
+        let mut catch_up = histogram(3);
         let mut ack = histogram(3);
         let mut connect = histogram(3);
         let mut seconds: Vec<Second> = Vec::new();
         for m in &self.shards {
             let s = m.lock().unwrap_or_else(|p| p.into_inner());
             merge(&mut e2e, &s.e2e);
+            merge(&mut catch_up, &s.catch_up);
             merge(&mut ack, &s.ack);
             merge(&mut connect, &s.connect);
             for (i, sec) in s.seconds.iter().enumerate() {
@@ -327,6 +343,7 @@ impl Metrics {
             .collect();
         Snapshot {
             e2e,
+            catch_up,
             ack,
             connect,
             timeline,
@@ -366,8 +383,12 @@ pub struct TimelinePoint {
 
 /// The merged measurements.
 pub struct Snapshot {
-    /// Send-to-receipt latency (µs), every recipient, measurement window.
+    /// Send-to-receipt latency (µs) of live deliveries, every recipient,
+    /// measurement window.
     pub e2e: Option<Histogram<u64>>,
+    /// Send-to-receipt latency (µs) of deliveries a reconnected session
+    /// read before its `synced`, measurement window.
+    pub catch_up: Option<Histogram<u64>>,
     /// Send-to-ack latency (µs), measurement window.
     pub ack: Option<Histogram<u64>>,
     /// Connect latency (µs).
@@ -436,19 +457,22 @@ mod tests {
     fn window_and_timeline() {
         let m = Metrics::new();
         // Before the run: counted, not timed.
-        m.record_delivery(0, Some(0));
+        m.record_delivery(0, Some(0), false);
         m.start_run(Duration::ZERO, Duration::from_secs(60));
         let t = m.now_us();
         m.record_send(1);
-        m.record_delivery(1, Some(t));
-        m.record_delivery(2, Some(t));
+        m.record_delivery(1, Some(t), false);
+        m.record_delivery(2, Some(t), false);
+        m.record_delivery(4, Some(t), true);
         m.record_ack(3, t);
         m.settle();
         let s = m.snapshot();
-        assert_eq!(m.delivered.load(Ordering::Relaxed), 3);
+        assert_eq!(m.delivered.load(Ordering::Relaxed), 4);
+        // The catch-up delivery counts in the second, but is timed apart.
         assert_eq!(Percentiles::of(&s.e2e).count, 2);
+        assert_eq!(Percentiles::of(&s.catch_up).count, 1);
+        assert_eq!(s.timeline[0].deliveries, 3);
         assert_eq!(Percentiles::of(&s.ack).count, 1);
-        assert_eq!(s.timeline[0].deliveries, 2);
         assert_eq!(s.timeline[0].sends, 1);
         assert_eq!(m.pending.load(Ordering::Relaxed), 0);
         assert!(!cdf_points(&s.e2e).is_empty());

@@ -85,8 +85,12 @@ pub struct MessageStats {
     pub peak_deliveries_per_s: u64,
     /// What the offered load should produce per second (sends x members).
     pub expected_deliveries_per_s: f64,
-    /// Send-to-receipt latency at every recipient (window only).
+    /// Send-to-receipt latency of live deliveries at every recipient
+    /// (window only).
     pub e2e: Percentiles,
+    /// Send-to-receipt latency of the deliveries reconnected sessions read
+    /// before their `synced` (what they missed while away; window only).
+    pub catch_up: Percentiles,
     /// Send-to-`sent` latency (window only).
     pub ack: Percentiles,
 }
@@ -262,7 +266,10 @@ impl Report {
                 m.expected_deliveries_per_s,
                 m.peak_deliveries_per_s
             );
-            for (name, l) in [("e2e", &m.e2e), ("ack", &m.ack)] {
+            for (name, l) in [("e2e", &m.e2e), ("catch-up", &m.catch_up), ("ack", &m.ack)] {
+                if name == "catch-up" && l.count == 0 {
+                    continue;
+                }
                 let _ = writeln!(
                     s,
                     "  {name:<11} p50 {:.2} ms  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  (n={})",

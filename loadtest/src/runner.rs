@@ -598,6 +598,7 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
             peak_deliveries_per_s: peak,
             expected_deliveries_per_s: expected,
             e2e: Percentiles::of(&snap.e2e),
+            catch_up: Percentiles::of(&snap.catch_up),
             ack: Percentiles::of(&snap.ack),
         },
         errors: metrics.errors(),

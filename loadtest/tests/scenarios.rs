@@ -316,6 +316,16 @@ fn mixed_scenario_with_reconnects() {
     assert_clean(code, &r, &out);
     assert!(r["reconnects"].as_u64().unwrap() >= 1, "{out}");
     assert_eq!(r["checker"]["incomplete_sessions"], 0, "{out}");
+    // What the dropped sessions missed is timed as catch-up, apart from live deliveries.
+    assert!(
+        r["messages"]["catch_up"]["count"].as_u64().unwrap() >= 1,
+        "{out}"
+    );
+    assert!(out.contains("catch-up"), "{out}");
+    assert!(
+        r["messages"]["e2e"]["count"].as_u64().unwrap() > 100,
+        "{out}"
+    );
 }
 
 #[test]
