@@ -135,14 +135,7 @@ async fn resending_a_client_msg_id_never_duplicates() {
     let got = b.messages_until(room_id, 2).await;
     assert_eq!(got.len(), 2, "bob must see exactly one copy: {got:?}");
 
-    let h = call(
-        &node,
-        "GET",
-        &format!("/api/v1/rooms/{room_id}/messages"),
-        Some(&alice.token),
-        None,
-    )
-    .await;
+    let h = history(&node, &alice, room_id, "").await;
     assert_eq!(h.body["messages"].as_array().unwrap().len(), 2);
 }
 
@@ -419,14 +412,7 @@ async fn acked_messages_survive_kill_and_restart() {
     }
     node.kill().await;
     node.restart().await;
-    let h = call(
-        &node,
-        "GET",
-        &format!("/api/v1/rooms/{room_id}/messages"),
-        Some(&bob.token),
-        None,
-    )
-    .await;
+    let h = history(&node, &bob, &room_id, "").await;
     let msgs = h.body["messages"].as_array().unwrap();
     assert_eq!(msgs.len(), 10);
     for (i, m) in msgs.iter().enumerate() {
@@ -454,14 +440,7 @@ async fn sigterm_closes_sessions_with_1012_and_loses_nothing() {
     assert!(status.success(), "clean exit after SIGTERM: {status}");
     assert_eq!(a.expect_close().await, Some(1012));
     node.restart().await;
-    let h = call(
-        &node,
-        "GET",
-        &format!("/api/v1/rooms/{room_id}/messages"),
-        Some(&alice.token),
-        None,
-    )
-    .await;
+    let h = history(&node, &alice, &room_id, "").await;
     assert_eq!(h.body["messages"].as_array().unwrap().len(), 5);
 }
 
@@ -552,14 +531,7 @@ async fn another_senders_client_msg_id_is_refused_not_echoed() {
         .await;
     assert_eq!(err["type"], "error", "{err}");
     assert_eq!(err["code"], "conflict");
-    let h = call(
-        &node,
-        "GET",
-        &format!("/api/v1/rooms/{room_id}/messages"),
-        Some(&alice.token),
-        None,
-    )
-    .await;
+    let h = history(&node, &alice, room_id, "").await;
     let msgs = h.body["messages"].as_array().unwrap();
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0]["body"], "alice's words");
