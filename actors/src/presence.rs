@@ -8,6 +8,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+use futures_util::stream::{self, StreamExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 
@@ -77,7 +78,6 @@ pub struct PresenceState {
 /// `user_id` (not including them). Larger rooms carry no presence: in a room
 /// of thousands, every join and leave would go to everyone.
 pub async fn contacts(store: &dyn Store, user_id: &str, max_room: usize) -> Vec<Arc<str>> {
-    let mut out = BTreeSet::new();
     let rooms = match store.user_rooms(user_id).await {
         Ok(r) => r,
         Err(e) => {
@@ -85,8 +85,13 @@ pub async fn contacts(store: &dyn Store, user_id: &str, max_room: usize) -> Vec<
             return Vec::new();
         }
     };
-    for room in rooms {
-        match store.members(&room).await {
+    // Several rooms at a time: on ScyllaDB each is a round trip.
+    let mut members = stream::iter(rooms)
+        .map(|room| async move { store.members(&room).await })
+        .buffer_unordered(CONTACT_READS_AT_ONCE);
+    let mut out = BTreeSet::new();
+    while let Some(read) = members.next().await {
+        match read {
             Ok(members) if members.len() <= max_room => {
                 out.extend(members.into_iter().map(|m| m.user_id))
             }
@@ -97,6 +102,9 @@ pub async fn contacts(store: &dyn Store, user_id: &str, max_room: usize) -> Vec<
     out.remove(user_id);
     out.into_iter().map(|u| Arc::from(u.as_str())).collect()
 }
+
+/// How many rooms' member lists [`contacts`] reads at once.
+const CONTACT_READS_AT_ONCE: usize = 16;
 
 /// One presence change to announce.
 type Announcement = (Arc<str>, Status, i64);
@@ -270,3 +278,58 @@ impl Actor for Presence {
 
 // Local-only message: never serialized (see `cluster` for what crosses nodes).
 impl ractor::Message for PresenceMsg {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parley_storage::embedded::EmbeddedStore;
+    use parley_storage::{MemberRecord, RoomRecord};
+
+    fn member(user: &str) -> MemberRecord {
+        MemberRecord {
+            user_id: user.into(),
+            username: user.into(),
+            role: "member".into(),
+            joined_at: 0,
+        }
+    }
+
+    async fn room(store: &dyn Store, id: usize, users: &[String]) {
+        let record = RoomRecord {
+            room_id: format!("room-{id}"),
+            kind: "group".into(),
+            name: format!("r{id}"),
+            created_at: 0,
+            last_seq: 0,
+        };
+        let members: Vec<MemberRecord> = users.iter().map(|u| member(u)).collect();
+        store.create_room(&record, &members).await.unwrap();
+    }
+
+    /// More rooms than are read at once, each with its own partner, plus a
+    /// room too large for presence: every small room's members and nobody
+    /// from the large one.
+    #[tokio::test]
+    async fn contacts_come_from_every_small_room_and_no_large_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let me = "me".to_string();
+        let mut expected = Vec::new();
+        for i in 0..40 {
+            let partner = format!("partner-{i:02}");
+            room(&store, i, &[me.clone(), partner.clone()]).await;
+            expected.push(partner);
+        }
+        let crowd: Vec<String> = std::iter::once(me.clone())
+            .chain((0..10).map(|i| format!("crowd-{i}")))
+            .collect();
+        room(&store, 99, &crowd).await;
+
+        let got: Vec<String> = contacts(&store, &me, 5)
+            .await
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        assert_eq!(got, expected);
+    }
+}
