@@ -207,23 +207,23 @@ impl Metrics {
         if second.is_none() && latency.is_none() {
             return;
         }
-        let mut shard = self.shard(session);
-        if catch_up {
-            if let Some(l) = latency {
-                record(&mut shard.catch_up, l);
-            }
-            if let Some(i) = second {
-                shard.second(i).deliveries += 1;
-            }
-            return;
-        }
+        let mut guard = self.shard(session);
+        let shard = &mut *guard;
         if let Some(l) = latency {
-            record(&mut shard.e2e, l);
+            record(
+                if catch_up {
+                    &mut shard.catch_up
+                } else {
+                    &mut shard.e2e
+                },
+                l,
+            );
         }
         if let Some(i) = second {
             let s = shard.second(i);
             s.deliveries += 1;
-            if let Some(l) = latency {
+            // The timeline's latencies are live ones only.
+            if let Some(l) = latency.filter(|_| !catch_up) {
                 if s.e2e.is_none() {
                     s.e2e = histogram(2);
                 }
@@ -483,5 +483,23 @@ mod tests {
         m.error("unavailable");
         m.error("unavailable");
         assert_eq!(m.errors()["unavailable"], 2);
+    }
+
+    #[test]
+    fn catch_up_stays_out_of_live_latency() {
+        let m = Metrics::new();
+        m.start_run(Duration::ZERO, Duration::from_secs(60));
+        let sent = m.now_us();
+        std::thread::sleep(Duration::from_millis(5));
+        // Missed while away: at least 5 ms old.
+        m.record_delivery(0, Some(sent), true);
+        // Live, stamped "now or later": recorded as (next to) zero.
+        m.record_delivery(1, Some(m.now_us() + 1_000_000), false);
+        let s = m.snapshot();
+        assert!(Percentiles::of(&s.catch_up).max_ms >= 5.0);
+        assert!(Percentiles::of(&s.e2e).max_ms < 1.0);
+        let second = &s.timeline[0];
+        assert_eq!(second.deliveries, 2);
+        assert!(second.e2e_max_ms.is_some_and(|ms| ms < 1.0), "{second:?}");
     }
 }

@@ -266,10 +266,9 @@ impl Report {
                 m.expected_deliveries_per_s,
                 m.peak_deliveries_per_s
             );
-            for (name, l) in [("e2e", &m.e2e), ("catch-up", &m.catch_up), ("ack", &m.ack)] {
-                if name == "catch-up" && l.count == 0 {
-                    continue;
-                }
+            let catch_up = (m.catch_up.count > 0).then_some(("catch-up", &m.catch_up));
+            let lines = [Some(("e2e", &m.e2e)), catch_up, Some(("ack", &m.ack))];
+            for (name, l) in lines.into_iter().flatten() {
                 let _ = writeln!(
                     s,
                     "  {name:<11} p50 {:.2} ms  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  (n={})",
