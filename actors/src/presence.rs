@@ -85,10 +85,11 @@ pub async fn contacts(store: &dyn Store, user_id: &str, max_room: usize) -> Vec<
             return Vec::new();
         }
     };
-    // Several rooms at a time: on ScyllaDB each is a round trip.
+    // Several rooms at a time (on ScyllaDB each is a round trip), as many
+    // as the store can serve at once.
     let mut members = stream::iter(rooms)
         .map(|room| async move { store.members(&room).await })
-        .buffer_unordered(CONTACT_READS_AT_ONCE);
+        .buffer_unordered(store.read_parallelism());
     let mut out = BTreeSet::new();
     while let Some(read) = members.next().await {
         match read {
@@ -102,9 +103,6 @@ pub async fn contacts(store: &dyn Store, user_id: &str, max_room: usize) -> Vec<
     out.remove(user_id);
     out.into_iter().map(|u| Arc::from(u.as_str())).collect()
 }
-
-/// How many rooms' member lists [`contacts`] reads at once.
-const CONTACT_READS_AT_ONCE: usize = 16;
 
 /// One presence change to announce.
 type Announcement = (Arc<str>, Status, i64);
@@ -282,28 +280,16 @@ impl ractor::Message for PresenceMsg {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use parley_storage::conformance::{member, room, user};
     use parley_storage::embedded::EmbeddedStore;
-    use parley_storage::{MemberRecord, RoomRecord};
+    use parley_storage::UserRecord;
 
-    fn member(user: &str) -> MemberRecord {
-        MemberRecord {
-            user_id: user.into(),
-            username: user.into(),
-            role: "member".into(),
-            joined_at: 0,
-        }
-    }
-
-    async fn room(store: &dyn Store, id: usize, users: &[String]) {
-        let record = RoomRecord {
-            room_id: format!("room-{id}"),
-            kind: "group".into(),
-            name: format!("r{id}"),
-            created_at: 0,
-            last_seq: 0,
-        };
-        let members: Vec<MemberRecord> = users.iter().map(|u| member(u)).collect();
-        store.create_room(&record, &members).await.unwrap();
+    async fn group(store: &dyn Store, users: &[&UserRecord]) {
+        let members: Vec<_> = users.iter().map(|u| member(u, "member", 0)).collect();
+        store
+            .create_room(&room("group", "contacts"), &members)
+            .await
+            .unwrap();
     }
 
     /// More rooms than are read at once, each with its own partner, plus a
@@ -313,23 +299,24 @@ mod tests {
     async fn contacts_come_from_every_small_room_and_no_large_one() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        let me = "me".to_string();
+        let me = user();
         let mut expected = Vec::new();
-        for i in 0..40 {
-            let partner = format!("partner-{i:02}");
-            room(&store, i, &[me.clone(), partner.clone()]).await;
-            expected.push(partner);
+        for _ in 0..store.read_parallelism() * 10 {
+            let partner = user();
+            group(&store, &[&me, &partner]).await;
+            expected.push(partner.user_id);
         }
-        let crowd: Vec<String> = std::iter::once(me.clone())
-            .chain((0..10).map(|i| format!("crowd-{i}")))
-            .collect();
-        room(&store, 99, &crowd).await;
+        let crowd: Vec<UserRecord> = (0..10).map(|_| user()).collect();
+        let mut large: Vec<&UserRecord> = crowd.iter().collect();
+        large.push(&me);
+        group(&store, &large).await;
 
-        let got: Vec<String> = contacts(&store, &me, 5)
+        let got: Vec<String> = contacts(&store, &me.user_id, 5)
             .await
             .iter()
             .map(|u| u.to_string())
             .collect();
+        expected.sort();
         assert_eq!(got, expected);
     }
 }

@@ -20,6 +20,13 @@ pub trait Store: Send + Sync + 'static {
     /// Cheap round trip proving storage answers (for `/ready`).
     async fn ping(&self) -> StorageResult<()>;
 
+    /// How many independent reads (one per room of a user, say) a caller
+    /// should keep in flight at once; more would only wait inside the
+    /// backend. At least 1.
+    fn read_parallelism(&self) -> usize {
+        1
+    }
+
     // ---- users ----
 
     /// Creates a user; `AlreadyExists` if the username is taken (even under

@@ -29,13 +29,19 @@ async fn member_room(state: &AppState, room_id: &str, user_id: &str) -> ApiResul
     if !is_valid_id(room_id) || state.store.member(room_id, user_id).await?.is_none() {
         return Err(ApiError::not_found("room not found"));
     }
-    let room = state
-        .store
-        .room(room_id)
+    room_info(state, room_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("room not found"))?;
+        .ok_or_else(|| ApiError::not_found("room not found"))
+}
+
+/// A room as the API shows it (record and members); `None` if there is no
+/// such room.
+async fn room_info(state: &AppState, room_id: &str) -> ApiResult<Option<RoomInfo>> {
+    let Some(room) = state.store.room(room_id).await? else {
+        return Ok(None);
+    };
     let members = state.store.members(room_id).await?;
-    Ok(convert::room(&room, &members, room.last_seq))
+    Ok(Some(convert::room(&room, &members, room.last_seq)))
 }
 
 async fn user_named(state: &AppState, raw: &str) -> ApiResult<UserRecord> {
@@ -162,9 +168,11 @@ pub async fn direct(
 /// `GET /rooms`: the caller's rooms with read state and unread counts.
 pub async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<RoomList>> {
     let room_ids = state.store.user_rooms(&user.user_id).await?;
+    // Several rooms at a time (on ScyllaDB each read is a round trip), as
+    // many as the store can serve at once.
     let loaded: Vec<ApiResult<Option<RoomSummary>>> = stream::iter(room_ids)
         .map(|room_id| summary(&state, &user.user_id, room_id))
-        .buffer_unordered(LIST_CONCURRENCY)
+        .buffer_unordered(state.store.read_parallelism())
         .collect()
         .await;
     let mut rooms = Vec::with_capacity(loaded.len());
@@ -176,11 +184,6 @@ pub async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<Js
     Ok(Json(RoomList { rooms }))
 }
 
-/// How many rooms `GET /rooms` loads at once. Each takes three store reads
-/// (a round trip each on ScyllaDB), so a user in many rooms waits for
-/// about `rooms / LIST_CONCURRENCY` round trips instead of `3 * rooms`.
-const LIST_CONCURRENCY: usize = 16;
-
 /// One room of `GET /rooms` with the caller's receipts; `None` if the room
 /// vanished between listing and loading.
 async fn summary(
@@ -188,20 +191,16 @@ async fn summary(
     user_id: &str,
     room_id: String,
 ) -> ApiResult<Option<RoomSummary>> {
-    let (room, members, marks) = tokio::try_join!(
-        state.store.room(&room_id),
-        state.store.members(&room_id),
-        state.store.watermarks(user_id, &room_id),
-    )?;
-    let Some(room) = room else {
+    let Some(room) = room_info(state, &room_id).await? else {
         return Ok(None);
     };
+    let marks = state.store.watermarks(user_id, &room_id).await?;
     let read_seq = marks.read_seq.min(room.last_seq);
     Ok(Some(RoomSummary {
-        room: convert::room(&room, &members, room.last_seq),
-        read_seq,
         delivered_seq: marks.delivered_seq.min(room.last_seq),
         unread: room.last_seq - read_seq,
+        read_seq,
+        room,
     }))
 }
 

@@ -41,9 +41,11 @@ pub use read_states::{
     watermarks_never_lowered,
 };
 pub use rooms::{
-    concurrent_direct_room, concurrent_direct_room_across, direct_room_idempotent,
+    concurrent_direct_room, concurrent_direct_room_across, direct_room_idempotent, parallel_reads,
     rooms_and_members,
 };
+/// Record builders, for other crates' tests that need rows in a real store.
+pub use support::{member, room, user};
 pub use users::{
     concurrent_registration, concurrent_registration_across, concurrent_token_take, last_seen,
     ping, refresh_tokens, username_conflict, users_create_and_lookup,
@@ -68,6 +70,7 @@ pub async fn run_all_with(store: Arc<dyn Store>, heavy: bool) {
     concurrent_token_take(Arc::clone(&store)).await;
 
     rooms_and_members(s).await;
+    parallel_reads(s).await;
     direct_room_idempotent(s).await;
     concurrent_direct_room(Arc::clone(&store)).await;
 

@@ -2,12 +2,54 @@
 
 use std::sync::Arc;
 
+use futures_util::stream::{self, StreamExt};
 use tokio::sync::Barrier;
 
 use super::support::{fresh_id, member, now_ms, room, user};
 use crate::error::StorageError;
 use crate::model::{MemberRecord, UserRecord};
 use crate::store::Store;
+
+/// The backend's `read_parallelism` is at least 1, and that many reads of
+/// different rooms in flight at once (as `GET /rooms` and presence keep)
+/// each get their own room's members.
+pub async fn parallel_reads(store: &dyn Store) {
+    let at_once = store.read_parallelism();
+    assert!(at_once >= 1, "read_parallelism must be at least 1");
+    let owner = user();
+    let mut rooms = Vec::new();
+    for _ in 0..at_once * 3 {
+        let r = room("group", "parallel");
+        let guest = user();
+        store
+            .create_room(
+                &r,
+                &[member(&owner, "owner", 1), member(&guest, "member", 2)],
+            )
+            .await
+            .expect("create_room");
+        rooms.push((r.room_id, guest.user_id));
+    }
+    let read: Vec<_> = stream::iter(&rooms)
+        .map(|(room_id, guest)| async move { (guest, store.members(room_id).await) })
+        .buffer_unordered(at_once)
+        .collect()
+        .await;
+    assert_eq!(read.len(), rooms.len());
+    for (guest, members) in read {
+        let mut ids: Vec<String> = members
+            .expect("members")
+            .into_iter()
+            .map(|m| m.user_id)
+            .collect();
+        ids.sort();
+        let mut want = vec![owner.user_id.clone(), guest.clone()];
+        want.sort();
+        assert_eq!(ids, want, "a parallel read got another room's members");
+    }
+    let listed = store.user_rooms(&owner.user_id).await.expect("user_rooms");
+    assert_eq!(listed.len(), rooms.len());
+}
 
 /// Create, read, rename, list, change and remove members.
 pub async fn rooms_and_members(store: &dyn Store) {

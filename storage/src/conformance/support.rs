@@ -28,7 +28,7 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 /// A user record with a fresh id and name.
-pub(crate) fn user() -> UserRecord {
+pub fn user() -> UserRecord {
     UserRecord {
         user_id: fresh_id(),
         username: fresh_username(),
@@ -39,7 +39,7 @@ pub(crate) fn user() -> UserRecord {
 }
 
 /// A room record with a fresh id.
-pub(crate) fn room(kind: &str, name: &str) -> RoomRecord {
+pub fn room(kind: &str, name: &str) -> RoomRecord {
     RoomRecord {
         room_id: fresh_id(),
         kind: kind.into(),
@@ -50,7 +50,7 @@ pub(crate) fn room(kind: &str, name: &str) -> RoomRecord {
 }
 
 /// A member record for `u`.
-pub(crate) fn member(u: &UserRecord, role: &str, joined_at: i64) -> MemberRecord {
+pub fn member(u: &UserRecord, role: &str, joined_at: i64) -> MemberRecord {
     MemberRecord {
         user_id: u.user_id.clone(),
         username: u.username.clone(),

@@ -24,6 +24,12 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    /// One read per reader connection; more would block pool threads on
+    /// the readers' locks.
+    fn read_parallelism(&self) -> usize {
+        super::pool::READERS
+    }
+
     async fn create_user(&self, user: &UserRecord) -> StorageResult<()> {
         let user = user.clone();
         self.write(move |c| users::create_user(c, &user)).await

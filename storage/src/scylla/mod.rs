@@ -67,6 +67,11 @@ use crate::error::StorageResult;
 use exec::Executor;
 use heads::HeadCache;
 
+/// How many independent requests one caller keeps in flight: a room's
+/// receipt flush raises this many users at a time, and callers that read
+/// many partitions get it as `read_parallelism`.
+pub(crate) const REQUESTS_IN_FLIGHT: usize = 32;
+
 /// The ScyllaDB store. Cheap to clone (clones share the session).
 #[derive(Clone)]
 pub struct ScyllaStore {

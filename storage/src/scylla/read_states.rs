@@ -12,6 +12,7 @@ use futures_util::future::{try_join, try_join_all};
 
 use super::binds;
 use super::exec::Executor;
+use super::REQUESTS_IN_FLIGHT;
 use crate::error::{StorageError, StorageResult};
 use crate::model::Watermarks;
 
@@ -65,18 +66,15 @@ pub async fn raise(
     Ok(())
 }
 
-/// Most users of one room flush raised at once (two writes each).
-const RAISE_CONCURRENCY: usize = 32;
-
 /// Raises several users' watermarks in one room: the same writes as
-/// [`raise`], up to [`RAISE_CONCURRENCY`] users at a time instead of one
+/// [`raise`], up to [`REQUESTS_IN_FLIGHT`] users at a time instead of one
 /// round trip after another.
 pub async fn raise_many(
     x: &Executor,
     room_id: &str,
     marks: &[(String, Watermarks)],
 ) -> StorageResult<()> {
-    for chunk in marks.chunks(RAISE_CONCURRENCY) {
+    for chunk in marks.chunks(REQUESTS_IN_FLIGHT) {
         try_join_all(
             chunk
                 .iter()

@@ -17,6 +17,10 @@ impl Store for ScyllaStore {
         Ok(())
     }
 
+    fn read_parallelism(&self) -> usize {
+        super::REQUESTS_IN_FLIGHT
+    }
+
     async fn create_user(&self, user: &UserRecord) -> StorageResult<()> {
         users::create_user(&self.x, user).await
     }
