@@ -66,6 +66,9 @@ impl Api {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
+            // Below the node's idle keep-alive limit (--http-header-timeout-secs,
+            // 30 s by default): never reuse a connection the node is closing.
+            .pool_idle_timeout(Duration::from_secs(20))
             .build()
             .map_err(|source| ApiError::Transport {
                 url: base.to_string(),

@@ -191,6 +191,15 @@ pub struct Config {
     /// Pending-connection backlog of the HTTP/WebSocket listener.
     #[arg(long, env = "PARLEY_LISTEN_BACKLOG", default_value_t = 4096)]
     pub listen_backlog: u32,
+    /// Most client connections open at once (HTTP and WebSocket); 0 means
+    /// the open-file limit less 512 descriptors kept for the node itself.
+    #[arg(long, env = "PARLEY_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+    /// Seconds a connection may take to send a complete request head; also
+    /// how long an idle keep-alive connection stays open.
+    #[arg(long, env = "PARLEY_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_header_timeout_secs: u64,
     /// Rooms above this many members do not carry presence (a user's status
     /// goes to people sharing a smaller room with them).
     #[arg(

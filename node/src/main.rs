@@ -9,6 +9,7 @@ mod auth;
 mod cluster;
 mod config;
 mod gateway;
+mod listener;
 mod metrics;
 mod ratelimit;
 mod server;

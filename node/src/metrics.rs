@@ -32,6 +32,10 @@ pub struct Metrics {
     pub logins: AtomicU64,
     /// Failed logins.
     pub login_failures: AtomicU64,
+    /// Client connections open now (HTTP and WebSocket).
+    pub connections_open: AtomicU64,
+    /// Times a connection had to wait because `--max-connections` were open.
+    pub connections_limited: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -43,7 +47,7 @@ impl Metrics {
     /// Renders every metric in Prometheus text format.
     pub fn render(&self, stats: Stats, members: usize, node: &str) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 12] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
             (
                 "parley_http_requests_total",
                 "HTTP requests answered",
@@ -100,6 +104,11 @@ impl Metrics {
                 "failed logins",
                 &self.login_failures,
             ),
+            (
+                "parley_connections_limited_total",
+                "times a new connection waited because --max-connections were open",
+                &self.connections_limited,
+            ),
         ];
         for (name, help, c) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -129,6 +138,11 @@ impl Metrics {
                 "parley_cluster_members",
                 "live cluster members this node sees (itself included)",
                 members,
+            ),
+            (
+                "parley_connections_open",
+                "client connections open (HTTP and WebSocket)",
+                self.connections_open.load(Ordering::Relaxed) as usize,
             ),
         ];
         for (name, help, v) in gauges {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 
 use parley_actors::ChatSystem;
 use parley_protocol::ws::CLOSE_GOING_AWAY;
@@ -93,27 +92,21 @@ pub async fn run(config: Config, writers: tokio::runtime::Handle) -> anyhow::Res
         }
     });
 
+    let open_files = crate::listener::raise_open_file_limit();
+    let options = crate::listener::ServeOptions {
+        max_connections: crate::listener::connection_cap(config.max_connections, open_files),
+        header_timeout: Duration::from_secs(config.http_header_timeout_secs),
+    };
     let listener = listen(config.listen, config.listen_backlog)
         .with_context(|| format!("binding {}", config.listen))?;
     let local = listener.local_addr()?;
-    // Chat frames are small and must leave at once: without TCP_NODELAY a
-    // frame written while the previous one is unacknowledged waits for the
-    // peer's delayed ACK (up to 40 ms on Linux), which is what a sender's
-    // `sent` ack hit whenever a `message` had just gone out on its socket.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    tracing::info!(addr = %local, node = %node_name, data_dir = %config.data_dir.display(), "parley node listening");
+    tracing::info!(addr = %local, node = %node_name, data_dir = %config.data_dir.display(),
+        max_connections = options.max_connections, open_files, "parley node listening");
 
     let draining = state.draining.clone();
+    let metrics = state.metrics.clone();
     let app = crate::api::router(state);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    crate::listener::serve(listener, app, options, metrics, async move {
         shutdown_signal().await;
         tracing::info!("shutting down: draining rooms and closing sessions with 1012");
         draining.store(true, Ordering::SeqCst);
@@ -124,7 +117,7 @@ pub async fn run(config: Config, writers: tokio::runtime::Handle) -> anyhow::Res
             server.stop(None);
         }
     })
-    .await?;
+    .await;
     tracing::info!("stopped");
     Ok(())
 }

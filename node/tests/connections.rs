@@ -1,0 +1,145 @@
+//! Connection-level protection: the request-head timeout (slow headers,
+//! idle keep-alive) and the cap on open connections, over raw TCP sockets.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nHost: parley\r\n\r\n";
+
+/// A raw TCP connection to the node.
+async fn raw(node: &Node) -> TcpStream {
+    TcpStream::connect(&node.addr).await.expect("tcp connect")
+}
+
+/// What a raw socket does next within `wait`.
+#[derive(Debug, PartialEq)]
+enum Next {
+    /// The node sent bytes (starting with these).
+    Data(String),
+    /// The node closed the connection.
+    Closed,
+    /// Nothing happened.
+    Quiet,
+}
+
+async fn next(s: &mut TcpStream, wait: Duration) -> Next {
+    let mut buf = [0u8; 512];
+    match tokio::time::timeout(wait, s.read(&mut buf)).await {
+        Err(_) => Next::Quiet,
+        Ok(Ok(0)) | Ok(Err(_)) => Next::Closed,
+        Ok(Ok(n)) => Next::Data(String::from_utf8_lossy(&buf[..n]).into_owned()),
+    }
+}
+
+/// Asserts the node answers `/health` with 200 on `s`.
+async fn expect_health(s: &mut TcpStream, wait: Duration) {
+    match next(s, wait).await {
+        Next::Data(d) => assert!(d.starts_with("HTTP/1.1 200"), "{d}"),
+        other => panic!("expected a 200 answer, got {other:?}"),
+    }
+}
+
+/// `parley_connections_open` and `parley_connections_limited_total`, read
+/// over a connection of their own (counted in the first).
+async fn connection_metrics(node: &Node) -> (u64, u64) {
+    let text = reqwest::get(node.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{{")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    };
+    (
+        value("parley_connections_open"),
+        value("parley_connections_limited_total"),
+    )
+}
+
+/// Waits until only the metrics request itself is open (earlier clients'
+/// closes have reached the node).
+async fn settle(node: &Node) {
+    for _ in 0..200 {
+        if connection_metrics(node).await.0 <= 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("connections from earlier requests were not closed");
+}
+
+#[tokio::test]
+async fn a_request_head_that_never_completes_is_cut_off() {
+    let dir = data_dir();
+    let node = Node::start_with(dir.path(), &["--http-header-timeout-secs", "1"]).await;
+    let mut slow = raw(&node).await;
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: parl")
+        .await
+        .expect("write");
+    let mut silent = raw(&node).await;
+    assert_eq!(next(&mut slow, WAIT).await, Next::Closed);
+    assert_eq!(next(&mut silent, WAIT).await, Next::Closed);
+    // The node still serves everyone else.
+    let mut ok = raw(&node).await;
+    ok.write_all(HEALTH).await.expect("write");
+    expect_health(&mut ok, WAIT).await;
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let dir = data_dir();
+    let node = Node::start_with(dir.path(), &["--http-header-timeout-secs", "1"]).await;
+    let mut s = raw(&node).await;
+    s.write_all(HEALTH).await.expect("write");
+    expect_health(&mut s, WAIT).await;
+    // Kept alive for the next request, but not forever.
+    assert_eq!(next(&mut s, WAIT).await, Next::Closed);
+}
+
+#[tokio::test]
+async fn a_websocket_is_not_subject_to_the_header_timeout() {
+    let dir = data_dir();
+    let node = Node::start_with(dir.path(), &["--http-header-timeout-secs", "1"]).await;
+    let alice = user(&node, "alice").await;
+    let mut ws = Client::connect(&node, &alice.token).await;
+    // Three timeouts' worth of silence, then the session still answers.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ws.ping_pong("still-here").await;
+}
+
+#[tokio::test]
+async fn past_the_cap_a_connection_waits_for_a_place_and_a_websocket_holds_one() {
+    let dir = data_dir();
+    let node = Node::start_with(dir.path(), &["--max-connections", "3"]).await;
+    let alice = user(&node, "alice").await;
+    settle(&node).await;
+    // Three places: one WebSocket and two idle sockets fill them.
+    let ws = Client::connect(&node, &alice.token).await;
+    let idle = [raw(&node).await, raw(&node).await];
+    let mut waiting = raw(&node).await;
+    waiting.write_all(HEALTH).await.expect("write");
+    assert_eq!(
+        next(&mut waiting, Duration::from_secs(1)).await,
+        Next::Quiet,
+        "a fourth connection was served while three were open"
+    );
+    // Closing the WebSocket frees its place (the upgraded socket held it).
+    ws.close().await;
+    expect_health(&mut waiting, WAIT).await;
+    drop(waiting);
+    drop(idle);
+    settle(&node).await;
+    let (open, limited) = connection_metrics(&node).await;
+    assert_eq!(open, 1);
+    assert!(limited >= 1, "the wait at the cap was not counted");
+}
