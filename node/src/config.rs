@@ -200,6 +200,12 @@ pub struct Config {
     #[arg(long, env = "PARLEY_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub http_header_timeout_secs: u64,
+    /// Seconds of silence after which a client connection is probed (TCP
+    /// keepalive); one that answers none of 3 probes, sent every sixth of
+    /// this (at least 1 s), is closed.
+    #[arg(long, env = "PARLEY_TCP_KEEPALIVE_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub tcp_keepalive_secs: u64,
     /// Rooms above this many members do not carry presence (a user's status
     /// goes to people sharing a smaller room with them).
     #[arg(

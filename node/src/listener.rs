@@ -14,6 +14,12 @@
 //!   left idle. Upgraded WebSockets are no longer HTTP and are not subject
 //!   to it.
 //!
+//! It also turns on TCP keepalive (`--tcp-keepalive-secs`): a client that
+//! vanished without closing (a laptop lid shut, a phone out of coverage)
+//! leaves a socket that never reads EOF, and its user would show online
+//! forever. The kernel probes a silent connection and fails it when the
+//! probes go unanswered; the session then ends like any other.
+//!
 //! Shutdown works as with axum: once `shutdown` completes, the node stops
 //! accepting, asks every connection to finish its request in flight and
 //! close, and waits for them.
@@ -48,6 +54,9 @@ pub const FD_RESERVE: u64 = 512;
 /// The fewest connections a derived cap allows.
 const MIN_DERIVED_CAP: u64 = 64;
 
+/// Unanswered keepalive probes after which a client connection fails.
+const KEEPALIVE_PROBES: u32 = 3;
+
 /// How the listener protects the node.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
@@ -55,6 +64,23 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// Longest wait for a complete request head (also the keep-alive idle limit).
     pub header_timeout: Duration,
+    /// Silence after which a client connection is probed (TCP keepalive).
+    pub keepalive: Duration,
+}
+
+/// TCP keepalive for a client socket: probed after `idle` of silence, then
+/// every `idle / 6` (at least 1 s); failed after [`KEEPALIVE_PROBES`]
+/// unanswered probes, or when sent data stays unacknowledged as long (TCP
+/// user timeout; keepalive only probes connections with nothing in flight).
+fn set_keepalive(stream: &TcpStream, idle: Duration) -> io::Result<()> {
+    let interval = (idle / 6).max(Duration::from_secs(1));
+    let params = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(interval)
+        .with_retries(KEEPALIVE_PROBES);
+    let socket = socket2::SockRef::from(stream);
+    socket.set_tcp_keepalive(&params)?;
+    socket.set_tcp_user_timeout(Some(idle + interval * KEEPALIVE_PROBES))
 }
 
 /// The connection cap: `configured` when non-zero, otherwise the open-file
@@ -122,6 +148,9 @@ pub async fn serve(
         // `sent` ack hit whenever a `message` had just gone out on its socket.
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+        if let Err(e) = set_keepalive(&stream, options.keepalive) {
+            tracing::debug!(error = %e, "could not set TCP keepalive");
         }
         let io = Permitted::new(stream, permit, metrics.clone());
         tokio::spawn(connection(

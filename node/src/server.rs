@@ -96,6 +96,7 @@ pub async fn run(config: Config, writers: tokio::runtime::Handle) -> anyhow::Res
     let options = crate::listener::ServeOptions {
         max_connections: crate::listener::connection_cap(config.max_connections, open_files),
         header_timeout: Duration::from_secs(config.http_header_timeout_secs),
+        keepalive: Duration::from_secs(config.tcp_keepalive_secs),
     };
     let listener = listen(config.listen, config.listen_backlog)
         .with_context(|| format!("binding {}", config.listen))?;

@@ -1,5 +1,6 @@
 //! Connection-level protection: the request-head timeout (slow headers,
-//! idle keep-alive) and the cap on open connections, over raw TCP sockets.
+//! idle keep-alive), the cap on open connections, and TCP keepalive for
+//! clients that vanish, over real sockets.
 
 mod common;
 
@@ -142,4 +143,83 @@ async fn past_the_cap_a_connection_waits_for_a_place_and_a_websocket_holds_one()
     let (open, limited) = connection_metrics(&node).await;
     assert_eq!(open, 1);
     assert!(limited >= 1, "the wait at the cap was not counted");
+}
+
+/// Alice and Bob in a direct room, both connected, on a node that probes
+/// silent connections after 2 s (then every second: failed within about 5 s).
+struct Pair {
+    _dir: tempfile::TempDir,
+    node: Node,
+    room_id: String,
+    bob: User,
+    a: Client,
+    b: Client,
+}
+
+async fn connected_pair() -> Pair {
+    let dir = data_dir();
+    let node = Node::start_with(dir.path(), &["--tcp-keepalive-secs", "2"]).await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let dm = call(
+        &node,
+        "POST",
+        "/api/v1/rooms/direct",
+        Some(&alice.token),
+        Some(serde_json::json!({"username": bob.username})),
+    )
+    .await;
+    assert_eq!(dm.status, 201);
+    let mut a = Client::connect(&node, &alice.token).await;
+    let b = Client::connect(&node, &bob.token).await;
+    a.expect(|f| f["type"] == "presence" && f["status"] == "online")
+        .await;
+    Pair {
+        _dir: dir,
+        room_id: room_id(&dm.body),
+        node,
+        bob,
+        a,
+        b,
+    }
+}
+
+/// Waits (up to 30 s) for Alice to see Bob go offline.
+async fn expect_offline(a: &mut Client, bob: &User) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match a.read(left).await {
+            Read::Frame(f) if f["type"] == "presence" && f["status"] == "offline" => {
+                assert_eq!(f["user_id"], bob.user_id.as_str());
+                return;
+            }
+            Read::Frame(_) => continue,
+            other => panic!("bob was not seen offline: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_vanishes_goes_offline() {
+    let mut p = connected_pair().await;
+    // Bob's machine drops off the network: no FIN, no ACK, ever again.
+    p.b.vanish();
+    expect_offline(&mut p.a, &p.bob).await;
+}
+
+#[tokio::test]
+async fn a_client_that_vanishes_with_messages_on_the_way_goes_offline() {
+    let mut p = connected_pair().await;
+    p.b.vanish();
+    // Keepalive only probes an idle connection; with a message to Bob
+    // unacknowledged, the TCP user timeout is what ends it.
+    let ack = p.a.send_message(&p.room_id, "m1", "are you there?").await;
+    assert_eq!(ack["type"], "sent");
+    expect_offline(&mut p.a, &p.bob).await;
+    // The node itself is unharmed.
+    assert_eq!(
+        call(&p.node, "GET", "/health", None, None).await.status,
+        200
+    );
 }

@@ -542,6 +542,44 @@ impl Client {
         .await;
     }
 
+    /// Makes this client's machine vanish from the network without closing
+    /// anything: a socket filter drops every packet to the client's socket
+    /// before TCP sees it, so nothing is acknowledged and no FIN is sent.
+    pub fn vanish(&self) {
+        use std::os::fd::AsRawFd;
+        let MaybeTlsStream::Plain(tcp) = self.ws.get_ref() else {
+            panic!("only plain sockets can vanish");
+        };
+        // One classic BPF instruction, `ret #0`: keep no byte of any packet.
+        let mut drop_all = [libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        }];
+        let program = libc::sock_fprog {
+            len: 1,
+            filter: drop_all.as_mut_ptr(),
+        };
+        // SAFETY: `program` and the instruction it points to outlive the call,
+        // and the length passed is the size of `program`.
+        let rc = unsafe {
+            libc::setsockopt(
+                tcp.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                (&program as *const libc::sock_fprog).cast(),
+                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "SO_ATTACH_FILTER: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
     /// Close code constant for comparisons.
     pub fn code(c: CloseCode) -> u16 {
         u16::from(c)
