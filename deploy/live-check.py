@@ -313,8 +313,8 @@ def main() -> int:
         check(len(ups) == 3, f"nginx.conf upstreams {ups}", f"expected 3 upstream servers, found {ups}")
         for up, p in zip(ups, http_ports):
             conf = conf.replace(f"server {up}", f"server 127.0.0.1:{p}")
-        conf, n = re.subn(r"^(\s*)listen\s+8080;", rf"\1listen 127.0.0.1:{lb_port};", conf, flags=re.M)
-        check(n == 1, "nginx listen port replaced", "could not find 'listen 8080;' in nginx.conf")
+        conf, n = re.subn(r"^(\s*)listen\s+8080([\s;])", rf"\1listen 127.0.0.1:{lb_port}\2", conf, flags=re.M)
+        check(n == 1, "nginx listen port replaced", "could not find 'listen 8080' in nginx.conf")
         conf = conf.replace("access_log /dev/stdout parley;", f"access_log {tmp}/access.log parley;")
         (tmp / "nginx").mkdir()
         (tmp / "nginx/nginx.conf").write_text(conf)
