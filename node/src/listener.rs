@@ -12,7 +12,7 @@
 //!   connection that has not sent a complete request head within it is
 //!   closed: slow-header (slowloris) clients, and keep-alive connections
 //!   left idle. Upgraded WebSockets are no longer HTTP and are not subject
-//!   to it.
+//!   to it. The body then has as long again ([`BodyDeadline`]).
 //!
 //! It also turns on TCP keepalive (`--tcp-keepalive-secs`): a client that
 //! vanished without closing (a laptop lid shut, a phone out of coverage)
@@ -53,6 +53,12 @@ pub const FD_RESERVE: u64 = 512;
 
 /// The fewest connections a derived cap allows.
 const MIN_DERIVED_CAP: u64 = 64;
+
+/// How long a request's body may take to arrive once its head has: the
+/// request-head timeout again. Put in every request's extensions for the
+/// body extractors (`api::extract`), which answer `invalid_request` past it.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyDeadline(pub Duration);
 
 /// Unanswered keepalive probes after which a client connection fails.
 const KEEPALIVE_PROBES: u32 = 3;
@@ -230,6 +236,7 @@ async fn connection(
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let mut req = req.map(Body::new);
         req.extensions_mut().insert(ConnectInfo(remote));
+        req.extensions_mut().insert(BodyDeadline(header_timeout));
         let mut router = router.clone();
         async move { router.call(req).await }
     });

@@ -97,6 +97,29 @@ async fn a_request_head_that_never_completes_is_cut_off() {
 }
 
 #[tokio::test]
+async fn a_body_that_trickles_in_is_refused() {
+    let dir = data_dir();
+    let node = Node::start_with(dir.path(), &["--http-header-timeout-secs", "1"]).await;
+    let mut s = raw(&node).await;
+    s.write_all(
+        b"POST /api/v1/auth/login HTTP/1.1\r\nHost: parley\r\n\
+          Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"user",
+    )
+    .await
+    .expect("write");
+    match next(&mut s, WAIT).await {
+        Next::Data(d) => {
+            assert!(d.starts_with("HTTP/1.1 400"), "{d}");
+            assert!(d.contains("invalid_request"), "{d}");
+            assert!(d.contains("not received in time"), "{d}");
+        }
+        other => panic!("expected a 400 answer, got {other:?}"),
+    }
+    // The rest of the body never came: the connection is not reused.
+    assert_eq!(next(&mut s, WAIT).await, Next::Closed);
+}
+
+#[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed() {
     let dir = data_dir();
     let node = Node::start_with(dir.path(), &["--http-header-timeout-secs", "1"]).await;

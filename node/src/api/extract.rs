@@ -9,6 +9,22 @@ use serde::de::DeserializeOwned;
 use parley_protocol::ErrorCode;
 
 use super::error::ApiError;
+use crate::listener::BodyDeadline;
+
+/// Reads a body with `read`, within the request's [`BodyDeadline`] if it
+/// has one: a body that trickles in is refused rather than holding the
+/// connection for as long as the client likes.
+async fn within_deadline<T>(
+    req: Request,
+    read: impl AsyncFnOnce(Request) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    match req.extensions().get::<BodyDeadline>().copied() {
+        None => read(req).await,
+        Some(BodyDeadline(limit)) => tokio::time::timeout(limit, read(req))
+            .await
+            .unwrap_or_else(|_| Err(ApiError::invalid("request body not received in time"))),
+    }
+}
 
 /// A JSON body; bad JSON is `invalid_request`, an oversized body `too_large`.
 pub struct Body<T>(pub T);
@@ -17,15 +33,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Body(v)),
-            Err(JsonRejection::BytesRejection(r))
-                if r.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-            {
-                Err(ApiError::new(ErrorCode::TooLarge, "request body too large"))
+        within_deadline(req, async |req| {
+            match axum::Json::<T>::from_request(req, state).await {
+                Ok(axum::Json(v)) => Ok(Body(v)),
+                Err(JsonRejection::BytesRejection(r))
+                    if r.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+                {
+                    Err(ApiError::new(ErrorCode::TooLarge, "request body too large"))
+                }
+                Err(e) => Err(ApiError::invalid(e.body_text())),
             }
-            Err(e) => Err(ApiError::invalid(e.body_text())),
-        }
+        })
+        .await
     }
 }
 
@@ -36,16 +55,19 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        axum::body::Bytes::from_request(req, state)
-            .await
-            .map(RawBody)
-            .map_err(|e| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(ErrorCode::TooLarge, "request body too large")
-                } else {
-                    ApiError::invalid(e.body_text())
-                }
-            })
+        within_deadline(req, async |req| {
+            axum::body::Bytes::from_request(req, state)
+                .await
+                .map(RawBody)
+                .map_err(|e| {
+                    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                        ApiError::new(ErrorCode::TooLarge, "request body too large")
+                    } else {
+                        ApiError::invalid(e.body_text())
+                    }
+                })
+        })
+        .await
     }
 }
 
