@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod ordering;
 pub mod outbound;
 pub mod presence;
+pub mod presence_queue;
 pub mod room;
 pub mod room_cache;
 pub mod session;

@@ -85,6 +85,8 @@ pub struct Metrics {
     pub head_moved: AtomicU64,
     /// Commits that failed in storage.
     pub commit_failures: AtomicU64,
+    /// Delivery gaps a session's writer found and had replayed from storage.
+    pub gap_repairs: AtomicU64,
     /// Inter-node messages sent.
     pub peer_messages_out: AtomicU64,
     /// Inter-node bytes sent.
@@ -97,6 +99,8 @@ pub struct Metrics {
     pub room_pending: AtomicI64,
     /// Frames waiting in session queues for their socket (gauge).
     pub outbound_queued: AtomicI64,
+    /// Users whose presence change waits to be announced (gauge).
+    pub presence_waiting: AtomicI64,
     /// Messages per group commit.
     pub commit_batch: Histogram,
     /// Duration of a group commit in storage.
@@ -132,12 +136,14 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     slow_consumer_closes: AtomicU64::new(0),
     head_moved: AtomicU64::new(0),
     commit_failures: AtomicU64::new(0),
+    gap_repairs: AtomicU64::new(0),
     peer_messages_out: AtomicU64::new(0),
     peer_bytes_out: AtomicU64::new(0),
     peer_messages_in: AtomicU64::new(0),
     peer_bytes_in: AtomicU64::new(0),
     room_pending: AtomicI64::new(0),
     outbound_queued: AtomicI64::new(0),
+    presence_waiting: AtomicI64::new(0),
     commit_batch: Histogram::new(SIZES),
     commit_seconds: Histogram::new(SECONDS),
     send_to_ack_seconds: Histogram::new(SECONDS),
@@ -162,7 +168,7 @@ impl Metrics {
     /// Renders everything in Prometheus text format with a `node` label.
     pub fn render(&self, out: &mut String, node: &str) {
         let labels = format!("node=\"{node}\"");
-        let counters: [(&str, &str, &AtomicU64); 10] = [
+        let counters: [(&str, &str, &AtomicU64); 11] = [
             (
                 "parley_messages_committed_total",
                 "messages newly committed",
@@ -194,6 +200,11 @@ impl Metrics {
                 &self.commit_failures,
             ),
             (
+                "parley_delivery_gaps_repaired_total",
+                "live messages that skipped seqs on a connection; the gap was replayed from storage",
+                &self.gap_repairs,
+            ),
+            (
                 "parley_peer_messages_out_total",
                 "inter-node messages sent",
                 &self.peer_messages_out,
@@ -218,7 +229,7 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             let _ = writeln!(out, "{name}{{{labels}}} {}", c.load(Ordering::Relaxed));
         }
-        let gauges: [(&str, &str, &AtomicI64); 2] = [
+        let gauges: [(&str, &str, &AtomicI64); 3] = [
             (
                 "parley_room_pending_sends",
                 "sends waiting in rooms for their commit",
@@ -228,6 +239,11 @@ impl Metrics {
                 "parley_outbound_queued_frames",
                 "frames waiting in session queues for their socket",
                 &self.outbound_queued,
+            ),
+            (
+                "parley_presence_waiting",
+                "users whose presence change waits to be announced to their contacts",
+                &self.presence_waiting,
             ),
         ];
         for (name, help, g) in gauges {

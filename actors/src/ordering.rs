@@ -6,7 +6,11 @@
 //! - holds live messages of a room while that room is being replayed and
 //!   releases the ones the replay did not cover when the replay ends;
 //! - remembers, per room, the contiguous range of seqs already written on
-//!   this connection and drops anything inside it.
+//!   this connection and drops anything inside it;
+//! - notices a live message that skips seqs after ones already written (a
+//!   delivery lost on the way, e.g. from a node whose view of the cluster
+//!   was not complete yet): it holds the room as a replay would and asks for
+//!   the missing seqs to be replayed from storage ([`Verdict::Gap`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +24,13 @@ pub enum Verdict {
     Duplicate,
     /// Its room is being replayed: it was held and comes back from [`DeliveryOrder::end_sync`].
     Held,
+    /// Seqs after `after` up to this one were never written here: it was
+    /// held, and its room must be replayed from `after` (then ended with
+    /// [`DeliveryOrder::end_sync`]) to fill the gap.
+    Gap {
+        /// The highest seq of the room written on this connection.
+        after: u64,
+    },
 }
 
 /// A live message waiting for the first `sync`: (room, seq, serialized event).
@@ -99,7 +110,17 @@ impl DeliveryOrder {
             h.push((seq, json.clone()));
             return Verdict::Held;
         }
-        self.admit(room, seq)
+        // One lookup on the hot path: the gap check and the admission share it.
+        let Some(spans) = self.written.get_mut(room) else {
+            return self.admit(room, seq);
+        };
+        match spans.top() {
+            Some(top) if seq > top.saturating_add(1) => {
+                self.held.insert(room.clone(), vec![(seq, json.clone())]);
+                Verdict::Gap { after: top }
+            }
+            _ => spans.admit(seq),
+        }
     }
 
     /// Decides about a replayed message.
@@ -125,12 +146,7 @@ impl DeliveryOrder {
             Some(spans) => spans,
             None => self.written.entry(room.clone()).or_default(),
         };
-        if spans.contains(seq) {
-            Verdict::Duplicate
-        } else {
-            spans.insert(seq);
-            Verdict::Write
-        }
+        spans.admit(seq)
     }
 }
 
@@ -142,6 +158,21 @@ impl DeliveryOrder {
 struct Spans(Vec<(u64, u64)>);
 
 impl Spans {
+    /// The highest seq written, if any.
+    fn top(&self) -> Option<u64> {
+        self.0.last().map(|(_, b)| *b)
+    }
+
+    /// Records `seq` as written: `Write` if it is new, `Duplicate` if not.
+    fn admit(&mut self, seq: u64) -> Verdict {
+        if self.contains(seq) {
+            Verdict::Duplicate
+        } else {
+            self.insert(seq);
+            Verdict::Write
+        }
+    }
+
     fn contains(&self, seq: u64) -> bool {
         self.0.iter().any(|(a, b)| *a <= seq && seq <= *b)
     }
@@ -231,6 +262,33 @@ mod tests {
         o.live(&r, 4, &j(4));
         assert_eq!(o.open_gate(), vec![j(3), j(4)]);
         assert_eq!(o.live(&r, 5, &j(5)), Verdict::Write);
+    }
+
+    #[test]
+    fn a_live_message_past_a_gap_is_held_until_the_gap_is_replayed() {
+        let mut o = DeliveryOrder::default();
+        let (r, other): (Arc<str>, Arc<str>) = (Arc::from("r"), Arc::from("o"));
+        // The first message of a room on a connection says nothing about gaps.
+        assert_eq!(o.live(&r, 4, &j(4)), Verdict::Write);
+        assert_eq!(o.live(&r, 5, &j(5)), Verdict::Write);
+        // 6 and 7 were lost on the way; 8 arrives.
+        assert_eq!(o.live(&r, 8, &j(8)), Verdict::Gap { after: 5 });
+        // Later live messages of the room wait too; other rooms do not.
+        assert_eq!(o.live(&r, 9, &j(9)), Verdict::Held);
+        assert_eq!(o.live(&other, 1, &j(1)), Verdict::Write);
+        assert_eq!(o.held_len(), 2);
+        // The replay from 5 writes 6..=8 (8 is in storage too); the end
+        // releases what it did not write.
+        for s in 6..=8 {
+            assert_eq!(o.replayed(&r, s), Verdict::Write);
+        }
+        assert_eq!(o.end_sync(&r), vec![j(9)]);
+        assert_eq!(o.live(&r, 10, &j(10)), Verdict::Write);
+        assert_eq!(o.held_len(), 0);
+        // A replay that found nothing (storage error) still releases the
+        // held messages when ended.
+        assert_eq!(o.live(&r, 12, &j(12)), Verdict::Gap { after: 10 });
+        assert_eq!(o.end_sync(&r), vec![j(12)]);
     }
 
     #[test]

@@ -3,14 +3,15 @@
 //! A user is online while at least one of their sessions exists. The first
 //! session makes them `online`, the last one leaving makes them `offline`
 //! and persists `last_seen`. Each change is sent only to users who share a
-//! room with that user (looked up from storage off the actor's thread).
+//! room with that user (looked up from storage off the actor's thread, by an
+//! announcer that drains a [`PresenceQueue`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use futures_util::stream::{self, StreamExt};
+use futures_util::stream::{self, FuturesUnordered, StreamExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::sync::mpsc;
 
 use parley_protocol::time::{now_millis, to_rfc3339};
 use parley_protocol::ws::{ServerEvent, Status};
@@ -19,7 +20,9 @@ use parley_storage::Store;
 use crate::cluster::wire::PeerPayload;
 use crate::cluster::{Cluster, View};
 use crate::dispatcher::{deliver_everywhere, DispatcherMsg};
+use crate::metrics::METRICS;
 use crate::outbound::Outbound;
+use crate::presence_queue::{Change, PresenceQueue, Taken};
 
 /// Messages of the presence actor.
 pub enum PresenceMsg {
@@ -68,7 +71,7 @@ pub struct Presence;
 
 /// Session counts per online user.
 pub struct PresenceState {
-    announcements: mpsc::Sender<Announcement>,
+    announcements: QueueHandle,
     sessions: HashMap<Arc<str>, usize>,
     remote: HashMap<Arc<str>, HashSet<Arc<str>>>,
     cluster: Cluster,
@@ -86,16 +89,17 @@ pub async fn contacts(store: &dyn Store, user_id: &str, max_room: usize) -> Vec<
         }
     };
     // Several rooms at a time (on ScyllaDB each is a round trip), as many
-    // as the store can serve at once.
+    // as the store can serve at once. One id past `max_room` is enough to
+    // know a room is too large: a room of thousands costs as little to skip
+    // as a small one costs to read.
+    let enough = max_room.saturating_add(1);
     let mut members = stream::iter(rooms)
-        .map(|room| async move { store.members(&room).await })
+        .map(|room| async move { store.member_ids_up_to(&room, enough).await })
         .buffer_unordered(store.read_parallelism());
     let mut out = BTreeSet::new();
     while let Some(read) = members.next().await {
         match read {
-            Ok(members) if members.len() <= max_room => {
-                out.extend(members.into_iter().map(|m| m.user_id))
-            }
+            Ok(ids) if ids.len() <= max_room => out.extend(ids),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "presence: cannot read members"),
         }
@@ -104,42 +108,81 @@ pub async fn contacts(store: &dyn Store, user_id: &str, max_room: usize) -> Vec<
     out.into_iter().map(|u| Arc::from(u.as_str())).collect()
 }
 
-/// One presence change to announce.
-type Announcement = (Arc<str>, Status, i64);
+/// Users whose changes are announced at once. Each announcement is a few
+/// storage reads; several in flight keep a connect storm from piling up
+/// behind one slow read, and one user's changes still go out in order.
+const ANNOUNCED_AT_ONCE: usize = 8;
 
-/// Announces presence changes one at a time, in the order they happened, off
-/// the actor's thread (each needs storage reads to find the user's contacts).
-async fn announcer(
+/// Where one announcement goes.
+#[derive(Clone)]
+struct Announcer {
     max_room: usize,
     store: Arc<dyn Store>,
     dispatcher: ActorRef<DispatcherMsg>,
     cluster: Cluster,
-    mut rx: mpsc::Receiver<Announcement>,
-) {
-    while let Some((user, status, at)) = rx.recv().await {
+}
+
+impl Announcer {
+    /// Persists `last_seen` when the user went offline and tells their
+    /// contacts, wherever they are connected. Gives the user back when done.
+    async fn announce(self, user: Arc<str>, change: Change) -> Arc<str> {
+        let Change { status, at } = change;
         if status == Status::Offline {
-            if let Err(e) = store.set_last_seen(&user, at).await {
+            if let Err(e) = self.store.set_last_seen(&user, at).await {
                 tracing::warn!(error = %e, "could not persist last_seen");
             }
         }
-        let users = contacts(store.as_ref(), &user, max_room).await;
-        if users.is_empty() {
-            continue;
+        let users = contacts(self.store.as_ref(), &user, self.max_room).await;
+        if !users.is_empty() {
+            let event = ServerEvent::Presence {
+                user_id: user.to_string(),
+                status,
+                last_seen: Some(to_rfc3339(at)),
+            };
+            deliver_everywhere(
+                &self.cluster,
+                &self.dispatcher,
+                Arc::from(users),
+                vec![Outbound::Frame(Arc::from(event.to_json()))],
+                None,
+                None,
+            );
         }
-        let event = ServerEvent::Presence {
-            user_id: user.to_string(),
-            status,
-            last_seen: Some(to_rfc3339(at)),
-        };
-        // Contacts may be connected to any node.
-        deliver_everywhere(
-            &cluster,
-            &dispatcher,
-            Arc::from(users),
-            vec![Outbound::Frame(Arc::from(event.to_json()))],
-            None,
-            None,
-        );
+        user
+    }
+
+    /// Announces what `queue` holds, [`ANNOUNCED_AT_ONCE`] users at a time,
+    /// until it is closed and empty.
+    async fn run(self, queue: Arc<PresenceQueue>) {
+        let mut sending = FuturesUnordered::new();
+        loop {
+            while sending.len() < ANNOUNCED_AT_ONCE {
+                match queue.take() {
+                    Taken::Change(user, change) => {
+                        sending.push(self.clone().announce(user, change))
+                    }
+                    Taken::Wait => break,
+                    Taken::Finished => return,
+                }
+            }
+            METRICS
+                .presence_waiting
+                .store(queue.waiting() as i64, Ordering::Relaxed);
+            tokio::select! {
+                Some(user) = sending.next(), if !sending.is_empty() => queue.done(&user),
+                _ = queue.changed() => {}
+            }
+        }
+    }
+}
+
+/// Closes the announcer's queue when the presence actor's state goes away,
+/// so the announcer sends what is left and stops.
+struct QueueHandle(Arc<PresenceQueue>);
+
+impl Drop for QueueHandle {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
@@ -149,9 +192,7 @@ impl PresenceState {
     }
 
     fn announce(&self, user: Arc<str>, status: Status, at: i64) {
-        if self.announcements.try_send((user, status, at)).is_err() {
-            tracing::warn!("presence announcements backlogged; dropping one");
-        }
+        self.announcements.0.push(user, Change { status, at });
     }
 }
 
@@ -165,17 +206,17 @@ impl Actor for Presence {
         _myself: ActorRef<Self::Msg>,
         args: PresenceArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let (tx, rx) = mpsc::channel(10_000);
+        let queue = PresenceQueue::new();
         let cluster = args.cluster.clone();
-        tokio::spawn(announcer(
-            args.max_room,
-            args.store,
-            args.dispatcher,
-            args.cluster,
-            rx,
-        ));
+        let announcer = Announcer {
+            max_room: args.max_room,
+            store: args.store,
+            dispatcher: args.dispatcher,
+            cluster: args.cluster,
+        };
+        tokio::spawn(announcer.run(queue.clone()));
         Ok(PresenceState {
-            announcements: tx,
+            announcements: QueueHandle(queue),
             sessions: HashMap::new(),
             remote: HashMap::new(),
             cluster,

@@ -33,8 +33,16 @@ const ROOM_CACHE_MAX: usize = 1024;
 pub enum SessionMsg {
     /// A parsed client frame.
     Frame(ClientFrame),
-    /// A `sync` replay finished (internal).
+    /// The running replay finished (internal).
     SyncFinished,
+    /// The socket writer saw a room skip seqs after `after`: replay it from
+    /// there (without a `synced` answer; the client did not ask).
+    Repair {
+        /// The room.
+        room: Arc<str>,
+        /// The highest seq of the room written on this connection.
+        after: u64,
+    },
     /// A send routed to another node was answered.
     Acked(AckKey),
     /// These nodes left: sends routed to them and not answered are routed again.
@@ -61,6 +69,19 @@ pub struct SessionArgs {
 /// The session actor.
 pub struct SessionActor;
 
+/// What the running replay is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replaying {
+    /// The client's `sync`.
+    Sync,
+    /// Gaps the socket writer found.
+    Repair,
+}
+
+/// A client's `sync` waiting for its turn: its `ref` and the rooms it names
+/// (with the seq it has of each; `None` = all of the user's rooms).
+type QueuedSync = (Option<String>, Option<BTreeMap<String, u64>>);
+
 /// State of one connection.
 pub struct SessionState {
     session_id: Arc<str>,
@@ -68,7 +89,12 @@ pub struct SessionState {
     tx: OutboundTx,
     system: ChatSystem,
     rooms: RoomCache,
-    syncing: bool,
+    /// The replay task running, if any (one at a time).
+    replaying: Option<Replaying>,
+    /// The client's `sync` waiting for the running replay: (ref, rooms).
+    queued_sync: Option<QueuedSync>,
+    /// Gaps to replay after the running replay: room -> replay after this seq.
+    queued_repairs: BTreeMap<String, u64>,
     /// Whether live messages flow (the first request other than `sync` opens it).
     gate_open: bool,
     /// Sends routed to another node and not yet answered, with that node.
@@ -76,6 +102,45 @@ pub struct SessionState {
 }
 
 impl SessionState {
+    /// Starts the next replay when none runs: the client's `sync` first,
+    /// then the gaps the writer found (one replay for all of them). One runs
+    /// at a time, so two replays never interleave in a room.
+    fn next_replay(&mut self, myself: &ActorRef<SessionMsg>) {
+        if self.replaying.is_some() {
+            return;
+        }
+        let (r#ref, rooms, kind) = if let Some((r#ref, rooms)) = self.queued_sync.take() {
+            (r#ref, rooms, Replaying::Sync)
+        } else if !self.queued_repairs.is_empty() {
+            let rooms = std::mem::take(&mut self.queued_repairs);
+            (None, Some(rooms), Replaying::Repair)
+        } else {
+            return;
+        };
+        self.replaying = Some(kind);
+        let replay = Replay {
+            store: self.system.store().clone(),
+            user_id: self.caller.user_id.clone(),
+            tx: self.tx.clone(),
+            page: self.system.config().sync_page.max(1),
+            r#ref,
+            repair: kind == Replaying::Repair,
+        };
+        let me = myself.clone();
+        tokio::spawn(async move {
+            replay.run(rooms).await;
+            let _ = me.cast(SessionMsg::SyncFinished);
+        });
+    }
+
+    /// Queues a replay of `room` after `after` (the writer found a gap).
+    fn repair(&mut self, myself: &ActorRef<SessionMsg>, room: &str, after: u64) {
+        crate::metrics::add(&crate::metrics::METRICS.gap_repairs, 1);
+        let entry = self.queued_repairs.entry(room.to_string()).or_insert(after);
+        *entry = (*entry).min(after);
+        self.next_replay(myself);
+    }
+
     fn error(&self, r#ref: Option<String>, code: ErrorCode, message: impl Into<String>) {
         crate::metrics::METRICS.error(code);
         self.tx
@@ -169,7 +234,7 @@ impl SessionState {
                 return;
             }
             ClientRequest::Sync(sync) => {
-                if self.syncing {
+                if self.queued_sync.is_some() || self.replaying == Some(Replaying::Sync) {
                     self.error(
                         r#ref,
                         ErrorCode::InvalidRequest,
@@ -189,20 +254,8 @@ impl SessionState {
                     );
                     return;
                 }
-                self.syncing = true;
-                let replay = Replay {
-                    store: self.system.store().clone(),
-                    user_id: self.caller.user_id.clone(),
-                    tx: self.tx.clone(),
-                    page: self.system.config().sync_page.max(1),
-                    r#ref,
-                };
-                let me = myself.clone();
-                let rooms = sync.rooms;
-                tokio::spawn(async move {
-                    replay.run(rooms).await;
-                    let _ = me.cast(SessionMsg::SyncFinished);
-                });
+                self.queued_sync = Some((r#ref, sync.rooms));
+                self.next_replay(myself);
                 return;
             }
             ClientRequest::Send(f) => (
@@ -257,18 +310,41 @@ struct Replay {
     tx: OutboundTx,
     page: u32,
     r#ref: Option<String>,
+    /// Filling gaps the writer found, not answering a `sync`: no `synced`
+    /// and no errors for the client, and every room is ended even if it
+    /// cannot be read (the writer holds its live messages until then).
+    repair: bool,
 }
 
 impl Replay {
     async fn run(self, rooms: Option<BTreeMap<String, u64>>) {
-        let result = self.replay(rooms).await;
+        let mut started = Vec::new();
+        let result = self.replay(rooms, &mut started).await;
         if let Err(e) = result {
-            self.tx
-                .frame(ServerEvent::error(self.r#ref.clone(), e.code(), e.to_string()).to_json());
+            // Release the rooms whose live messages the writer holds; what
+            // could not be read stays missing until the client syncs.
+            for room in started {
+                if !self.tx.sync(SyncItem::RoomDone(room)).await {
+                    return;
+                }
+            }
+            if self.repair {
+                tracing::warn!(error = %e, "could not replay a delivery gap");
+            } else {
+                self.tx.frame(
+                    ServerEvent::error(self.r#ref.clone(), e.code(), e.to_string()).to_json(),
+                );
+            }
         }
     }
 
-    async fn replay(&self, rooms: Option<BTreeMap<String, u64>>) -> Result<(), ChatError> {
+    /// Replays `rooms` (all of the user's from 0 when `None`); the rooms
+    /// whose live messages are held from the start go into `started`.
+    async fn replay(
+        &self,
+        rooms: Option<BTreeMap<String, u64>>,
+        started: &mut Vec<Arc<str>>,
+    ) -> Result<(), ChatError> {
         let wanted: Vec<(String, u64)> = match rooms {
             Some(map) => map.into_iter().collect(),
             None => self
@@ -280,12 +356,23 @@ impl Replay {
                 .collect(),
         };
         // Only rooms the user belongs to; others answer not_found (no existence leak).
+        if self.repair {
+            // The writer holds these rooms already.
+            started.extend(wanted.iter().map(|(r, _)| Arc::<str>::from(r.as_str())));
+        }
         let mut allowed = Vec::with_capacity(wanted.len());
         for (room_id, after) in wanted {
             let member = parley_protocol::ids::is_valid_id(&room_id)
                 && self.store.member(&room_id, &self.user_id).await?.is_some();
             if member {
                 allowed.push((Arc::<str>::from(room_id.as_str()), after));
+            } else if self.repair {
+                // Left the room meanwhile: just release what is held.
+                let room: Arc<str> = Arc::from(room_id.as_str());
+                started.retain(|r| *r != room);
+                if !self.tx.sync(SyncItem::RoomDone(room)).await {
+                    return Ok(());
+                }
             } else {
                 self.tx.frame(
                     ServerEvent::error(
@@ -304,6 +391,9 @@ impl Replay {
         self.tx.push(Outbound::SyncStart(
             allowed.iter().map(|(r, _)| r.clone()).collect(),
         ));
+        if !self.repair {
+            started.extend(allowed.iter().map(|(r, _)| r.clone()));
+        }
         let mut heads = BTreeMap::new();
         for (room_id, after) in allowed {
             let mut cursor = after;
@@ -332,10 +422,14 @@ impl Replay {
                     break;
                 }
             }
+            started.retain(|r| *r != room_id);
             if !self.tx.sync(SyncItem::RoomDone(room_id.clone())).await {
                 return Ok(());
             }
             heads.insert(room_id.to_string(), cursor);
+        }
+        if self.repair {
+            return Ok(());
         }
         let done = ServerEvent::Synced {
             r#ref: self.r#ref.clone(),
@@ -386,7 +480,9 @@ impl Actor for SessionActor {
             tx: args.tx,
             system: args.system,
             rooms: RoomCache::new(ROOM_CACHE_MAX),
-            syncing: false,
+            replaying: None,
+            queued_sync: None,
+            queued_repairs: BTreeMap::new(),
             gate_open: false,
             remote_pending: HashMap::new(),
         })
@@ -415,7 +511,11 @@ impl Actor for SessionActor {
         // memory exists only while a message is being handled.
         match msg {
             SessionMsg::Frame(frame) => Box::pin(state.handle_frame(&myself, frame)).await,
-            SessionMsg::SyncFinished => state.syncing = false,
+            SessionMsg::SyncFinished => {
+                state.replaying = None;
+                state.next_replay(&myself);
+            }
+            SessionMsg::Repair { room, after } => state.repair(&myself, &room, after),
             SessionMsg::Acked(key) => {
                 state.remote_pending.remove(&key);
             }

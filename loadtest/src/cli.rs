@@ -10,7 +10,8 @@ use crate::plan::Scenario;
 ///
 /// The nodes under test must run with cheap password hashing and rate limits
 /// off, e.g. `parley-node --argon2-memory-kib 64 --argon2-iterations 1
-/// --login-rate-per-ip 0 --login-rate-per-user 0 --register-rate-per-ip 0 --ws-rate 0`.
+/// --login-rate-per-ip 0 --login-rate-per-user 0 --register-rate-per-ip 0 --ws-rate 0
+/// --max-sessions-per-user 0 --api-rate-per-user 0`.
 #[derive(Debug, Parser)]
 #[command(name = "parley-loadtest", version)]
 pub struct Cli {

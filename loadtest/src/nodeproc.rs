@@ -11,7 +11,9 @@ use tokio::process::{Child, Command};
 use crate::api::Api;
 
 /// The flags that make a node usable for load tests: cheap argon2 (setup
-/// registers and logs in thousands of users) and every rate limit off.
+/// registers and logs in thousands of users), every rate limit off (set-up
+/// creates rooms quickly through the API), and no cap on one user's
+/// sessions (idle runs may share users).
 pub const LOAD_TEST_FLAGS: &[&str] = &[
     "--argon2-memory-kib",
     "64",
@@ -24,6 +26,10 @@ pub const LOAD_TEST_FLAGS: &[&str] = &[
     "--register-rate-per-ip",
     "0",
     "--ws-rate",
+    "0",
+    "--max-sessions-per-user",
+    "0",
+    "--api-rate-per-user",
     "0",
     "--access-token-ttl-secs",
     "7200",

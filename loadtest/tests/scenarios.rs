@@ -27,6 +27,10 @@ const LOAD_FLAGS: &[&str] = &[
     "0",
     "--ws-rate",
     "0",
+    "--max-sessions-per-user",
+    "0",
+    "--api-rate-per-user",
+    "0",
 ];
 
 fn node_bin() -> &'static Path {

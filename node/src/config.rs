@@ -145,6 +145,12 @@ pub struct Config {
     /// Registrations per client IP per minute (0 = unlimited).
     #[arg(long, env = "PARLEY_REGISTER_RATE_PER_IP", default_value_t = 30)]
     pub register_rate_per_ip: u32,
+    /// Authenticated HTTP API requests per user per second (0 = unlimited).
+    #[arg(long, env = "PARLEY_API_RATE_PER_USER", default_value_t = 20)]
+    pub api_rate_per_user: u32,
+    /// API requests a user may make at once above their rate.
+    #[arg(long, env = "PARLEY_API_BURST_PER_USER", default_value_t = 100)]
+    pub api_burst_per_user: u32,
     /// WebSocket frames per connection per second (0 = unlimited).
     #[arg(long, env = "PARLEY_WS_RATE", default_value_t = 50)]
     pub ws_rate: u32,
@@ -195,6 +201,10 @@ pub struct Config {
     /// the open-file limit less 512 descriptors kept for the node itself.
     #[arg(long, env = "PARLEY_MAX_CONNECTIONS", default_value_t = 0)]
     pub max_connections: usize,
+    /// Most WebSocket sessions one user may hold open on this node at once;
+    /// past it `GET /ws` answers 429 `rate_limited`. 0 = no cap.
+    #[arg(long, env = "PARLEY_MAX_SESSIONS_PER_USER", default_value_t = 32)]
+    pub max_sessions_per_user: usize,
     /// Seconds a connection may take to send a complete request head; also
     /// how long an idle keep-alive connection stays open.
     #[arg(long, env = "PARLEY_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 30,

@@ -34,6 +34,7 @@ use parley_protocol::ws::{
     CLOSE_TOKEN_INVALID, CLOSE_TOO_LARGE, CLOSE_TRY_AGAIN,
 };
 use parley_protocol::ErrorCode;
+use ractor::ActorRef;
 
 use crate::api::error::ApiError;
 use crate::auth::extract::bearer;
@@ -45,6 +46,9 @@ use crate::state::AppState;
 /// Tungstenite refuses frames beyond this outright; frames between the
 /// configured limit and this are read and refused with 1009 by us.
 const HARD_FRAME_LIMIT: usize = 1024 * 1024;
+
+/// Seconds a client refused for holding too many sessions is told to wait.
+const SESSION_CAP_RETRY_SECS: u64 = 5;
 
 /// `GET /ws`: authenticate, then upgrade.
 pub async fn upgrade(
@@ -72,13 +76,29 @@ pub async fn upgrade(
         Ok(ws) => ws,
         Err(e) => return ApiError::invalid(e.body_text()).into_response(),
     };
+    // Held for the session's whole life; given back when `run` ends (or
+    // when the upgrade never completes and the callback is dropped).
+    let Some(slot) = state.sessions.acquire(&claims.sub) else {
+        inc(&state.metrics.ws_sessions_refused);
+        return ApiError {
+            message: format!(
+                "this user already has {} sessions open on this node; close one first",
+                state.config.max_sessions_per_user
+            ),
+            ..ApiError::rate_limited(SESSION_CAP_RETRY_SECS)
+        }
+        .into_response();
+    };
     let limit = state.config.max_frame_bytes;
     ws.max_frame_size(HARD_FRAME_LIMIT.max(limit))
         .max_message_size(HARD_FRAME_LIMIT.max(limit))
         .read_buffer_size(1024)
         .write_buffer_size(4 * 1024)
         .max_write_buffer_size(HARD_FRAME_LIMIT)
-        .on_upgrade(move |socket| run(state, socket, claims))
+        .on_upgrade(move |socket| async move {
+            run(state, socket, claims).await;
+            drop(slot);
+        })
 }
 
 /// Seconds from now until `exp` (seconds since the epoch); 0 if past.
@@ -119,9 +139,12 @@ async fn run(state: AppState, socket: WebSocket, claims: Claims) {
     let span = tracing::info_span!("ws.session", session_id = %session_id, user_id = %user_id);
     async {
         tracing::debug!("connection opened");
-        let writer = state
-            .writers
-            .spawn(write_loop(sink, rx, state.config.outbound_queue.max(16)));
+        let writer = state.writers.spawn(write_loop(
+            sink,
+            rx,
+            state.config.outbound_queue.max(16),
+            session.clone(),
+        ));
         read_loop(&state, stream, &tx, &session, claims).await;
         // Reader done (client left, or a close was asked for): end the session.
         tx.close(1000);
@@ -137,7 +160,7 @@ async fn read_loop(
     state: &AppState,
     mut stream: SplitStream<WebSocket>,
     tx: &OutboundTx,
-    session: &ractor::ActorRef<SessionMsg>,
+    session: &ActorRef<SessionMsg>,
     claims: Claims,
 ) {
     let limit = ConnectionLimit::new(state.config.ws_rate, state.config.ws_burst);
@@ -334,6 +357,7 @@ fn flow(ok: bool) -> Flow {
 async fn live_item(
     sink: &mut Sink,
     order: &mut DeliveryOrder,
+    session: &ActorRef<SessionMsg>,
     item: Outbound,
     hold_max: usize,
 ) -> Flow {
@@ -342,8 +366,19 @@ async fn live_item(
         Outbound::Message(m) => match order.live(&m.room_id, m.seq, &m.json) {
             Verdict::Write => put(sink, &m.json).await,
             Verdict::Duplicate => true,
-            Verdict::Held if order.held_len() > hold_max => return Flow::Overflow,
+            Verdict::Held | Verdict::Gap { .. } if order.held_len() > hold_max => {
+                return Flow::Overflow
+            }
             Verdict::Held => true,
+            Verdict::Gap { after } => {
+                // A delivery was lost on the way: the session replays the
+                // missing seqs from storage; the room is held until then.
+                let _ = session.cast(SessionMsg::Repair {
+                    room: m.room_id.clone(),
+                    after,
+                });
+                true
+            }
         },
         Outbound::SyncStart(rooms) => {
             let now = order.start_sync(&rooms);
@@ -373,12 +408,20 @@ async fn sync_item(sink: &mut Sink, order: &mut DeliveryOrder, item: SyncItem) -
 }
 
 /// Writes the frames already queued (at most a few hundred) without waiting for more.
-async fn flush_queued(sink: &mut Sink, rx: &mut OutboundRx, order: &mut DeliveryOrder) {
+async fn flush_queued(
+    sink: &mut Sink,
+    rx: &mut OutboundRx,
+    order: &mut DeliveryOrder,
+    session: &ActorRef<SessionMsg>,
+) {
     for _ in 0..256 {
         let Some(item) = rx.try_next_live() else {
             break;
         };
-        if !matches!(live_item(sink, order, item, usize::MAX).await, Flow::Go) {
+        if !matches!(
+            live_item(sink, order, session, item, usize::MAX).await,
+            Flow::Go
+        ) {
             break;
         }
     }
@@ -386,7 +429,12 @@ async fn flush_queued(sink: &mut Sink, rx: &mut OutboundRx, order: &mut Delivery
 }
 
 /// Drains the session's queues into the socket, in order, batching writes.
-async fn write_loop(mut sink: Sink, mut rx: OutboundRx, hold_max: usize) {
+async fn write_loop(
+    mut sink: Sink,
+    mut rx: OutboundRx,
+    hold_max: usize,
+    session: ActorRef<SessionMsg>,
+) {
     let mut order = DeliveryOrder::gated();
     let gate_deadline = tokio::time::Instant::now() + FIRST_SYNC_GRACE;
     let close_signal = rx.close.clone();
@@ -401,7 +449,7 @@ async fn write_loop(mut sink: Sink, mut rx: OutboundRx, hold_max: usize) {
                 if code != CLOSE_TRY_AGAIN {
                     // Say what is already queued (e.g. the errors that led to a
                     // 1008) before closing; a slow client (1013) gets nothing more.
-                    let drain = flush_queued(&mut sink, &mut rx, &mut order);
+                    let drain = flush_queued(&mut sink, &mut rx, &mut order, &session);
                     let _ = tokio::time::timeout(FLUSH_BEFORE_CLOSE, drain).await;
                 }
                 close(&mut sink, code).await;
@@ -410,7 +458,7 @@ async fn write_loop(mut sink: Sink, mut rx: OutboundRx, hold_max: usize) {
             item = rx.live.recv() => match item {
                 Some(item) => {
                     outbound::dequeued();
-                    live_item(&mut sink, &mut order, item, hold_max).await
+                    live_item(&mut sink, &mut order, &session, item, hold_max).await
                 }
                 None => Flow::Stop,
             },
@@ -426,7 +474,9 @@ async fn write_loop(mut sink: Sink, mut rx: OutboundRx, hold_max: usize) {
                 break;
             }
             match rx.try_next_live() {
-                Some(item) => next = live_item(&mut sink, &mut order, item, hold_max).await,
+                Some(item) => {
+                    next = live_item(&mut sink, &mut order, &session, item, hold_max).await
+                }
                 None => break,
             }
         }

@@ -13,6 +13,7 @@ mod listener;
 mod metrics;
 mod ratelimit;
 mod server;
+mod session_cap;
 mod state;
 mod telemetry;
 mod web;

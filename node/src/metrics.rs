@@ -36,6 +36,10 @@ pub struct Metrics {
     pub connections_open: AtomicU64,
     /// Times a connection had to wait because `--max-connections` were open.
     pub connections_limited: AtomicU64,
+    /// WebSocket upgrades refused because the user held `--max-sessions-per-user`.
+    pub ws_sessions_refused: AtomicU64,
+    /// API requests refused because the user was over `--api-rate-per-user`.
+    pub api_rate_limited: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -47,7 +51,7 @@ impl Metrics {
     /// Renders every metric in Prometheus text format.
     pub fn render(&self, stats: Stats, members: usize, node: &str) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 13] = [
+        let counters: [(&str, &str, &AtomicU64); 15] = [
             (
                 "parley_http_requests_total",
                 "HTTP requests answered",
@@ -108,6 +112,16 @@ impl Metrics {
                 "parley_connections_limited_total",
                 "times a new connection waited because --max-connections were open",
                 &self.connections_limited,
+            ),
+            (
+                "parley_ws_sessions_refused_total",
+                "WebSocket upgrades refused because the user held --max-sessions-per-user",
+                &self.ws_sessions_refused,
+            ),
+            (
+                "parley_api_rate_limited_total",
+                "API requests refused because the user was over --api-rate-per-user",
+                &self.api_rate_limited,
             ),
         ];
         for (name, help, c) in counters {

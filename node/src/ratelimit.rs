@@ -1,6 +1,6 @@
-//! Rate limits (governor): keyed limits for logins and registrations, and a
-//! per-connection limit for WebSocket frames. A configured rate of 0 turns a
-//! limit off (for load tests).
+//! Rate limits (governor): keyed limits for logins, registrations and each
+//! user's API requests, and a per-connection limit for WebSocket frames. A
+//! configured rate of 0 turns a limit off (for load tests).
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -8,7 +8,15 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-/// A per-key limit of N events per minute.
+/// `rate` events per second with a bucket of `burst` (raised to `rate` if
+/// lower); `None` when `rate` is 0 (no limit).
+fn per_second_quota(rate: u32, burst: u32) -> Option<Quota> {
+    let rate_nz = NonZeroU32::new(rate)?;
+    let burst = NonZeroU32::new(burst.max(rate)).unwrap_or(rate_nz);
+    Some(Quota::per_second(rate_nz).allow_burst(burst))
+}
+
+/// A per-key limit of events per minute or per second.
 pub struct KeyedLimit {
     limiter: Option<DefaultKeyedRateLimiter<String>>,
 }
@@ -18,6 +26,14 @@ impl KeyedLimit {
     pub fn per_minute(per_minute: u32) -> Self {
         KeyedLimit {
             limiter: NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n))),
+        }
+    }
+
+    /// `per_second` events per key per second with a bucket of `burst`
+    /// (raised to `per_second` if lower); 0 = unlimited.
+    pub fn per_second(per_second: u32, burst: u32) -> Self {
+        KeyedLimit {
+            limiter: per_second_quota(per_second, burst).map(RateLimiter::keyed),
         }
     }
 
@@ -49,11 +65,9 @@ pub struct ConnectionLimit {
 impl ConnectionLimit {
     /// `per_second` frames per second with `burst` extra; 0 = unlimited.
     pub fn new(per_second: u32, burst: u32) -> Self {
-        let limiter = NonZeroU32::new(per_second).map(|rate| {
-            let burst = NonZeroU32::new(burst.max(per_second)).unwrap_or(rate);
-            RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
-        });
-        ConnectionLimit { limiter }
+        ConnectionLimit {
+            limiter: per_second_quota(per_second, burst).map(RateLimiter::direct),
+        }
     }
 
     /// Counts one frame; false when over the limit.
@@ -74,6 +88,20 @@ mod tests {
         assert!(l.check("a").unwrap_err() >= 1);
         assert!(l.check("b").is_ok());
         let off = KeyedLimit::per_minute(0);
+        for _ in 0..1000 {
+            assert!(off.check("a").is_ok());
+        }
+    }
+
+    #[test]
+    fn per_second_limits_allow_the_burst_then_refuse() {
+        let l = KeyedLimit::per_second(1, 3);
+        for _ in 0..3 {
+            assert!(l.check("a").is_ok());
+        }
+        assert!(l.check("a").unwrap_err() >= 1);
+        assert!(l.check("b").is_ok());
+        let off = KeyedLimit::per_second(0, 0);
         for _ in 0..1000 {
             assert!(off.check("a").is_ok());
         }

@@ -65,6 +65,7 @@ pub async fn run(config: Config, writers: tokio::runtime::Handle) -> anyhow::Res
         login_ip: KeyedLimit::per_minute(config.login_rate_per_ip),
         login_user: KeyedLimit::per_minute(config.login_rate_per_user),
         register_ip: KeyedLimit::per_minute(config.register_rate_per_ip),
+        api_user: KeyedLimit::per_second(config.api_rate_per_user, config.api_burst_per_user),
     });
     let state = AppState {
         system: system.clone(),
@@ -79,6 +80,7 @@ pub async fn run(config: Config, writers: tokio::runtime::Handle) -> anyhow::Res
         limits: limits.clone(),
         draining: Arc::new(AtomicBool::new(false)),
         node_name: node_name.clone(),
+        sessions: crate::session_cap::SessionCap::new(config.max_sessions_per_user),
         writers,
     };
     // Keyed rate limiters keep an entry per key; prune them now and then.
@@ -89,6 +91,7 @@ pub async fn run(config: Config, writers: tokio::runtime::Handle) -> anyhow::Res
             limits.login_ip.prune();
             limits.login_user.prune();
             limits.register_ip.prune();
+            limits.api_user.prune();
         }
     });
 

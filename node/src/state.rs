@@ -11,6 +11,7 @@ use crate::auth::tokens::TokenKeys;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::ratelimit::KeyedLimit;
+use crate::session_cap::SessionCap;
 
 /// Rate limits of the HTTP API.
 pub struct Limits {
@@ -20,6 +21,8 @@ pub struct Limits {
     pub login_user: KeyedLimit,
     /// Registrations per IP.
     pub register_ip: KeyedLimit,
+    /// Authenticated API requests per user.
+    pub api_user: KeyedLimit,
 }
 
 /// Everything handlers need; cheap to clone.
@@ -43,6 +46,8 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// This node's name.
     pub node_name: Arc<str>,
+    /// WebSocket sessions open per user, against `--max-sessions-per-user`.
+    pub sessions: Arc<SessionCap>,
     /// The runtime the socket writers run on, apart from the actors'.
     pub writers: tokio::runtime::Handle,
 }

@@ -48,22 +48,10 @@ async fn expect_health(s: &mut TcpStream, wait: Duration) {
 /// `parley_connections_open` and `parley_connections_limited_total`, read
 /// over a connection of their own (counted in the first).
 async fn connection_metrics(node: &Node) -> (u64, u64) {
-    let text = reqwest::get(node.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    let value = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(&format!("{name}{{")))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
-    };
+    let text = node.metrics_text().await;
     (
-        value("parley_connections_open"),
-        value("parley_connections_limited_total"),
+        metric_in(&text, "parley_connections_open"),
+        metric_in(&text, "parley_connections_limited_total"),
     )
 }
 

@@ -4,7 +4,9 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use std::time::Duration;
+
+use serde_json::{json, Value};
 
 #[tokio::test]
 async fn a_client_that_cannot_keep_up_is_closed_with_1013() {
@@ -75,4 +77,129 @@ async fn a_misspelled_setting_in_the_toml_file_stops_the_node() {
         stderr.contains("unknown setting `heartbeat-msec`"),
         "stderr: {stderr}"
     );
+}
+
+/// An upgraded socket, kept open while held.
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A refused upgrade: status, `Retry-After` seconds, the JSON body.
+type Refusal = (u16, u64, Value);
+
+/// Opens a WebSocket for `token`: the open socket, or the refusal.
+async fn try_upgrade(node: &Node, token: &str) -> Result<Socket, Refusal> {
+    let url = format!("ws://{}/ws?token={}", node.addr, token);
+    match tokio_tungstenite::connect_async(url).await {
+        Ok((socket, _)) => Ok(socket),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let retry = retry_after_secs(resp.headers());
+            let body = resp
+                .body()
+                .as_deref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or(Value::Null);
+            Err((resp.status().as_u16(), retry, body))
+        }
+        Err(e) => panic!("unexpected ws error: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn one_user_holds_at_most_the_session_cap_and_a_closed_session_frees_its_place() {
+    let dir = data_dir();
+    let node = Node::start_with(dir.path(), &["--max-sessions-per-user", "3"]).await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let room = group(&node, &alice, "capped", &[&bob]).await;
+    let room_id = room_id(&room);
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(Client::connect(&node, &alice.token).await);
+    }
+
+    // The fourth is refused before the upgrade, with the contract's 429.
+    let Err((status, retry, body)) = try_upgrade(&node, &alice.token).await else {
+        panic!("a fourth session must be refused");
+    };
+    assert_eq!(status, 429);
+    assert_eq!(body["error"]["code"], "rate_limited", "body: {body}");
+    assert!(retry >= 1);
+
+    // Another user is not affected, and alice's open sessions still work.
+    let mut b = Client::connect(&node, &bob.token).await;
+    b.send_message(&room_id, "from-bob", "hi").await;
+    for c in &mut open {
+        c.expect(|f| f["type"] == "message" && f["body"] == "hi")
+            .await;
+    }
+
+    // A session closed cleanly, and one whose socket was just dropped, each
+    // give their place back once the node has seen them go.
+    open.pop().expect("three open").close().await;
+    drop(open.pop());
+    let mut reopened = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while reopened.len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "closed sessions did not free their places"
+        );
+        match try_upgrade(&node, &alice.token).await {
+            Ok(socket) => reopened.push(socket),
+            Err((429, _, _)) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(other) => panic!("unexpected refusal: {other:?}"),
+        }
+    }
+    // Full again: the cap still holds.
+    assert!(matches!(
+        try_upgrade(&node, &alice.token).await,
+        Err((429, _, _))
+    ));
+
+    let text = node.metrics_text().await;
+    assert!(metric_in(&text, "parley_ws_sessions_refused_total") >= 1);
+}
+
+/// One user's API requests past the burst are refused with 429 and a
+/// `Retry-After` before anything is done; other users are not affected, and
+/// the user is served again once the bucket refills.
+#[tokio::test]
+async fn a_user_flooding_the_api_is_refused_with_429_and_nothing_is_done() {
+    let dir = data_dir();
+    let node = Node::start_with(
+        dir.path(),
+        &["--api-rate-per-user", "1", "--api-burst-per-user", "3"],
+    )
+    .await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    // `user` logged alice in (no access token needed); her bucket is full.
+    for _ in 0..3 {
+        let a = call(&node, "GET", "/api/v1/rooms", Some(&alice.token), None).await;
+        assert_eq!(a.status, 200, "{:?}", a.body);
+    }
+    // A room creation over the budget: refused, and no room exists.
+    let refused = call(
+        &node,
+        "POST",
+        "/api/v1/rooms",
+        Some(&alice.token),
+        Some(json!({"name": "flood", "members": []})),
+    )
+    .await;
+    assert_error(&refused, 429, "rate_limited");
+    let retry = retry_after_secs(&refused.headers);
+    assert!(retry >= 1);
+
+    // Bob has his own budget.
+    let b = call(&node, "GET", "/api/v1/rooms", Some(&bob.token), None).await;
+    assert_eq!(b.status, 200);
+
+    // After the wait alice is served again, and the refused room was never made.
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    let list = call(&node, "GET", "/api/v1/rooms", Some(&alice.token), None).await;
+    assert_eq!(list.status, 200, "{:?}", list.body);
+    assert_eq!(list.body["rooms"].as_array().map(Vec::len), Some(0));
+    let text = node.metrics_text().await;
+    assert!(metric_in(&text, "parley_api_rate_limited_total") >= 1);
 }

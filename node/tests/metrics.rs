@@ -93,4 +93,7 @@ async fn metrics_move_with_traffic() {
         .any(|k| k.starts_with("parley_outbound_queued_frames{")));
     assert_eq!(get(&after, "parley_room_pending_sends"), 0.0);
     assert_eq!(get(&after, "parley_outbound_queued_frames"), 0.0);
+    assert!(after
+        .keys()
+        .any(|k| k.starts_with("parley_presence_waiting{")));
 }

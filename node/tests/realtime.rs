@@ -461,15 +461,7 @@ async fn idle_rooms_stop_and_restart_from_storage() {
     let mut retired = false;
     for _ in 0..60 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let m = reqwest::get(node.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if m.lines()
-            .any(|l| l.starts_with("parley_rooms_active") && l.ends_with(" 0"))
-        {
+        if metric_in(&node.metrics_text().await, "parley_rooms_active") == 0 {
             retired = true;
             break;
         }
@@ -586,4 +578,130 @@ async fn large_rooms_carry_no_presence() {
     let p = a.expect(|f| f["type"] == "presence").await;
     assert_eq!(p["user_id"], bob.user_id.as_str());
     drop(c);
+}
+
+/// Many users connecting and disconnecting at once, some several times in a
+/// row: the last presence event a contact gets for each user is that user's
+/// true state, and no older one arrives after it.
+#[tokio::test]
+async fn presence_after_a_churn_of_sessions_ends_in_each_users_true_state() {
+    const USERS: usize = 24;
+    const ROUNDS: usize = 3;
+    let dir = data_dir();
+    let node = Node::start_with(
+        dir.path(),
+        &["--register-rate-per-ip", "0", "--login-rate-per-ip", "0"],
+    )
+    .await;
+    let watcher = user(&node, "watcher").await;
+    let mut users = Vec::new();
+    for _ in 0..USERS {
+        users.push(user(&node, "churn").await);
+    }
+    let members: Vec<&User> = users.iter().collect();
+    group(&node, &watcher, "churn", &members).await;
+    let mut w = Client::connect(&node, &watcher.token).await;
+
+    // Every user opens and closes sessions ROUNDS times, all at once; the
+    // even ones end with a session open.
+    let node = std::sync::Arc::new(node);
+    let mut tasks = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        let node = node.clone();
+        let token = u.token.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..ROUNDS {
+                Client::connect(&node, &token).await.close().await;
+            }
+            if i % 2 == 0 {
+                Some(Client::connect(&node, &token).await)
+            } else {
+                None
+            }
+        }));
+    }
+    let mut kept = Vec::new();
+    for t in tasks {
+        kept.push(t.await.expect("churn task"));
+    }
+    let expected: std::collections::HashMap<String, &str> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let status = if i % 2 == 0 { "online" } else { "offline" };
+            (u.user_id.clone(), status)
+        })
+        .collect();
+
+    // Read presence until every user's latest status is the true one, then
+    // a while longer: nothing stale may follow.
+    let mut latest: std::collections::HashMap<String, String> = Default::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let settled = |latest: &std::collections::HashMap<String, String>| {
+        expected
+            .iter()
+            .all(|(u, s)| latest.get(u).map(String::as_str) == Some(*s))
+    };
+    while !settled(&latest) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "presence did not settle: {latest:?}"
+        );
+        if let Read::Frame(f) = w.read(Duration::from_millis(200)).await {
+            if f["type"] == "presence" {
+                let user = f["user_id"].as_str().expect("user_id").to_string();
+                let status = f["status"].as_str().expect("status").to_string();
+                latest.insert(user, status);
+            }
+        }
+    }
+    let quiet = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while tokio::time::Instant::now() < quiet {
+        if let Read::Frame(f) = w.read(Duration::from_millis(100)).await {
+            if f["type"] == "presence" {
+                let user = f["user_id"].as_str().expect("user_id").to_string();
+                let status = f["status"].as_str().expect("status").to_string();
+                latest.insert(user, status);
+            }
+        }
+    }
+    assert!(settled(&latest), "a stale status came last: {latest:?}");
+    drop(kept);
+}
+
+/// One sync at a time per connection: a second `sync` sent right behind the
+/// first is refused with `invalid_request`, and the first still completes.
+#[tokio::test]
+async fn a_second_sync_while_one_runs_is_refused() {
+    let dir = data_dir();
+    let node = Node::start(dir.path()).await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let room = group(&node, &alice, "busy", &[&bob]).await;
+    let room_id = room_id(&room);
+    let mut a = Client::connect(&node, &alice.token).await;
+    for i in 0..20 {
+        a.send_message(&room_id, &format!("m{i}"), "hi").await;
+    }
+    let mut b = Client::connect(&node, &bob.token).await;
+    // Both frames in one write: the second reaches the session while the
+    // first replay is still reading storage.
+    let first = json!({"type": "sync", "ref": "first", "rooms": {room_id.clone(): 0}});
+    let second = json!({"type": "sync", "ref": "second", "rooms": {room_id.clone(): 0}});
+    b.send_together(&[first, second]).await;
+    let refused = b
+        .expect(|f| f["type"] == "error" && f["ref"] == "second")
+        .await;
+    assert_eq!(refused["code"], "invalid_request", "{refused}");
+    let synced = b
+        .expect(|f| f["type"] == "synced" && f["ref"] == "first")
+        .await;
+    assert_eq!(synced["rooms"][&room_id], 20);
+    let seqs: Vec<u64> = b
+        .take_backlog()
+        .iter()
+        .filter(|f| f["type"] == "message")
+        .filter_map(|f| f["seq"].as_u64())
+        .collect();
+    assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
 }

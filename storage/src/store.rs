@@ -70,6 +70,11 @@ pub trait Store: Send + Sync + 'static {
     async fn rename_room(&self, room_id: &str, name: &str) -> StorageResult<()>;
     /// All members of a room, by join time.
     async fn members(&self, room_id: &str) -> StorageResult<Vec<MemberRecord>>;
+    /// Ids of at most `limit` members of a room, in no particular order: all
+    /// of them when the room has at most `limit`. Reads no more rows than
+    /// asked for, so "is this room small, and if so who is in it" costs the
+    /// same in a room of ten and one of a hundred thousand.
+    async fn member_ids_up_to(&self, room_id: &str, limit: usize) -> StorageResult<Vec<String>>;
     /// One member of a room, or `None` when the user is not a member.
     async fn member(&self, room_id: &str, user_id: &str) -> StorageResult<Option<MemberRecord>>;
     /// Adds a member or changes their role (and their user-rooms entry).

@@ -112,6 +112,26 @@ struct Peer {
     last: Option<(Instant, Heartbeat)>,
 }
 
+impl Peer {
+    /// Records the peer's inbox as found now. When its connection closed or
+    /// its inbox is another actor (the node restarted under the same name),
+    /// what its last heartbeat said about having settled no longer holds:
+    /// the new incarnation owns no rooms until it says so itself.
+    fn set_cell(&mut self, cell: Option<ActorCell>) {
+        let same = match (&self.cell, &cell) {
+            (Some(old), Some(new)) => old.get_id() == new.get_id(),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same && self.cell.is_some() {
+            if let Some((_, hb)) = self.last.as_mut() {
+                hb.settled = false;
+            }
+        }
+        self.cell = cell;
+    }
+}
+
 /// State of the cluster actor.
 pub struct ClusterState {
     config: ClusterConfig,
@@ -121,6 +141,9 @@ pub struct ClusterState {
     listeners: Option<Listeners>,
     pending: HashMap<u64, (Instant, RpcReplyPort<Result<RoomInfo, ChatError>>)>,
     leaving: bool,
+    /// This node has finished joining (see [`ClusterState::settle`]); once
+    /// set it stays set.
+    settled: bool,
 }
 
 /// The cluster actor.
@@ -156,6 +179,64 @@ impl ClusterState {
             sessions,
             rooms,
             leaving: self.leaving,
+            members: self
+                .view
+                .borrow()
+                .members
+                .iter()
+                .map(|m| m.to_string())
+                .collect(),
+            settled: self.settled,
+        }
+    }
+
+    /// Whether this node has finished joining: it has joined, and every node
+    /// its live peers count as a member is live here too. Until then a node
+    /// that just came up may not yet hear some members, and a room it owned
+    /// would fan out to only part of the cluster; so it owns no rooms (its
+    /// peers place none on it, it places none on itself) but still receives
+    /// deliveries. Settling happens once: a member that died and that a peer
+    /// still reports later must not take rooms away from a running node.
+    fn settle(&mut self, members: &[Arc<str>], joined: bool) {
+        if self.settled || !joined {
+            return;
+        }
+        let me = self.me();
+        let complete = self
+            .peers
+            .values()
+            .filter(|p| self.alive(p))
+            .filter_map(|p| p.last.as_ref())
+            .flat_map(|(_, hb)| hb.members.iter())
+            .all(|m| **m == *me || members.iter().any(|x| **x == **m));
+        if complete {
+            self.settled = true;
+            tracing::info!(members = ?members, "joined the cluster: this node now owns rooms");
+        }
+    }
+
+    /// The members rooms are placed on: settled ones (this node by its own
+    /// state, peers by their last heartbeat); all members while none is.
+    fn owners(&self, members: &[Arc<str>]) -> Vec<Arc<str>> {
+        let me = self.me();
+        let owners: Vec<Arc<str>> = members
+            .iter()
+            .filter(|m| {
+                if **m == me {
+                    self.settled
+                } else {
+                    self.peers
+                        .get(*m)
+                        .and_then(|p| p.last.as_ref())
+                        .is_some_and(|(_, hb)| hb.settled)
+                }
+            })
+            .cloned()
+            .collect();
+        if owners.is_empty() {
+            members.to_vec()
+        } else {
+            owners
         }
     }
 
@@ -175,7 +256,7 @@ impl ClusterState {
             }
         }
         for (name, peer) in self.peers.iter_mut() {
-            peer.cell = seen.remove(name);
+            peer.set_cell(seen.remove(name));
         }
         for (name, cell) in seen {
             self.peers.insert(
@@ -217,13 +298,16 @@ impl ClusterState {
             || members.len() > 1
             || self.started.elapsed() >= self.config.join_grace
             || self.view.borrow().joined;
+        self.settle(&members, joined);
+        let owners = self.owners(&members);
         let old = self.view.borrow().clone();
-        if old.members == members && old.joined == joined {
+        if old.members == members && old.joined == joined && old.owners == owners {
             // Same members; refresh the inbox handles silently.
             if old.inboxes.len() != inboxes.len() {
                 self.view.send_replace(Arc::new(View {
                     me,
                     members,
+                    owners,
                     inboxes,
                     joined,
                 }));
@@ -244,12 +328,13 @@ impl ClusterState {
         let view = Arc::new(View {
             me,
             members,
+            owners,
             inboxes,
             joined,
         });
         self.view.send_replace(view.clone());
-        if !up.is_empty() || !down.is_empty() {
-            tracing::info!(members = ?view.members, joined = ?up, left = ?down, "cluster membership changed");
+        if !up.is_empty() || !down.is_empty() || old.owners != view.owners {
+            tracing::info!(members = ?view.members, owners = ?view.owners, joined = ?up, left = ?down, "cluster membership changed");
             if let Some(l) = &self.listeners {
                 (l.on_change)(&up, &down, &view);
             }
@@ -287,6 +372,7 @@ impl Actor for ClusterActor {
             listeners: None,
             pending: HashMap::new(),
             leaving: false,
+            settled: false,
         })
     }
 
@@ -415,5 +501,140 @@ impl Actor for ClusterActor {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An actor that does nothing: peers need a live inbox cell.
+    struct Idle;
+
+    impl Actor for Idle {
+        type Msg = ();
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<()>,
+            _args: (),
+        ) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    fn state(me: &str) -> ClusterState {
+        let (view, _) = watch::channel(Arc::new(View::alone(me, false)));
+        ClusterState {
+            config: ClusterConfig {
+                node_name: me.into(),
+                http_addr: String::new(),
+                has_seeds: true,
+                heartbeat: Duration::from_millis(100),
+                failure_timeout: Duration::from_secs(60),
+                join_grace: Duration::from_secs(60),
+            },
+            started: Instant::now(),
+            peers: BTreeMap::new(),
+            view,
+            listeners: None,
+            pending: HashMap::new(),
+            leaving: false,
+            settled: false,
+        }
+    }
+
+    /// `node`'s heartbeat, reporting `members`, heard now over a live cell.
+    async fn hear(s: &mut ClusterState, node: &str, members: &[&str], settled: bool) {
+        let (cell, _) = Actor::spawn(None, Idle, ()).await.expect("spawn");
+        let hb = Heartbeat {
+            node: node.into(),
+            http_addr: String::new(),
+            sessions: 0,
+            rooms: 0,
+            leaving: false,
+            members: members.iter().map(|m| m.to_string()).collect(),
+            settled,
+        };
+        s.peers.insert(
+            Arc::from(node),
+            Peer {
+                cell: Some(cell.get_cell()),
+                last: Some((Instant::now(), hb)),
+            },
+        );
+        s.publish();
+    }
+
+    fn names(v: &[Arc<str>]) -> Vec<&str> {
+        v.iter().map(|m| &**m).collect()
+    }
+
+    #[tokio::test]
+    async fn a_joining_node_owns_rooms_only_once_it_hears_every_member() {
+        let mut s = state("n4");
+        let all = ["n1", "n2", "n3"];
+        // The seed answers first: n4 is live but does not hear n2 and n3 yet.
+        hear(&mut s, "n1", &all, true).await;
+        let view = s.view.borrow().clone();
+        assert_eq!(names(&view.members), ["n1", "n4"]);
+        assert_eq!(names(&view.owners), ["n1"], "n4 owns nothing yet");
+        assert!(!s.heartbeat().settled);
+        hear(&mut s, "n2", &all, true).await;
+        assert_eq!(names(&s.view.borrow().owners), ["n1", "n2"]);
+        // Now it hears everyone its peers know: it owns rooms and says so.
+        hear(&mut s, "n3", &["n1", "n2", "n3", "n4"], true).await;
+        let view = s.view.borrow().clone();
+        assert_eq!(names(&view.owners), ["n1", "n2", "n3", "n4"]);
+        let hb = s.heartbeat();
+        assert!(hb.settled);
+        assert_eq!(hb.members, ["n1", "n2", "n3", "n4"]);
+        // Settled for good: a peer still reporting a member this node does
+        // not count (one that died) does not take its rooms away.
+        hear(&mut s, "n2", &["n1", "n2", "n3", "n4", "n5"], true).await;
+        assert_eq!(names(&s.view.borrow().owners), ["n1", "n2", "n3", "n4"]);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_reconnects_or_restarts_must_say_again_that_it_settled() {
+        let mut s = state("n1");
+        hear(&mut s, "n2", &["n1", "n2"], true).await;
+        assert_eq!(names(&s.view.borrow().owners), ["n1", "n2"]);
+        let peer = s.peers.get_mut("n2").expect("n2");
+        let same = peer.cell.clone();
+        peer.set_cell(same);
+        assert!(peer.last.as_ref().is_some_and(|(_, hb)| hb.settled));
+        // Another inbox under the same name: a restarted node.
+        let (other, _) = Actor::spawn(None, Idle, ()).await.expect("spawn");
+        peer.set_cell(Some(other.get_cell()));
+        assert!(peer.last.as_ref().is_some_and(|(_, hb)| !hb.settled));
+        s.publish();
+        assert_eq!(names(&s.view.borrow().owners), ["n1"]);
+        // Its own heartbeat settles it again.
+        hear(&mut s, "n2", &["n1", "n2"], true).await;
+        assert_eq!(names(&s.view.borrow().owners), ["n1", "n2"]);
+        // A closed connection too.
+        let peer = s.peers.get_mut("n2").expect("n2");
+        peer.set_cell(None);
+        assert!(peer.last.as_ref().is_some_and(|(_, hb)| !hb.settled));
+    }
+
+    #[tokio::test]
+    async fn peers_that_have_not_settled_own_nothing_unless_no_one_has() {
+        let mut s = state("n1");
+        // Nodes starting together: n2 reports n3, which n1 does not hear
+        // yet; no one has settled, so every member owns rooms.
+        hear(&mut s, "n2", &["n2", "n3"], false).await;
+        assert!(!s.settled);
+        assert_eq!(names(&s.view.borrow().owners), ["n1", "n2"]);
+        // n1 hears n3 too: it settles, and from then on only settled
+        // members own rooms.
+        hear(&mut s, "n3", &["n3"], false).await;
+        assert!(s.settled);
+        assert_eq!(names(&s.view.borrow().owners), ["n1"]);
+        hear(&mut s, "n2", &["n1", "n2", "n3"], true).await;
+        assert_eq!(names(&s.view.borrow().owners), ["n1", "n2"]);
     }
 }

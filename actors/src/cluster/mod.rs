@@ -38,6 +38,9 @@ pub struct View {
     pub me: Arc<str>,
     /// Live nodes including this one, sorted.
     pub members: Vec<Arc<str>>,
+    /// The members rooms are placed on, sorted: those that have finished
+    /// joining (see [`membership`]); all members while none has.
+    pub owners: Vec<Arc<str>>,
     /// Inboxes of the other live nodes.
     pub inboxes: HashMap<Arc<str>, ActorCell>,
     /// Whether the node has joined its cluster (or serves alone by design).
@@ -50,6 +53,7 @@ impl View {
         let me: Arc<str> = Arc::from(me);
         View {
             members: vec![me.clone()],
+            owners: vec![me.clone()],
             me,
             inboxes: HashMap::new(),
             joined,
@@ -58,7 +62,7 @@ impl View {
 
     /// The owner of a room.
     pub fn owner(&self, room_id: &str) -> Arc<str> {
-        placement::owner(room_id, &self.members)
+        placement::owner(room_id, &self.owners)
             .cloned()
             .unwrap_or_else(|| self.me.clone())
     }

@@ -172,6 +172,12 @@ pub struct Heartbeat {
     pub rooms: u64,
     /// The sender is draining and should be treated as gone.
     pub leaving: bool,
+    /// The members the sender counts live (itself included).
+    pub members: Vec<String>,
+    /// The sender has finished joining: it hears every member its peers
+    /// report, so what it fans out reaches the whole cluster. Only settled
+    /// nodes own rooms.
+    pub settled: bool,
 }
 
 /// Everything one node says to another.

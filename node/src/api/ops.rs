@@ -57,6 +57,7 @@ pub async fn cluster(State(state): State<AppState>) -> impl IntoResponse {
         "joined": view.joined,
         "members": members,
         "live": view.members.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
+        "owners": view.owners.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
     }))
 }
 

@@ -6,9 +6,11 @@ use axum::http::request::Parts;
 use axum::http::HeaderMap;
 
 use crate::api::error::ApiError;
+use crate::metrics::inc;
 use crate::state::AppState;
 
-/// The user a valid access token names.
+/// The user a valid access token names, within their request rate
+/// (`--api-rate-per-user`, else 429 `rate_limited`).
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     /// User id.
@@ -39,6 +41,12 @@ impl FromRequestParts<AppState> for AuthUser {
             .tokens
             .verify(token)
             .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
+        // Counted per user before any work: a flood of requests with one
+        // valid token is refused here, whatever the endpoint.
+        state.limits.api_user.check(&claims.sub).map_err(|secs| {
+            inc(&state.metrics.api_rate_limited);
+            ApiError::rate_limited(secs)
+        })?;
         Ok(AuthUser {
             user_id: claims.sub,
             username: claims.name,

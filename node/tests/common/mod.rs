@@ -204,6 +204,36 @@ impl Node {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
+
+    /// The text of `/metrics`, read over a connection of its own.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+}
+
+/// The value of metric `name` (labelled with `node` only) in a `/metrics`
+/// text; panics when it is missing.
+pub fn metric_in(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+}
+
+/// The seconds of a `Retry-After` header; panics when it is missing or not
+/// a number of seconds.
+pub fn retry_after_secs(headers: &reqwest::header::HeaderMap) -> u64 {
+    headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Retry-After in seconds: {headers:?}"))
 }
 
 /// An HTTP answer: status and JSON body (Null if none).
@@ -389,6 +419,18 @@ impl Client {
             .send(Message::Text(v.to_string().into()))
             .await
             .expect("ws send");
+    }
+
+    /// Sends several frames in one write (one TCP segment on loopback), so
+    /// the node reads them back to back.
+    pub async fn send_together(&mut self, frames: &[Value]) {
+        for v in frames {
+            self.ws
+                .feed(Message::Text(v.to_string().into()))
+                .await
+                .expect("ws feed");
+        }
+        self.ws.flush().await.expect("ws flush");
     }
 
     /// Sends raw text.
@@ -833,18 +875,30 @@ pub async fn start_cluster_node(
 }
 
 /// Waits until `node` sees exactly `n` live members.
-pub async fn wait_members(node: &Node, n: usize) {
+/// Waits until `node`'s `/api/v1/cluster` lists `n` names under `field`.
+async fn wait_cluster_list(node: &Node, field: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let r = call(node, "GET", "/api/v1/cluster", None, None).await;
-        if r.body["live"].as_array().map(|a| a.len()) == Some(n) {
+        if r.body[field].as_array().map(|a| a.len()) == Some(n) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "cluster did not settle at {n}: {}",
+            "cluster `{field}` did not reach {n}: {}",
             r.body
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits until `node` sees `n` live members.
+pub async fn wait_members(node: &Node, n: usize) {
+    wait_cluster_list(node, "live", n).await;
+}
+
+/// Waits until `node` places rooms on `n` members (every live one has
+/// finished joining).
+pub async fn wait_owners(node: &Node, n: usize) {
+    wait_cluster_list(node, "owners", n).await;
 }

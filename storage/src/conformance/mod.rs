@@ -41,8 +41,8 @@ pub use read_states::{
     watermarks_never_lowered,
 };
 pub use rooms::{
-    concurrent_direct_room, concurrent_direct_room_across, direct_room_idempotent, parallel_reads,
-    rooms_and_members,
+    concurrent_direct_room, concurrent_direct_room_across, direct_room_idempotent,
+    member_ids_up_to, parallel_reads, rooms_and_members,
 };
 /// Record builders, for other crates' tests that need rows in a real store.
 pub use support::{member, room, user};
@@ -70,6 +70,7 @@ pub async fn run_all_with(store: Arc<dyn Store>, heavy: bool) {
     concurrent_token_take(Arc::clone(&store)).await;
 
     rooms_and_members(s).await;
+    member_ids_up_to(s).await;
     parallel_reads(s).await;
     direct_room_idempotent(s).await;
     concurrent_direct_room(Arc::clone(&store)).await;

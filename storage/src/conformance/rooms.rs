@@ -352,3 +352,65 @@ pub async fn concurrent_direct_room_across(stores: &[Arc<dyn Store>]) {
         );
     }
 }
+
+/// Member ids up to a limit: all of a small room, exactly the limit of a
+/// larger one, each a real member and none twice; nothing for an unknown
+/// room or a limit of 0.
+pub async fn member_ids_up_to(store: &dyn Store) {
+    let users: Vec<_> = (0..6).map(|_| user()).collect();
+    let members: Vec<_> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| member(u, if i == 0 { "owner" } else { "member" }, i as i64))
+        .collect();
+    let r = room("group", "limited");
+    store
+        .create_room(&r, &members)
+        .await
+        .unwrap_or_else(|e| panic!("create_room failed: {e}"));
+    let mut all: Vec<String> = users.iter().map(|u| u.user_id.clone()).collect();
+    all.sort();
+
+    for limit in [6, 7, 1_000, usize::MAX] {
+        let mut got = store
+            .member_ids_up_to(&r.room_id, limit)
+            .await
+            .expect("member ids");
+        got.sort();
+        assert_eq!(got, all, "a limit of {limit} gives every member of 6");
+    }
+    for limit in [1, 5] {
+        let mut got = store
+            .member_ids_up_to(&r.room_id, limit)
+            .await
+            .expect("member ids");
+        assert_eq!(got.len(), limit, "exactly the limit of a larger room");
+        got.sort();
+        got.dedup();
+        assert_eq!(got.len(), limit, "no member twice");
+        assert!(got.iter().all(|id| all.contains(id)), "only members");
+    }
+    assert!(store
+        .member_ids_up_to(&r.room_id, 0)
+        .await
+        .expect("member ids")
+        .is_empty());
+    assert!(store
+        .member_ids_up_to(&fresh_id(), 10)
+        .await
+        .expect("member ids")
+        .is_empty());
+    // A member who left is not counted.
+    store
+        .remove_member(&r.room_id, &users[5].user_id)
+        .await
+        .expect("remove member");
+    assert_eq!(
+        store
+            .member_ids_up_to(&r.room_id, 10)
+            .await
+            .expect("member ids")
+            .len(),
+        5
+    );
+}

@@ -91,6 +91,23 @@ pub(crate) fn members(conn: &Connection, room_id: &str) -> StorageResult<Vec<Mem
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
 }
 
+/// Ids of at most `limit` members of a room.
+pub(crate) fn member_ids_up_to(
+    conn: &Connection,
+    room_id: &str,
+    limit: usize,
+) -> StorageResult<Vec<String>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut st = conn
+        .prepare_cached("SELECT user_id FROM room_members WHERE room_id = ?1 LIMIT ?2")
+        .map_err(map_err)?;
+    let rows = st
+        .query_map(rusqlite::params![room_id, limit], |row| row.get(0))
+        .map_err(map_err)?;
+    rows.collect::<rusqlite::Result<Vec<String>>>()
+        .map_err(map_err)
+}
+
 /// One member of a room.
 pub(crate) fn member(
     conn: &Connection,

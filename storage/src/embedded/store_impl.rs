@@ -103,6 +103,12 @@ impl Store for EmbeddedStore {
         self.read(move |c| rooms::members(c, &room_id)).await
     }
 
+    async fn member_ids_up_to(&self, room_id: &str, limit: usize) -> StorageResult<Vec<String>> {
+        let room_id = room_id.to_owned();
+        self.read(move |c| rooms::member_ids_up_to(c, &room_id, limit))
+            .await
+    }
+
     async fn member(&self, room_id: &str, user_id: &str) -> StorageResult<Option<MemberRecord>> {
         let room_id = room_id.to_owned();
         let user_id = user_id.to_owned();

@@ -245,6 +245,11 @@ pub fn members_of_room(room_id: &str) -> Bound<(&str,)> {
     bound(Stmt::MembersOfRoom, (room_id,))
 }
 
+/// [`Stmt::MemberIdsOfRoom`].
+pub fn member_ids_of_room(room_id: &str, limit: i32) -> Bound<(&str, i32)> {
+    bound(Stmt::MemberIdsOfRoom, (room_id, limit))
+}
+
 /// [`Stmt::MemberGet`].
 pub fn member_get<'a>(room_id: &'a str, user_id: &'a str) -> Bound<(&'a str, &'a str)> {
     bound(Stmt::MemberGet, (room_id, user_id))

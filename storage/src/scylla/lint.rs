@@ -32,7 +32,7 @@ use uuid::Uuid;
 use super::binds::{self, Arity, Bound};
 use super::messages::{ClientIdRow, MessageRow};
 use super::read_states::{MarksRow, RoomMarksRow};
-use super::rooms::{DirectRow, MemberRow, RoomRow, UserRoomRow};
+use super::rooms::{DirectRow, MemberIdRow, MemberRow, RoomRow, UserRoomRow};
 use super::schema::{created_table, split_statements, SCHEMA_CQL};
 use super::statements::{Stmt, StmtFlags, StmtKind};
 use super::tokens::TokenRow;
@@ -478,6 +478,7 @@ fn check_binder(stmt: Stmt, markers: &[ColumnSpec<'_>]) -> Result<Stmt, String> 
         Stmt::MemberPut => check!(binds::member_put("r", &member)),
         Stmt::MemberDelete => check!(binds::member_delete("r", "u")),
         Stmt::MembersOfRoom => check!(binds::members_of_room("r")),
+        Stmt::MemberIdsOfRoom => check!(binds::member_ids_of_room("r", 10)),
         Stmt::MemberGet => check!(binds::member_get("r", "u")),
         Stmt::UserRoomPut => check!(binds::user_room_put("u", "r")),
         Stmt::UserRoomDelete => check!(binds::user_room_delete("u", "r")),
@@ -512,6 +513,7 @@ fn check_row_type(stmt: Stmt, cols: &[ColumnSpec<'_>]) -> Result<(), String> {
         Stmt::TokenGet => tc::<TokenRow>(cols),
         Stmt::RoomGet | Stmt::RoomGetSerial => tc::<RoomRow>(cols),
         Stmt::MembersOfRoom | Stmt::MemberGet => tc::<MemberRow>(cols),
+        Stmt::MemberIdsOfRoom => tc::<MemberIdRow>(cols),
         Stmt::UserRoomsOfUser => tc::<UserRoomRow>(cols),
         Stmt::DirectGet => tc::<DirectRow>(cols),
         Stmt::MessagesAsc | Stmt::MessagesDesc | Stmt::MessagesBySeq | Stmt::StagedGet => {
@@ -700,6 +702,7 @@ fn consistency_and_idempotency_per_statement() {
         (Stmt::MemberPut, lq(true)),
         (Stmt::MemberDelete, lq(true)),
         (Stmt::MembersOfRoom, lq(true)),
+        (Stmt::MemberIdsOfRoom, lq(true)),
         (Stmt::MemberGet, lq(true)),
         (Stmt::UserRoomPut, lq(true)),
         (Stmt::UserRoomDelete, lq(true)),

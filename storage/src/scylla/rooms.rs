@@ -166,6 +166,21 @@ pub async fn members(x: &Executor, room_id: &str) -> StorageResult<Vec<MemberRec
     Ok(out)
 }
 
+/// Ids of at most `limit` members (an empty answer for a limit of 0: CQL
+/// wants a positive one).
+pub async fn member_ids_up_to(
+    x: &Executor,
+    room_id: &str,
+    limit: usize,
+) -> StorageResult<Vec<String>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+    let rows: Vec<MemberIdRow> = x.all(&binds::member_ids_of_room(room_id, limit)).await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
 /// One member.
 pub async fn member(
     x: &Executor,
@@ -210,6 +225,9 @@ pub type MemberRow = (String, Option<String>, Option<String>, Option<i64>);
 
 /// A `user_rooms` row as read.
 pub type UserRoomRow = (String,);
+
+/// A member id read from `room_members`.
+pub type MemberIdRow = (String,);
 
 /// A `direct_rooms` row as read.
 pub type DirectRow = (Option<String>,);

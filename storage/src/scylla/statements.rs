@@ -120,6 +120,8 @@ statements! {
     MemberDelete = Write, "DELETE FROM room_members WHERE room_id = ? AND user_id = ?";
     /// All member rows of a room.
     MembersOfRoom = Read, "SELECT user_id, username, role, joined_at FROM room_members WHERE room_id = ?";
+    /// Ids of a room's members, limited.
+    MemberIdsOfRoom = Read, "SELECT user_id FROM room_members WHERE room_id = ? LIMIT ?";
     /// One member row.
     MemberGet = Read, "SELECT user_id, username, role, joined_at FROM room_members WHERE room_id = ? AND user_id = ?";
     /// Adds a user-rooms entry.

@@ -73,6 +73,10 @@ impl Store for ScyllaStore {
         rooms::members(&self.x, room_id).await
     }
 
+    async fn member_ids_up_to(&self, room_id: &str, limit: usize) -> StorageResult<Vec<String>> {
+        rooms::member_ids_up_to(&self.x, room_id, limit).await
+    }
+
     async fn member(&self, room_id: &str, user_id: &str) -> StorageResult<Option<MemberRecord>> {
         rooms::member(&self.x, room_id, user_id).await
     }
