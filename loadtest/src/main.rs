@@ -19,6 +19,7 @@ mod metrics;
 mod nodeproc;
 mod plan;
 mod plot;
+mod ports;
 mod progress;
 mod report;
 mod runner;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
 use crate::api::Api;
+use crate::ports::free_port;
 
 /// The flags that make a node usable for load tests: cheap argon2 (setup
 /// registers and logs in thousands of users), every rate limit off (set-up
@@ -63,12 +64,6 @@ pub struct NodeProc {
     pub pid: u32,
     /// The shell command that starts this node again (same port and data dir).
     pub restart_cmd: String,
-}
-
-/// A free 127.0.0.1 port.
-pub fn free_port() -> std::io::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
 }
 
 fn quote(s: &str) -> String {
@@ -250,11 +245,39 @@ fn is_zombie(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ports::{below_ephemeral_range, lock_dir};
+    use std::fs::OpenOptions;
+    use std::net::TcpListener;
 
     #[test]
     fn quotes_for_sh() {
         assert_eq!(quote("a b"), "'a b'");
         assert_eq!(quote("it's"), r"'it'\''s'");
-        assert!(free_port().unwrap() > 0);
+    }
+
+    #[test]
+    fn ports_are_distinct_bindable_and_outside_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..20).map(|_| free_port().unwrap()).collect();
+        let mut unique = ports.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), ports.len(), "a port was handed out twice");
+        if let Some((low, high)) = below_ephemeral_range() {
+            assert!(ports.iter().all(|p| (low..=high).contains(p)), "{ports:?}");
+        }
+        for p in ports {
+            TcpListener::bind(("127.0.0.1", p)).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_handed_out_port_stays_locked_against_other_holders() {
+        let p = free_port().unwrap();
+        // Another process would hold the lock through its own open file.
+        let other = OpenOptions::new()
+            .write(true)
+            .open(lock_dir().unwrap().join(format!("{p}.lock")))
+            .unwrap();
+        assert!(other.try_lock().is_err(), "the lock on {p} is not held");
     }
 }

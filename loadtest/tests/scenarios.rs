@@ -62,12 +62,12 @@ fn node_bin() -> &'static Path {
     })
 }
 
+/// The harness's own port picker (see its docs for why not port 0).
+#[path = "../src/ports.rs"]
+mod ports;
+
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    ports::free_port().unwrap()
 }
 
 fn scratch(name: &str) -> PathBuf {

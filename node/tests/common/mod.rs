@@ -25,9 +25,13 @@ pub const SECRET: &str = "test-secret-0123456789abcdef";
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    ports::free_port().expect("a free port")
 }
+
+/// The load-test harness's port picker, shared by path: it keeps ports away
+/// from the kernel's ephemeral range (see its docs for why).
+#[path = "../../../loadtest/src/ports.rs"]
+mod ports;
 
 /// A running node process.
 pub struct Node {
@@ -110,15 +114,25 @@ impl Node {
                 cmd.args([flag, value]);
             }
         }
+        // The node's warnings go to a file beside its data, so that a node
+        // that dies at start-up can say why in the test's panic message.
+        let log_path = self.stderr_path();
+        let stderr = if std::env::var_os("PARLEY_TEST_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            std::fs::create_dir_all(&self.data_dir).expect("data dir");
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .expect("node log file");
+            Stdio::from(file)
+        };
         cmd.args(&self.extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(if std::env::var_os("PARLEY_TEST_LOGS").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .stderr(stderr)
             .kill_on_drop(true);
         let child = cmd.spawn().expect("spawn parley-node");
         self.child = Some(child);
@@ -132,12 +146,22 @@ impl Node {
             }
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!("parley-node exited early: {status}");
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    panic!(
+                        "parley-node on {} exited early: {status}; its stderr:\n{log}",
+                        self.addr
+                    );
                 }
             }
             assert!(Instant::now() < deadline, "node did not become ready");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Where this node's stderr goes (one file per listen port).
+    fn stderr_path(&self) -> PathBuf {
+        let port = self.addr.rsplit(':').next().unwrap_or("node");
+        self.data_dir.join(format!("node-{port}.stderr"))
     }
 
     /// SIGKILL, no cleanup.
