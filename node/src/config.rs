@@ -145,6 +145,9 @@ pub struct Config {
     /// Registrations per client IP per minute (0 = unlimited).
     #[arg(long, env = "PARLEY_REGISTER_RATE_PER_IP", default_value_t = 30)]
     pub register_rate_per_ip: u32,
+    /// Refresh-token exchanges per client IP per minute (0 = unlimited).
+    #[arg(long, env = "PARLEY_REFRESH_RATE_PER_IP", default_value_t = 120)]
+    pub refresh_rate_per_ip: u32,
     /// Authenticated HTTP API requests per user per second (0 = unlimited).
     #[arg(long, env = "PARLEY_API_RATE_PER_USER", default_value_t = 20)]
     pub api_rate_per_user: u32,

@@ -26,7 +26,7 @@ pub struct Metrics {
     pub ws_flood_closes: AtomicU64,
     /// Connections closed for oversized frames (1009).
     pub ws_too_large_closes: AtomicU64,
-    /// Logins and registrations refused by rate limits.
+    /// Logins, registrations and token refreshes refused by rate limits.
     pub auth_rate_limited: AtomicU64,
     /// Successful logins.
     pub logins: AtomicU64,
@@ -99,7 +99,7 @@ impl Metrics {
             ),
             (
                 "parley_auth_rate_limited_total",
-                "logins/registrations refused by rate limit",
+                "logins, registrations and token refreshes refused by rate limit",
                 &self.auth_rate_limited,
             ),
             ("parley_logins_total", "successful logins", &self.logins),

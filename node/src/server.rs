@@ -65,6 +65,7 @@ pub async fn run(config: Config, writers: tokio::runtime::Handle) -> anyhow::Res
         login_ip: KeyedLimit::per_minute(config.login_rate_per_ip),
         login_user: KeyedLimit::per_minute(config.login_rate_per_user),
         register_ip: KeyedLimit::per_minute(config.register_rate_per_ip),
+        refresh_ip: KeyedLimit::per_minute(config.refresh_rate_per_ip),
         api_user: KeyedLimit::per_second(config.api_rate_per_user, config.api_burst_per_user),
     });
     let state = AppState {
@@ -91,6 +92,7 @@ pub async fn run(config: Config, writers: tokio::runtime::Handle) -> anyhow::Res
             limits.login_ip.prune();
             limits.login_user.prune();
             limits.register_ip.prune();
+            limits.refresh_ip.prune();
             limits.api_user.prune();
         }
     });

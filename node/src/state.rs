@@ -21,6 +21,8 @@ pub struct Limits {
     pub login_user: KeyedLimit,
     /// Registrations per IP.
     pub register_ip: KeyedLimit,
+    /// Refresh-token exchanges per IP.
+    pub refresh_ip: KeyedLimit,
     /// Authenticated API requests per user.
     pub api_user: KeyedLimit,
 }

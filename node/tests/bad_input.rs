@@ -1208,6 +1208,36 @@ async fn failed_logins_per_user_are_rate_limited() {
     login_rate_limit(&node, 3).await;
 }
 
+/// `POST /auth/refresh` with `token`.
+async fn refresh(node: &Node, token: String) -> Answer {
+    let body = json!({ "refresh_token": token });
+    call(node, "POST", "/api/v1/auth/refresh", None, Some(body)).await
+}
+
+/// Refresh attempts per client IP are limited, valid tokens included; a
+/// refused attempt leaves the token it carried unspent.
+#[tokio::test]
+async fn refresh_attempts_per_ip_are_rate_limited_and_spend_nothing() {
+    let dir = data_dir();
+    let node = Node::start_with(dir.path(), &["--refresh-rate-per-ip", "3"]).await;
+    // A second node on the same store, with its own limiter.
+    let other = start(dir.path()).await;
+    let alice = user(&node, "alice").await;
+    for i in 0..3 {
+        let r = refresh(&node, format!("bogus-{i}")).await;
+        assert_error(&r, 401, "unauthorized");
+    }
+    let r = refresh(&node, alice.refresh.clone()).await;
+    assert_error(&r, 429, "rate_limited");
+    let secs = retry_after_secs(&r.headers);
+    assert!((1..=60).contains(&secs), "Retry-After {secs}");
+    // The refused token still works, once, where the budget allows.
+    let r = refresh(&other, alice.refresh.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = refresh(&other, alice.refresh.clone()).await;
+    assert_error(&r, 401, "unauthorized");
+}
+
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<String>()
         .cloned()

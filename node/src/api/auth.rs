@@ -141,11 +141,17 @@ pub async fn login(
     }
 }
 
-/// `POST /auth/refresh`: rotates the refresh token.
+/// `POST /auth/refresh`: rotates the refresh token. Attempts are counted
+/// per client IP, valid or not: each one costs a storage round trip.
 pub async fn refresh_tokens(
     State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Body(req): Body<RefreshRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
+    limited(
+        &state,
+        state.limits.refresh_ip.check(&addr.ip().to_string()),
+    )?;
     let token = req
         .refresh_token
         .ok_or_else(|| ApiError::invalid("missing refresh_token"))?;
