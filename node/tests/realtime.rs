@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[tokio::test]
 async fn hello_then_ping_pong() {
@@ -674,18 +674,27 @@ async fn presence_after_a_churn_of_sessions_ends_in_each_users_true_state() {
 #[tokio::test]
 async fn a_second_sync_while_one_runs_is_refused() {
     let dir = data_dir();
-    let node = Node::start(dir.path()).await;
+    let node = Node::start_with(dir.path(), &["--ws-rate", "0"]).await;
     let alice = user(&node, "alice").await;
     let bob = user(&node, "bob").await;
     let room = group(&node, &alice, "busy", &[&bob]).await;
     let room_id = room_id(&room);
     let mut a = Client::connect(&node, &alice.token).await;
-    for i in 0..20 {
-        a.send_message(&room_id, &format!("m{i}"), "hi").await;
+    // Enough history for a replay of several pages (200 a page), so that it
+    // is still running when the second frame arrives.
+    const HISTORY: u64 = 600;
+    let sends: Vec<Value> = (1..=HISTORY)
+        .map(|i| json!({"type": "send", "ref": format!("s{i}"), "room_id": room_id, "client_msg_id": format!("m{i}"), "body": "hi"}))
+        .collect();
+    for chunk in sends.chunks(100) {
+        a.send_together(chunk).await;
+        for _ in chunk {
+            a.expect(|f| f["type"] == "sent").await;
+        }
     }
     let mut b = Client::connect(&node, &bob.token).await;
     // Both frames in one write: the second reaches the session while the
-    // first replay is still reading storage.
+    // first replay is still reading storage and writing its frames.
     let first = json!({"type": "sync", "ref": "first", "rooms": {room_id.clone(): 0}});
     let second = json!({"type": "sync", "ref": "second", "rooms": {room_id.clone(): 0}});
     b.send_together(&[first, second]).await;
@@ -696,12 +705,12 @@ async fn a_second_sync_while_one_runs_is_refused() {
     let synced = b
         .expect(|f| f["type"] == "synced" && f["ref"] == "first")
         .await;
-    assert_eq!(synced["rooms"][&room_id], 20);
+    assert_eq!(synced["rooms"][&room_id], HISTORY);
     let seqs: Vec<u64> = b
         .take_backlog()
         .iter()
         .filter(|f| f["type"] == "message")
         .filter_map(|f| f["seq"].as_u64())
         .collect();
-    assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+    assert_eq!(seqs, (1..=HISTORY).collect::<Vec<_>>());
 }
