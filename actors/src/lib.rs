@@ -23,6 +23,7 @@ pub mod ordering;
 pub mod outbound;
 pub mod presence;
 pub mod presence_queue;
+pub mod replay_queue;
 pub mod room;
 pub mod room_cache;
 pub mod session;

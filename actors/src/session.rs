@@ -20,6 +20,7 @@ use crate::convert;
 use crate::dispatcher::SessionEntry;
 use crate::error::ChatError;
 use crate::outbound::{LiveMessage, Outbound, OutboundTx, SyncItem};
+use crate::replay_queue::{ReplayQueue, ReplayRooms, StartReplay, SyncBusy};
 use crate::room::{Caller, ReplyTo};
 use crate::room_cache::RoomCache;
 use crate::system::ChatSystem;
@@ -69,19 +70,6 @@ pub struct SessionArgs {
 /// The session actor.
 pub struct SessionActor;
 
-/// What the running replay is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Replaying {
-    /// The client's `sync`.
-    Sync,
-    /// Gaps the socket writer found.
-    Repair,
-}
-
-/// A client's `sync` waiting for its turn: its `ref` and the rooms it names
-/// (with the seq it has of each; `None` = all of the user's rooms).
-type QueuedSync = (Option<String>, Option<BTreeMap<String, u64>>);
-
 /// State of one connection.
 pub struct SessionState {
     session_id: Arc<str>,
@@ -89,12 +77,8 @@ pub struct SessionState {
     tx: OutboundTx,
     system: ChatSystem,
     rooms: RoomCache,
-    /// The replay task running, if any (one at a time).
-    replaying: Option<Replaying>,
-    /// The client's `sync` waiting for the running replay: (ref, rooms).
-    queued_sync: Option<QueuedSync>,
-    /// Gaps to replay after the running replay: room -> replay after this seq.
-    queued_repairs: BTreeMap<String, u64>,
+    /// Client syncs and gap repairs: which runs, which waits.
+    replays: ReplayQueue,
     /// Whether live messages flow (the first request other than `sync` opens it).
     gate_open: bool,
     /// Sends routed to another node and not yet answered, with that node.
@@ -102,33 +86,23 @@ pub struct SessionState {
 }
 
 impl SessionState {
-    /// Starts the next replay when none runs: the client's `sync` first,
-    /// then the gaps the writer found (one replay for all of them). One runs
-    /// at a time, so two replays never interleave in a room.
-    fn next_replay(&mut self, myself: &ActorRef<SessionMsg>) {
-        if self.replaying.is_some() {
-            return;
-        }
-        let (r#ref, rooms, kind) = if let Some((r#ref, rooms)) = self.queued_sync.take() {
-            (r#ref, rooms, Replaying::Sync)
-        } else if !self.queued_repairs.is_empty() {
-            let rooms = std::mem::take(&mut self.queued_repairs);
-            (None, Some(rooms), Replaying::Repair)
-        } else {
+    /// Runs a replay off the actor (the queue said to start it); its end
+    /// comes back as [`SessionMsg::SyncFinished`].
+    fn start_replay(&self, myself: &ActorRef<SessionMsg>, start: Option<StartReplay>) {
+        let Some(start) = start else {
             return;
         };
-        self.replaying = Some(kind);
         let replay = Replay {
             store: self.system.store().clone(),
             user_id: self.caller.user_id.clone(),
             tx: self.tx.clone(),
             page: self.system.config().sync_page.max(1),
-            r#ref,
-            repair: kind == Replaying::Repair,
+            r#ref: start.r#ref,
+            repair: start.repair,
         };
         let me = myself.clone();
         tokio::spawn(async move {
-            replay.run(rooms).await;
+            replay.run(start.rooms).await;
             let _ = me.cast(SessionMsg::SyncFinished);
         });
     }
@@ -136,9 +110,8 @@ impl SessionState {
     /// Queues a replay of `room` after `after` (the writer found a gap).
     fn repair(&mut self, myself: &ActorRef<SessionMsg>, room: &str, after: u64) {
         crate::metrics::add(&crate::metrics::METRICS.gap_repairs, 1);
-        let entry = self.queued_repairs.entry(room.to_string()).or_insert(after);
-        *entry = (*entry).min(after);
-        self.next_replay(myself);
+        let start = self.replays.repair(room, after);
+        self.start_replay(myself, start);
     }
 
     fn error(&self, r#ref: Option<String>, code: ErrorCode, message: impl Into<String>) {
@@ -234,14 +207,6 @@ impl SessionState {
                 return;
             }
             ClientRequest::Sync(sync) => {
-                if self.queued_sync.is_some() || self.replaying == Some(Replaying::Sync) {
-                    self.error(
-                        r#ref,
-                        ErrorCode::InvalidRequest,
-                        "a sync is already running",
-                    );
-                    return;
-                }
                 if sync
                     .rooms
                     .as_ref()
@@ -254,8 +219,14 @@ impl SessionState {
                     );
                     return;
                 }
-                self.queued_sync = Some((r#ref, sync.rooms));
-                self.next_replay(myself);
+                match self.replays.sync(r#ref.clone(), sync.rooms) {
+                    Ok(start) => self.start_replay(myself, start),
+                    Err(SyncBusy) => self.error(
+                        r#ref,
+                        ErrorCode::InvalidRequest,
+                        "a sync is already running",
+                    ),
+                }
                 return;
             }
             ClientRequest::Send(f) => (
@@ -317,7 +288,7 @@ struct Replay {
 }
 
 impl Replay {
-    async fn run(self, rooms: Option<BTreeMap<String, u64>>) {
+    async fn run(self, rooms: ReplayRooms) {
         let mut started = Vec::new();
         let result = self.replay(rooms, &mut started).await;
         if let Err(e) = result {
@@ -342,7 +313,7 @@ impl Replay {
     /// whose live messages are held from the start go into `started`.
     async fn replay(
         &self,
-        rooms: Option<BTreeMap<String, u64>>,
+        rooms: ReplayRooms,
         started: &mut Vec<Arc<str>>,
     ) -> Result<(), ChatError> {
         let wanted: Vec<(String, u64)> = match rooms {
@@ -480,9 +451,7 @@ impl Actor for SessionActor {
             tx: args.tx,
             system: args.system,
             rooms: RoomCache::new(ROOM_CACHE_MAX),
-            replaying: None,
-            queued_sync: None,
-            queued_repairs: BTreeMap::new(),
+            replays: ReplayQueue::default(),
             gate_open: false,
             remote_pending: HashMap::new(),
         })
@@ -512,8 +481,8 @@ impl Actor for SessionActor {
         match msg {
             SessionMsg::Frame(frame) => Box::pin(state.handle_frame(&myself, frame)).await,
             SessionMsg::SyncFinished => {
-                state.replaying = None;
-                state.next_replay(&myself);
+                let start = state.replays.finished();
+                state.start_replay(&myself, start);
             }
             SessionMsg::Repair { room, after } => state.repair(&myself, &room, after),
             SessionMsg::Acked(key) => {
