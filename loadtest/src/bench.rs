@@ -22,7 +22,7 @@ pub enum BenchError {
     #[error("parley-node binary not found at {0}; build it with `cargo build --release -p parley-node` or pass --node-bin")]
     NoNodeBinary(String),
     /// A node would not start.
-    #[error("{0}")]
+    #[error(transparent)]
     Node(#[from] NodeError),
     /// Writing the results failed.
     #[error("writing {path}: {source}")]

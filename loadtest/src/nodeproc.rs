@@ -2,7 +2,7 @@
 //! ports, fresh data directories, load-test flags (cheap password hashing,
 //! rate limits off).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -48,8 +48,13 @@ pub enum NodeError {
         source: std::io::Error,
     },
     /// The process exited before it was ready.
-    #[error("parley-node exited early ({0}); see its log")]
-    Exited(String),
+    #[error("parley-node exited early ({status}); its log: {log}")]
+    Exited {
+        /// How it exited.
+        status: String,
+        /// Its stdout and stderr.
+        log: String,
+    },
     /// `/ready` did not answer 200 in time.
     #[error("parley-node was not ready within 60 s")]
     NotReady,
@@ -64,6 +69,8 @@ pub struct NodeProc {
     pub pid: u32,
     /// The shell command that starts this node again (same port and data dir).
     pub restart_cmd: String,
+    /// Where its stdout and stderr go.
+    log_path: PathBuf,
 }
 
 fn quote(s: &str) -> String {
@@ -167,6 +174,7 @@ impl NodeProc {
             base: format!("http://{listen}"),
             pid,
             restart_cmd,
+            log_path,
         })
     }
 
@@ -179,7 +187,10 @@ impl NodeProc {
             }
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    return Err(NodeError::Exited(status.to_string()));
+                    return Err(NodeError::Exited {
+                        status: status.to_string(),
+                        log: self.log_path.display().to_string(),
+                    });
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
