@@ -145,6 +145,10 @@ pub struct Config {
     /// Registrations per client IP per minute (0 = unlimited).
     #[arg(long, env = "PARLEY_REGISTER_RATE_PER_IP", default_value_t = 30)]
     pub register_rate_per_ip: u32,
+    /// Reverse proxies whose `X-Forwarded-For` names the client, for the
+    /// per-IP limits: addresses or ranges (`10.0.0.0/8`), comma-separated.
+    #[arg(long, env = "PARLEY_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: crate::client_ip::TrustedProxies,
     /// Refresh-token exchanges per client IP per minute (0 = unlimited).
     #[arg(long, env = "PARLEY_REFRESH_RATE_PER_IP", default_value_t = 120)]
     pub refresh_rate_per_ip: u32,

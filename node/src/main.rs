@@ -6,6 +6,7 @@
 
 mod api;
 mod auth;
+mod client_ip;
 mod cluster;
 mod config;
 mod gateway;

@@ -203,3 +203,57 @@ async fn a_user_flooding_the_api_is_refused_with_429_and_nothing_is_done() {
     let text = node.metrics_text().await;
     assert!(metric_in(&text, "parley_api_rate_limited_total") >= 1);
 }
+
+/// Registers a fresh user with `X-Forwarded-For: forwarded`; the status.
+async fn register_from(node: &Node, forwarded: &str) -> u16 {
+    let body = json!({"username": unique("ip"), "password": "password123"});
+    let r = call_raw(
+        node,
+        "POST",
+        "/api/v1/auth/register",
+        &[
+            ("content-type", "application/json"),
+            ("x-forwarded-for", forwarded),
+        ],
+        Some(body.to_string().into_bytes()),
+    )
+    .await;
+    r.status
+}
+
+/// Behind a trusted proxy the per-IP limits count the address the proxy
+/// forwards; from any other peer the header changes nothing.
+#[tokio::test]
+async fn per_ip_limits_count_the_forwarded_client_only_behind_a_trusted_proxy() {
+    let dir = data_dir();
+    let limit = ["--register-rate-per-ip", "2"];
+    let behind = Node::start_with(
+        dir.path(),
+        &[
+            limit[0],
+            limit[1],
+            "--trusted-proxies",
+            "10.0.0.0/8,127.0.0.1",
+        ],
+    )
+    .await;
+    // Two clients behind the proxy (127.0.0.1 here) each have a budget.
+    for _ in 0..2 {
+        assert_eq!(register_from(&behind, "203.0.113.7").await, 201);
+    }
+    assert_eq!(register_from(&behind, "203.0.113.7").await, 429);
+    assert_eq!(register_from(&behind, "203.0.113.8").await, 201);
+    // An address the client wrote to the left of the real one is not believed.
+    assert_eq!(
+        register_from(&behind, "198.51.100.1, 203.0.113.7").await,
+        429
+    );
+    // Nor a trusted hop on the right: the client is the last untrusted one.
+    assert_eq!(register_from(&behind, "203.0.113.7, 10.1.2.3").await, 429);
+
+    // With no trusted proxy the header is ignored: one budget for the peer.
+    let direct = Node::start_with(dir.path(), &limit).await;
+    assert_eq!(register_from(&direct, "203.0.113.1").await, 201);
+    assert_eq!(register_from(&direct, "203.0.113.2").await, 201);
+    assert_eq!(register_from(&direct, "203.0.113.3").await, 429);
+}

@@ -1,8 +1,6 @@
 //! `/auth/*`: register, login, refresh, logout.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 
@@ -16,6 +14,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{Body, RawBody};
 use crate::auth::extract::AuthUser;
 use crate::auth::refresh;
+use crate::client_ip::ClientIp;
 use crate::metrics::inc;
 use crate::state::AppState;
 
@@ -32,13 +31,10 @@ fn limited(state: &AppState, result: Result<(), u64>) -> ApiResult<()> {
 /// `POST /auth/register`.
 pub async fn register(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     Body(req): Body<Credentials>,
 ) -> ApiResult<(StatusCode, Json<UserInfo>)> {
-    limited(
-        &state,
-        state.limits.register_ip.check(&addr.ip().to_string()),
-    )?;
+    limited(&state, state.limits.register_ip.check(&ip.to_string()))?;
     let username = validate::username(&req.username).map_err(|e| ApiError::invalid(e.0))?;
     validate::password(&req.password).map_err(|e| ApiError::invalid(e.0))?;
     if state.store.user_by_name(&username).await?.is_some() {
@@ -102,10 +98,10 @@ async fn issue(state: &AppState, user_id: &str, username: &str) -> ApiResult<Tok
 /// `POST /auth/login`.
 pub async fn login(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     Body(req): Body<Credentials>,
 ) -> ApiResult<Json<TokenResponse>> {
-    limited(&state, state.limits.login_ip.check(&addr.ip().to_string()))?;
+    limited(&state, state.limits.login_ip.check(&ip.to_string()))?;
     // Malformed names cannot exist; answer like any unknown user.
     let Ok(username) = validate::username(&req.username) else {
         inc(&state.metrics.login_failures);
@@ -145,13 +141,10 @@ pub async fn login(
 /// per client IP, valid or not: each one costs a storage round trip.
 pub async fn refresh_tokens(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     Body(req): Body<RefreshRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
-    limited(
-        &state,
-        state.limits.refresh_ip.check(&addr.ip().to_string()),
-    )?;
+    limited(&state, state.limits.refresh_ip.check(&ip.to_string()))?;
     let token = req
         .refresh_token
         .ok_or_else(|| ApiError::invalid("missing refresh_token"))?;

@@ -1,0 +1,231 @@
+//! The client's address, for the per-IP limits.
+//!
+//! It is the TCP peer's address, unless the peer is one of the operator's
+//! trusted reverse proxies (`--trusted-proxies`). Then the client is the
+//! address that proxy put in `X-Forwarded-For`: read from the right, the
+//! first entry that is not itself a trusted proxy. Entries to the left of
+//! it were written by the client and prove nothing, so a client cannot pick
+//! its own address by sending the header; and from a peer that is not
+//! trusted the header is ignored altogether.
+
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+
+use crate::api::error::ApiError;
+use crate::state::AppState;
+
+/// An address range: an address and how many leading bits of it count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    net: IpAddr,
+    prefix: u8,
+}
+
+/// A `--trusted-proxies` entry that is not an address or `address/bits`.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not an IP address or a range like 10.0.0.0/8 or fd00::/8")]
+pub struct BadRange(String);
+
+impl FromStr for IpRange {
+    type Err = BadRange;
+
+    fn from_str(s: &str) -> Result<Self, BadRange> {
+        let bad = || BadRange(s.to_string());
+        let (addr, bits) = match s.trim().split_once('/') {
+            Some((a, b)) => (a, Some(b)),
+            None => (s.trim(), None),
+        };
+        let net: IpAddr = addr.parse().map_err(|_| bad())?;
+        let net = net.to_canonical();
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match bits {
+            Some(b) => b.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(IpRange { net, prefix })
+    }
+}
+
+impl IpRange {
+    /// Whether `ip` lies in this range.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.net, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The operator's trusted reverse proxies; none by default.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<IpRange>);
+
+impl FromStr for TrustedProxies {
+    type Err = BadRange;
+
+    /// A comma-separated list; empty means none.
+    fn from_str(s: &str) -> Result<Self, BadRange> {
+        s.split(',')
+            .filter(|part| !part.trim().is_empty())
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map(TrustedProxies)
+    }
+}
+
+impl TrustedProxies {
+    /// The client address for a request from `peer` with `headers` (see the
+    /// module docs).
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        client_ip(&self.0, peer, headers)
+    }
+}
+
+/// [`TrustedProxies::client_ip`] for a list of ranges.
+fn client_ip(trusted: &[IpRange], peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|r| r.contains(ip));
+    let peer = peer.to_canonical();
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    let mut client = peer;
+    for entry in entries.iter().rev() {
+        // Anything unreadable was not written by a proxy we trust: stop at
+        // the last hop we could read.
+        let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+            break;
+        };
+        client = ip.to_canonical();
+        if !is_trusted(client) {
+            break;
+        }
+    }
+    client
+}
+
+/// Extracts the client's address (see the module docs).
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .ok_or_else(|| ApiError::internal("no peer address on the request"))?;
+        Ok(ClientIp(
+            state.config.trusted_proxies.client_ip(peer, &parts.headers),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn ranges(list: &[&str]) -> Vec<IpRange> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ranges_parse_and_match() {
+        let r: IpRange = "10.1.0.0/16".parse().unwrap();
+        assert!(r.contains(ip("10.1.200.3")));
+        assert!(!r.contains(ip("10.2.0.1")));
+        assert!(
+            r.contains(ip("::ffff:10.1.0.9")),
+            "a v4-mapped address is v4"
+        );
+        let one: IpRange = "127.0.0.1".parse().unwrap();
+        assert!(one.contains(ip("127.0.0.1")) && !one.contains(ip("127.0.0.2")));
+        let all: IpRange = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(ip("8.8.8.8")) && !all.contains(ip("::1")));
+        let v6: IpRange = "fd00::/8".parse().unwrap();
+        assert!(v6.contains(ip("fd12::1")) && !v6.contains(ip("fe80::1")));
+        let list: TrustedProxies = " 10.0.0.0/8, ::1 ,".parse().unwrap();
+        assert_eq!(list.0.len(), 2);
+        assert!("".parse::<TrustedProxies>().unwrap().0.is_empty());
+        assert!("10.0.0.0/8,nope".parse::<TrustedProxies>().is_err());
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "fd00::/129",
+            "10.0.0/8",
+            "host",
+            "10.0.0.0/x",
+        ] {
+            assert!(bad.parse::<IpRange>().is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
+        let trusted = ranges(&["10.0.0.0/8"]);
+        let h = forwarded(&["203.0.113.7"]);
+        assert_eq!(
+            client_ip(&trusted, ip("198.51.100.1"), &h),
+            ip("198.51.100.1")
+        );
+        assert_eq!(client_ip(&[], ip("10.0.0.1"), &h), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn behind_trusted_proxies_the_rightmost_untrusted_entry_is_the_client() {
+        let trusted = ranges(&["10.0.0.0/8", "127.0.0.1"]);
+        let peer = ip("127.0.0.1");
+        assert_eq!(
+            client_ip(&trusted, peer, &forwarded(&["203.0.113.7"])),
+            ip("203.0.113.7")
+        );
+        // The client wrote the first entry itself; the proxies appended.
+        let h = forwarded(&["1.2.3.4, 203.0.113.7, 10.0.0.5"]);
+        assert_eq!(client_ip(&trusted, peer, &h), ip("203.0.113.7"));
+        // The same list split over two header lines.
+        let h = forwarded(&["1.2.3.4", "203.0.113.7, 10.0.0.5"]);
+        assert_eq!(client_ip(&trusted, peer, &h), ip("203.0.113.7"));
+        // No header: the proxy itself.
+        assert_eq!(client_ip(&trusted, peer, &HeaderMap::new()), peer);
+        // Only proxies: the farthest one.
+        let h = forwarded(&["10.0.0.9, 10.0.0.5"]);
+        assert_eq!(client_ip(&trusted, peer, &h), ip("10.0.0.9"));
+        // Garbage stops the walk at the last readable hop.
+        let h = forwarded(&["203.0.113.9, nonsense, 10.0.0.5"]);
+        assert_eq!(client_ip(&trusted, peer, &h), ip("10.0.0.5"));
+    }
+}
