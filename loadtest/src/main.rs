@@ -66,6 +66,24 @@ async fn main_inner() -> anyhow::Result<bool> {
     Ok(report.passed())
 }
 
+/// An error and its causes on one line. The harness's error types spell
+/// out their cause in their own message (reports quote them alone), so a
+/// cause already quoted by an outer message is not repeated.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
 fn main() -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -84,8 +102,35 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
         Err(e) => {
-            eprintln!("parley-loadtest: {e:#}");
+            eprintln!("parley-loadtest: {}", error_text(&e));
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        #[error("setup: {0}")]
+        Setup(#[from] Inner),
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("register: {source}")]
+    struct Inner {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn an_error_line_names_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = anyhow::Error::from(Outer::from(Inner { source: io })).context("scenario fanout");
+        assert_eq!(error_text(&e), "scenario fanout: setup: register: refused");
+        // A cause that adds something is kept.
+        let e = anyhow::anyhow!("inner detail").context("outer");
+        assert_eq!(error_text(&e), "outer: inner detail");
     }
 }
