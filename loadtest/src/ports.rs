@@ -33,7 +33,9 @@ const LOWEST: u16 = 10_000;
 static TAKEN: Mutex<Option<HashMap<u16, File>>> = Mutex::new(None);
 
 /// A 127.0.0.1 port that is free now and that nothing else will take before
-/// the caller's child binds it (see the module docs).
+/// the caller's child binds it (see the module docs). Where that cannot be
+/// arranged (no room below the ephemeral range, no usable lock directory),
+/// the kernel's port 0, as before.
 pub fn free_port() -> io::Result<u16> {
     let Some((low, high)) = below_ephemeral_range() else {
         return kernel_port();
@@ -42,18 +44,25 @@ pub fn free_port() -> io::Result<u16> {
     let start = scatter_seed() % span;
     let mut taken = TAKEN.lock().unwrap_or_else(PoisonError::into_inner);
     let taken = taken.get_or_insert_with(HashMap::new);
-    let dir = lock_dir()?;
+    // Without a lock directory we can use (another user's, a read-only
+    // /tmp), the kernel's choice is still better than no port.
+    let Ok(dir) = lock_dir() else {
+        return kernel_port();
+    };
     for step in 0..span {
         // `span` fits the u16 range, so the sum stays a valid port.
         let port = low + ((start + step) % span) as u16;
         if taken.contains_key(&port) || TcpListener::bind(("127.0.0.1", port)).is_err() {
             continue;
         }
-        let file = OpenOptions::new()
+        let Ok(file) = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(dir.join(format!("{port}.lock")))?;
+            .open(dir.join(format!("{port}.lock")))
+        else {
+            return kernel_port();
+        };
         if file.try_lock().is_ok() {
             taken.insert(port, file);
             return Ok(port);
