@@ -12,7 +12,7 @@ are replaced by the loopback ones. Then, through nginx:
 - register and login; requests spread over the nodes (no stickiness);
 - WebSocket upgrade, `hello`, `ping` -> `pong` (frames both ways);
 - the access log never contains the token of /ws?token=...;
-- nginx's login rate limit answers 429 with the node's JSON error shape;
+- nginx's login and refresh rate limits answer 429 with the node's JSON error shape;
 - SIGTERM to one node: its sockets are closed with 1012 and new upgrades
   through nginx keep succeeding (nginx skips the draining/stopped node);
 
@@ -390,10 +390,36 @@ def main() -> int:
             check(json.loads(body)["error"]["code"] == "rate_limited" and "Retry-After" in hdrs,
                   "429 has the node's JSON error shape and Retry-After", f"429 answer: {hdrs} {body}")
 
+        # Token refresh is limited at nginx too (the nodes' limit is off in compose):
+        # bogus tokens get the node's 401 until nginx answers 429.
+        codes, limited = [], None
+        for i in range(60):
+            st, hdrs, body = http("POST", lb + "/api/v1/auth/refresh", {"refresh_token": f"bogus-{i}"})
+            codes.append(st)
+            if st == 429:
+                limited = (hdrs, body)
+                break
+        if check(limited is not None and set(codes[:-1]) == {401},
+                 f"nginx refresh limit: 401s from the node, then 429 after {len(codes)} rapid attempts",
+                 f"expected 401s then a 429 from nginx in 60 rapid refreshes, got {codes}"):
+            hdrs, body = limited
+            check(json.loads(body)["error"]["code"] == "rate_limited" and "Retry-After" in hdrs,
+                  "the refresh 429 has the node's JSON error shape and Retry-After", f"429 answer: {hdrs} {body}")
+
         # Drain: SIGTERM the node of one open socket.
         victim = socks[0][0] if socks else "live1"
         procs[victim].send_signal(signal.SIGTERM)
         t0 = time.time()
+        # An upgrade that reaches the node before it has handled the signal
+        # is served (and then closed with 1012): wait until it says it drains.
+        victim_port = http_ports[int(victim.removeprefix("live")) - 1]
+        while time.time() - t0 < 10:
+            try:
+                if http("GET", f"http://127.0.0.1:{victim_port}/ready", timeout=2)[0] != 200:
+                    break
+            except OSError:
+                break  # no longer accepting: drained already
+            time.sleep(0.02)
         victims = [w for n, w in socks if n == victim]
         upgrades, codes_after = 0, []
         for _ in range(10):
