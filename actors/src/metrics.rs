@@ -2,7 +2,7 @@
 //! at `/metrics`. Plain atomics: recording is a relaxed add, never a lock.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -111,6 +111,10 @@ pub struct Metrics {
     pub storage_txn_seconds: Histogram,
     /// Requests (message batches, receipt flushes) written by one embedded-store transaction.
     pub storage_txn_batches: Histogram,
+    /// Whether the store reports its transactions (the embedded store does;
+    /// ScyllaDB has no committer): the two histograms above are rendered,
+    /// empty until the first transaction, only then.
+    pub storage_txn_reported: AtomicBool,
     errors: Vec<(ErrorCode, AtomicU64)>,
 }
 
@@ -149,6 +153,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     send_to_ack_seconds: Histogram::new(SECONDS),
     storage_txn_seconds: Histogram::new(SECONDS),
     storage_txn_batches: Histogram::new(SIZES),
+    storage_txn_reported: AtomicBool::new(false),
     errors: CODES.iter().map(|c| (*c, AtomicU64::new(0))).collect(),
 });
 
@@ -282,7 +287,7 @@ impl Metrics {
             &labels,
         );
         // Only the embedded store reports these (ScyllaDB has no committer).
-        if self.storage_txn_seconds.mean().is_some() {
+        if self.storage_txn_reported.load(Ordering::Relaxed) {
             self.storage_txn_seconds.render(
                 out,
                 "parley_storage_txn_seconds",

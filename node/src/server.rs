@@ -23,6 +23,9 @@ use crate::state::{AppState, Limits};
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     match config.storage {
         StorageKind::Embedded => {
+            parley_actors::metrics::METRICS
+                .storage_txn_reported
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             parley_storage::embedded::observe_transactions(|batches, took| {
                 let m = &parley_actors::metrics::METRICS;
                 m.storage_txn_seconds.observe_duration(took);
