@@ -32,11 +32,20 @@ pub struct StartReplay {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncBusy;
 
+/// What a running replay is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Running {
+    /// The client's `sync`.
+    Sync,
+    /// Gaps the writer found.
+    Repair,
+}
+
 /// What a connection has queued for replay, and what runs.
 #[derive(Debug, Default)]
 pub struct ReplayQueue {
-    /// The running replay, if any: `true` for a client `sync`.
-    running: Option<bool>,
+    /// The running replay, if any.
+    running: Option<Running>,
     /// The client's `sync` waiting for the running replay: (ref, rooms).
     sync: Option<(Option<String>, ReplayRooms)>,
     /// Gaps to replay after the running replay: room -> replay after this seq.
@@ -51,7 +60,7 @@ impl ReplayQueue {
         r#ref: Option<String>,
         rooms: ReplayRooms,
     ) -> Result<Option<StartReplay>, SyncBusy> {
-        if self.sync.is_some() || self.running == Some(true) {
+        if self.sync.is_some() || self.running == Some(Running::Sync) {
             return Err(SyncBusy);
         }
         self.sync = Some((r#ref, rooms));
@@ -92,7 +101,11 @@ impl ReplayQueue {
         } else {
             return None;
         };
-        self.running = Some(!start.repair);
+        self.running = Some(if start.repair {
+            Running::Repair
+        } else {
+            Running::Sync
+        });
         Some(start)
     }
 }

@@ -92,36 +92,31 @@ impl TrustedProxies {
     /// The client address for a request from `peer` with `headers` (see the
     /// module docs).
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        client_ip(&self.0, peer, headers)
-    }
-}
-
-/// [`TrustedProxies::client_ip`] for a list of ranges.
-fn client_ip(trusted: &[IpRange], peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|r| r.contains(ip));
-    let peer = peer.to_canonical();
-    if !is_trusted(peer) {
-        return peer;
-    }
-    let entries: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .collect();
-    let mut client = peer;
-    for entry in entries.iter().rev() {
-        // Anything unreadable was not written by a proxy we trust: stop at
-        // the last hop we could read.
-        let Ok(ip) = entry.trim().parse::<IpAddr>() else {
-            break;
-        };
-        client = ip.to_canonical();
-        if !is_trusted(client) {
-            break;
+        let is_trusted = |ip: IpAddr| self.0.iter().any(|r| r.contains(ip));
+        let peer = peer.to_canonical();
+        if !is_trusted(peer) {
+            return peer;
         }
+        let entries: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect();
+        let mut client = peer;
+        for entry in entries.iter().rev() {
+            // Anything unreadable was not written by a proxy we trust: stop at
+            // the last hop we could read.
+            let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+                break;
+            };
+            client = ip.to_canonical();
+            if !is_trusted(client) {
+                break;
+            }
+        }
+        client
     }
-    client
 }
 
 /// Extracts the client's address (see the module docs).
@@ -147,8 +142,8 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
-    fn ranges(list: &[&str]) -> Vec<IpRange> {
-        list.iter().map(|s| s.parse().unwrap()).collect()
+    fn trusted(list: &str) -> TrustedProxies {
+        list.parse().unwrap()
     }
 
     fn forwarded(values: &[&str]) -> HeaderMap {
@@ -196,36 +191,39 @@ mod tests {
 
     #[test]
     fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
-        let trusted = ranges(&["10.0.0.0/8"]);
+        let trusted = trusted("10.0.0.0/8");
         let h = forwarded(&["203.0.113.7"]);
         assert_eq!(
-            client_ip(&trusted, ip("198.51.100.1"), &h),
+            trusted.client_ip(ip("198.51.100.1"), &h),
             ip("198.51.100.1")
         );
-        assert_eq!(client_ip(&[], ip("10.0.0.1"), &h), ip("10.0.0.1"));
+        assert_eq!(
+            TrustedProxies::default().client_ip(ip("10.0.0.1"), &h),
+            ip("10.0.0.1")
+        );
     }
 
     #[test]
     fn behind_trusted_proxies_the_rightmost_untrusted_entry_is_the_client() {
-        let trusted = ranges(&["10.0.0.0/8", "127.0.0.1"]);
+        let trusted = trusted("10.0.0.0/8,127.0.0.1");
         let peer = ip("127.0.0.1");
         assert_eq!(
-            client_ip(&trusted, peer, &forwarded(&["203.0.113.7"])),
+            trusted.client_ip(peer, &forwarded(&["203.0.113.7"])),
             ip("203.0.113.7")
         );
         // The client wrote the first entry itself; the proxies appended.
         let h = forwarded(&["1.2.3.4, 203.0.113.7, 10.0.0.5"]);
-        assert_eq!(client_ip(&trusted, peer, &h), ip("203.0.113.7"));
+        assert_eq!(trusted.client_ip(peer, &h), ip("203.0.113.7"));
         // The same list split over two header lines.
         let h = forwarded(&["1.2.3.4", "203.0.113.7, 10.0.0.5"]);
-        assert_eq!(client_ip(&trusted, peer, &h), ip("203.0.113.7"));
+        assert_eq!(trusted.client_ip(peer, &h), ip("203.0.113.7"));
         // No header: the proxy itself.
-        assert_eq!(client_ip(&trusted, peer, &HeaderMap::new()), peer);
+        assert_eq!(trusted.client_ip(peer, &HeaderMap::new()), peer);
         // Only proxies: the farthest one.
         let h = forwarded(&["10.0.0.9, 10.0.0.5"]);
-        assert_eq!(client_ip(&trusted, peer, &h), ip("10.0.0.9"));
+        assert_eq!(trusted.client_ip(peer, &h), ip("10.0.0.9"));
         // Garbage stops the walk at the last readable hop.
         let h = forwarded(&["203.0.113.9, nonsense, 10.0.0.5"]);
-        assert_eq!(client_ip(&trusted, peer, &h), ip("10.0.0.5"));
+        assert_eq!(trusted.client_ip(peer, &h), ip("10.0.0.5"));
     }
 }

@@ -92,11 +92,7 @@ pub async fn run(config: Config, writers: tokio::runtime::Handle) -> anyhow::Res
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
-            limits.login_ip.prune();
-            limits.login_user.prune();
-            limits.register_ip.prune();
-            limits.refresh_ip.prune();
-            limits.api_user.prune();
+            limits.prune();
         }
     });
 

@@ -27,6 +27,21 @@ pub struct Limits {
     pub api_user: KeyedLimit,
 }
 
+impl Limits {
+    /// Forgets, in every limiter, the keys back at a full allowance (bounds memory).
+    pub fn prune(&self) {
+        for limit in [
+            &self.login_ip,
+            &self.login_user,
+            &self.register_ip,
+            &self.refresh_ip,
+            &self.api_user,
+        ] {
+            limit.prune();
+        }
+    }
+}
+
 /// Everything handlers need; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
