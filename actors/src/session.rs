@@ -35,7 +35,7 @@ pub enum SessionMsg {
     /// A parsed client frame.
     Frame(ClientFrame),
     /// The running replay finished (internal).
-    SyncFinished,
+    ReplayFinished,
     /// The socket writer saw a room skip seqs after `after`: replay it from
     /// there (without a `synced` answer; the client did not ask).
     Repair {
@@ -87,7 +87,7 @@ pub struct SessionState {
 
 impl SessionState {
     /// Runs a replay off the actor (the queue said to start it); its end
-    /// comes back as [`SessionMsg::SyncFinished`].
+    /// comes back as [`SessionMsg::ReplayFinished`].
     fn start_replay(&self, myself: &ActorRef<SessionMsg>, start: Option<StartReplay>) {
         let Some(start) = start else {
             return;
@@ -103,7 +103,7 @@ impl SessionState {
         let me = myself.clone();
         tokio::spawn(async move {
             replay.run(start.rooms).await;
-            let _ = me.cast(SessionMsg::SyncFinished);
+            let _ = me.cast(SessionMsg::ReplayFinished);
         });
     }
 
@@ -480,7 +480,7 @@ impl Actor for SessionActor {
         // memory exists only while a message is being handled.
         match msg {
             SessionMsg::Frame(frame) => Box::pin(state.handle_frame(&myself, frame)).await,
-            SessionMsg::SyncFinished => {
+            SessionMsg::ReplayFinished => {
                 let start = state.replays.finished();
                 state.start_replay(&myself, start);
             }
