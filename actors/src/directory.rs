@@ -40,8 +40,14 @@ pub enum DirectoryMsg {
     Count(RpcReplyPort<usize>),
     /// Stop every room actor, draining their queues (shutdown).
     StopAll(RpcReplyPort<()>),
-    /// Membership changed: retire rooms this node no longer owns.
-    Rebalance(Arc<View>),
+    /// Membership changed: tell the nodes that came into the view the head
+    /// of every live room, then retire the rooms this node no longer owns.
+    Rebalance {
+        /// The new view.
+        view: Arc<View>,
+        /// Nodes in it that were not in the one before.
+        joined: Arc<[Arc<str>]>,
+    },
 }
 
 /// Start-up arguments of the directory.
@@ -150,7 +156,13 @@ impl Actor for Directory {
                 }
                 let _ = actor.cast(RoomMsg::RetireAccepted);
             }
-            DirectoryMsg::Rebalance(view) => {
+            DirectoryMsg::Rebalance { view, joined } => {
+                if !joined.is_empty() {
+                    // Before any retires: a room that moves still tells.
+                    for r in state.rooms.values() {
+                        let _ = r.cast(RoomMsg::PeersJoined(joined.clone()));
+                    }
+                }
                 let moving: Vec<String> = state
                     .rooms
                     .keys()

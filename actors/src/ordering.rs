@@ -10,7 +10,14 @@
 //! - notices a live message that skips seqs after ones already written (a
 //!   delivery lost on the way, e.g. from a node whose view of the cluster
 //!   was not complete yet): it holds the room as a replay would and asks for
-//!   the missing seqs to be replayed from storage ([`Verdict::Gap`]).
+//!   the missing seqs to be replayed from storage ([`Verdict::Gap`]);
+//! - does the same when a room's owner says how far the room has gone (a
+//!   head notice, [`DeliveryOrder::head`]) and the connection wrote less,
+//!   so that a lost *last* message is found too;
+//! - when a replay ends, releases the held messages only as far as they
+//!   follow on without a gap, and asks for another replay past that
+//!   ([`Released::repair_after`]) unless the replay was itself a repair that
+//!   found nothing new (storage does not have the seqs: no endless loop).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,11 +43,46 @@ pub enum Verdict {
 /// A live message waiting for the first `sync`: (room, seq, serialized event).
 type Waiting = (Arc<str>, u64, Arc<str>);
 
+/// What the end of a replay lets out.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Released {
+    /// Frames to write now, in seq order.
+    pub frames: Vec<Arc<str>>,
+    /// Seqs after this one are still missing: the room stays held and must
+    /// be replayed from here (then ended again).
+    pub repair_after: Option<u64>,
+}
+
+/// A room whose live messages are held during a replay.
+#[derive(Debug, Default)]
+struct Held {
+    /// The held messages: (seq, serialized event).
+    msgs: Vec<(u64, Arc<str>)>,
+    /// The highest head notice seen while held (0: none).
+    head: u64,
+    /// Held for a gap repair (rather than a client `sync`).
+    repair: bool,
+    /// The highest seq written when the hold started (a repair's `after`).
+    top_at_hold: u64,
+}
+
+impl Held {
+    /// A hold for a gap repair from `top`.
+    fn repair(top: u64, msgs: Vec<(u64, Arc<str>)>, head: u64) -> Held {
+        Held {
+            msgs,
+            head,
+            repair: true,
+            top_at_hold: top,
+        }
+    }
+}
+
 /// Ordering state of one connection. Empty (no allocation) until used.
 #[derive(Debug, Default)]
 pub struct DeliveryOrder {
     written: HashMap<Arc<str>, Spans>,
-    held: HashMap<Arc<str>, Vec<(u64, Arc<str>)>>,
+    held: HashMap<Arc<str>, Held>,
     /// Before the connection's first `sync` (or other request), live
     /// messages wait here, so that a reconnecting client that syncs first
     /// sees its rooms in order even if messages arrive before its `sync`.
@@ -84,7 +126,7 @@ impl DeliveryOrder {
         let mut now = Vec::new();
         for (room, seq, json) in waiting {
             match self.held.get_mut(&room) {
-                Some(h) => h.push((seq, json)),
+                Some(h) => h.msgs.push((seq, json)),
                 None => {
                     if self.admit(&room, seq) == Verdict::Write {
                         now.push(json);
@@ -97,7 +139,8 @@ impl DeliveryOrder {
 
     /// Number of live messages currently held.
     pub fn held_len(&self) -> usize {
-        self.held.values().map(Vec::len).sum::<usize>() + self.gate.as_ref().map_or(0, Vec::len)
+        self.held.values().map(|h| h.msgs.len()).sum::<usize>()
+            + self.gate.as_ref().map_or(0, Vec::len)
     }
 
     /// Decides about a live message.
@@ -107,7 +150,7 @@ impl DeliveryOrder {
             return Verdict::Held;
         }
         if let Some(h) = self.held.get_mut(room) {
-            h.push((seq, json.clone()));
+            h.msgs.push((seq, json.clone()));
             return Verdict::Held;
         }
         // One lookup on the hot path: the gap check and the admission share it.
@@ -116,11 +159,37 @@ impl DeliveryOrder {
         };
         match spans.top() {
             Some(top) if seq > top.saturating_add(1) => {
-                self.held.insert(room.clone(), vec![(seq, json.clone())]);
+                self.held.insert(
+                    room.clone(),
+                    Held::repair(top, vec![(seq, json.clone())], 0),
+                );
                 Verdict::Gap { after: top }
             }
             _ => spans.admit(seq),
         }
+    }
+
+    /// Takes in a head notice: the room's owner has committed up to `seq`.
+    /// Returns the seq to replay the room after when this connection wrote
+    /// less (the room is then held, as for [`Verdict::Gap`]). A room held
+    /// already checks the head when its replay ends; a room never written
+    /// here, or a connection still waiting for its first `sync`, has
+    /// nothing to compare with.
+    pub fn head(&mut self, room: &Arc<str>, seq: u64) -> Option<u64> {
+        if self.gate.is_some() {
+            return None;
+        }
+        if let Some(h) = self.held.get_mut(room) {
+            h.head = h.head.max(seq);
+            return None;
+        }
+        let top = self.written.get(room)?.top()?;
+        if seq <= top {
+            return None;
+        }
+        self.held
+            .insert(room.clone(), Held::repair(top, Vec::new(), seq));
+        Some(top)
     }
 
     /// Decides about a replayed message.
@@ -128,13 +197,65 @@ impl DeliveryOrder {
         self.admit(room, seq)
     }
 
-    /// Ends the replay of a room; returns the held live messages to write now, in order.
-    pub fn end_sync(&mut self, room: &Arc<str>) -> Vec<Arc<str>> {
-        let Some(mut held) = self.held.remove(room) else {
+    /// Ends the replay of a room that started after `after` (the client has
+    /// every message up to it). Releases the held live messages in seq order
+    /// as far as they follow on without a gap; a gap left (between them, or
+    /// up to a head notice) keeps the room held and asks for a replay from
+    /// the highest seq written, unless this was a repair that wrote nothing
+    /// new: then storage does not have the missing seqs, and everything is
+    /// let out as it is.
+    pub fn end_sync(&mut self, room: &Arc<str>, after: u64) -> Released {
+        let spans = self.written.entry(room.clone()).or_default();
+        spans.insert(after);
+        let Some(held) = self.held.remove(room) else {
+            return Released::default();
+        };
+        let top = spans.top().unwrap_or(after);
+        let fruitless = held.repair && top <= held.top_at_hold;
+        let mut msgs = held.msgs;
+        msgs.sort_by_key(|(seq, _)| *seq);
+        let mut frames = Vec::new();
+        let mut rest = msgs.into_iter();
+        while let Some((seq, json)) = rest.next() {
+            let top = spans.top().unwrap_or(after);
+            if !fruitless && seq > top.saturating_add(1) {
+                let mut msgs = vec![(seq, json)];
+                msgs.extend(rest);
+                self.held
+                    .insert(room.clone(), Held::repair(top, msgs, held.head));
+                return Released {
+                    frames,
+                    repair_after: Some(top),
+                };
+            }
+            if spans.admit(seq) == Verdict::Write {
+                frames.push(json);
+            }
+        }
+        let top = spans.top().unwrap_or(after);
+        if !fruitless && held.head > top {
+            self.held
+                .insert(room.clone(), Held::repair(top, Vec::new(), held.head));
+            return Released {
+                frames,
+                repair_after: Some(top),
+            };
+        }
+        Released {
+            frames,
+            repair_after: None,
+        }
+    }
+
+    /// Ends the hold of a room whose replay stopped short: its held live
+    /// messages go out in seq order, whatever is missing between them.
+    pub fn release(&mut self, room: &Arc<str>) -> Vec<Arc<str>> {
+        let Some(held) = self.held.remove(room) else {
             return Vec::new();
         };
-        held.sort_by_key(|(seq, _)| *seq);
-        held.into_iter()
+        let mut msgs = held.msgs;
+        msgs.sort_by_key(|(seq, _)| *seq);
+        msgs.into_iter()
             .filter(|(seq, _)| self.admit(room, *seq) == Verdict::Write)
             .map(|(_, json)| json)
             .collect()
@@ -202,6 +323,14 @@ mod tests {
         Arc::from(format!("m{s}"))
     }
 
+    /// The end of a replay that lets these seqs out and leaves no gap.
+    fn out(seqs: &[u64]) -> Released {
+        Released {
+            frames: seqs.iter().map(|s| j(*s)).collect(),
+            repair_after: None,
+        }
+    }
+
     #[test]
     fn live_duplicates_are_dropped() {
         let mut o = DeliveryOrder::default();
@@ -222,7 +351,7 @@ mod tests {
         for s in 1..=6 {
             assert_eq!(o.replayed(&r, s), Verdict::Write);
         }
-        assert_eq!(o.end_sync(&r), vec![j(7)]);
+        assert_eq!(o.end_sync(&r, 0), out(&[7]));
         assert_eq!(o.live(&r, 8, &j(8)), Verdict::Write);
         assert_eq!(o.held_len(), 0);
     }
@@ -237,7 +366,7 @@ mod tests {
             .filter(|s| o.replayed(&r, *s) == Verdict::Write)
             .collect();
         assert_eq!(written, vec![3, 4]);
-        assert!(o.end_sync(&r).is_empty());
+        assert_eq!(o.end_sync(&r, 2), out(&[]));
         assert_eq!(o.live(&r, 6, &j(6)), Verdict::Write);
         assert_eq!(o.replayed(&r, 4), Verdict::Duplicate);
     }
@@ -254,7 +383,7 @@ mod tests {
         for s in 6..=7 {
             assert_eq!(o.replayed(&r, s), Verdict::Write);
         }
-        assert_eq!(o.end_sync(&r), vec![j(8)]);
+        assert_eq!(o.end_sync(&r, 5), out(&[8]));
         assert!(!o.is_gated());
         // Without a sync, opening the gate releases everything in order.
         let mut o = DeliveryOrder::gated();
@@ -282,13 +411,101 @@ mod tests {
         for s in 6..=8 {
             assert_eq!(o.replayed(&r, s), Verdict::Write);
         }
-        assert_eq!(o.end_sync(&r), vec![j(9)]);
+        assert_eq!(o.end_sync(&r, 5), out(&[9]));
         assert_eq!(o.live(&r, 10, &j(10)), Verdict::Write);
         assert_eq!(o.held_len(), 0);
-        // A replay that found nothing (storage error) still releases the
-        // held messages when ended.
+        // A replay that stopped short (storage error) still releases the
+        // held messages.
         assert_eq!(o.live(&r, 12, &j(12)), Verdict::Gap { after: 10 });
-        assert_eq!(o.end_sync(&r), vec![j(12)]);
+        assert_eq!(o.release(&r), vec![j(12)]);
+    }
+
+    #[test]
+    fn a_head_past_what_was_written_asks_for_a_repair() {
+        let mut o = DeliveryOrder::default();
+        let (r, other): (Arc<str>, Arc<str>) = (Arc::from("r"), Arc::from("o"));
+        assert_eq!(o.live(&r, 1, &j(1)), Verdict::Write);
+        assert_eq!(o.live(&r, 2, &j(2)), Verdict::Write);
+        // Nothing to do for what was written, or for a room never written.
+        assert_eq!(o.head(&r, 2), None);
+        assert_eq!(o.head(&other, 9), None);
+        // 3 was the room's last message and never came: replay after 2.
+        assert_eq!(o.head(&r, 3), Some(2));
+        assert_eq!(o.live(&r, 5, &j(5)), Verdict::Held);
+        // A later head while held is checked when the replay ends.
+        assert_eq!(o.head(&r, 6), None);
+        assert_eq!(o.replayed(&r, 3), Verdict::Write);
+        assert_eq!(
+            o.end_sync(&r, 2),
+            Released {
+                frames: vec![],
+                repair_after: Some(3)
+            },
+            "4 is still missing before 5"
+        );
+        for s in 4..=6 {
+            assert_eq!(o.replayed(&r, s), Verdict::Write);
+        }
+        assert_eq!(o.end_sync(&r, 3), out(&[]));
+        assert_eq!(o.held_len(), 0);
+        assert_eq!(o.live(&r, 7, &j(7)), Verdict::Write);
+        // A connection waiting for its first sync compares nothing: the
+        // sync reads storage after the head was committed.
+        let mut o = DeliveryOrder::gated();
+        assert_eq!(o.head(&r, 3), None);
+    }
+
+    #[test]
+    fn a_sync_that_ends_short_of_its_held_messages_repairs_the_gap() {
+        let mut o = DeliveryOrder::default();
+        let r: Arc<str> = Arc::from("r");
+        // The client had 5; the replay read 6 before 7 was committed, and
+        // 7's live delivery was lost; 8 is held.
+        o.start_sync(std::slice::from_ref(&r));
+        assert_eq!(o.live(&r, 8, &j(8)), Verdict::Held);
+        assert_eq!(o.replayed(&r, 6), Verdict::Write);
+        assert_eq!(
+            o.end_sync(&r, 5),
+            Released {
+                frames: vec![],
+                repair_after: Some(6)
+            }
+        );
+        assert_eq!(o.live(&r, 9, &j(9)), Verdict::Held, "still held");
+        for s in 7..=8 {
+            assert_eq!(o.replayed(&r, s), Verdict::Write);
+        }
+        assert_eq!(o.end_sync(&r, 6), out(&[9]));
+    }
+
+    #[test]
+    fn a_sync_from_zero_lets_the_first_live_message_show_a_gap() {
+        let mut o = DeliveryOrder::default();
+        let r: Arc<str> = Arc::from("r");
+        // An empty room, synced: seq 1 is lost, 2 arrives.
+        o.start_sync(std::slice::from_ref(&r));
+        assert_eq!(o.end_sync(&r, 0), out(&[]));
+        assert_eq!(o.live(&r, 2, &j(2)), Verdict::Gap { after: 0 });
+        // The client said it has 4: a live 4 is not sent again.
+        let mut o = DeliveryOrder::default();
+        o.start_sync(std::slice::from_ref(&r));
+        assert_eq!(o.end_sync(&r, 4), out(&[]));
+        assert_eq!(o.live(&r, 4, &j(4)), Verdict::Duplicate);
+        assert_eq!(o.live(&r, 5, &j(5)), Verdict::Write);
+    }
+
+    #[test]
+    fn a_repair_that_finds_nothing_new_lets_everything_out() {
+        let mut o = DeliveryOrder::default();
+        let r: Arc<str> = Arc::from("r");
+        assert_eq!(o.live(&r, 1, &j(1)), Verdict::Write);
+        assert_eq!(o.live(&r, 3, &j(3)), Verdict::Gap { after: 1 });
+        // Storage had nothing after 1: asking again would loop.
+        assert_eq!(o.end_sync(&r, 1), out(&[3]));
+        assert_eq!(o.head(&r, 9), Some(3));
+        assert_eq!(o.end_sync(&r, 3), out(&[]));
+        assert_eq!(o.held_len(), 0);
+        assert_eq!(o.live(&r, 4, &j(4)), Verdict::Write);
     }
 
     #[test]

@@ -25,6 +25,15 @@ pub struct LiveMessage {
     pub json: Arc<str>,
 }
 
+/// A room and a seq: what a head notice and the end of a replay carry.
+#[derive(Debug)]
+pub struct RoomSeq {
+    /// The room.
+    pub room_id: Arc<str>,
+    /// The seq.
+    pub seq: u64,
+}
+
 /// One item for the socket writer.
 ///
 /// Kept at two words plus a tag: a session's queue allocates room for 32
@@ -41,6 +50,10 @@ pub enum Outbound {
     /// The client made a request other than `sync`: stop holding live
     /// messages for a first `sync`.
     OpenGate,
+    /// The room's owner has committed up to this seq (sent to a node that
+    /// just came into its view): a connection that wrote less of the room
+    /// lost deliveries on the way and replays them from storage.
+    Head(Arc<RoomSeq>),
 }
 
 /// One item of a `sync` replay (as small as [`Outbound`], for the same reason).
@@ -48,8 +61,13 @@ pub enum Outbound {
 pub enum SyncItem {
     /// A replayed `message` event.
     Message(Arc<LiveMessage>),
-    /// The replay of one room is complete up to `head`.
-    RoomDone(Arc<str>),
+    /// The replay of a room after a seq (the client has every message up
+    /// to it) is complete: release its held live messages, unless they or
+    /// a head notice still show a gap.
+    RoomDone(Arc<RoomSeq>),
+    /// The replay of a room stopped short (storage failed, or the user left
+    /// the room): release its held live messages as they are.
+    RoomReleased(Arc<str>),
     /// The whole replay is complete; the `synced` frame to send.
     Done(Arc<str>),
 }

@@ -29,7 +29,7 @@ use parley_storage::{
     Watermarks,
 };
 
-use crate::cluster::wire::{AckKey, PeerPayload};
+use crate::cluster::wire::{AckKey, PeerPayload, WireItem};
 use crate::cluster::Cluster;
 use crate::convert;
 use crate::directory::DirectoryMsg;
@@ -185,6 +185,9 @@ pub enum RoomMsg {
     IdleCheck,
     /// The directory forgot this actor; drain and stop (internal).
     RetireAccepted,
+    /// These nodes just came into this node's view (internal): tell them
+    /// the room's head.
+    PeersJoined(Arc<[Arc<str>]>),
 }
 
 /// What a room actor needs from the rest of the node.
@@ -347,6 +350,28 @@ impl RoomState {
             items,
             except_user,
             crate::trace::current(),
+        );
+    }
+
+    /// Tells nodes that just came into this node's view how far the room
+    /// has gone. A fan-out made while a node was out of the view missed it,
+    /// and no later message may come to show the gap; its connections that
+    /// wrote less of the room replay the rest from storage.
+    fn tell_head(&self, nodes: &[Arc<str>]) {
+        if self.last_seq == 0 || self.member_ids.is_empty() {
+            return;
+        }
+        self.deps.cluster.send_to(
+            nodes,
+            &PeerPayload::Deliver {
+                users: self.member_ids.iter().map(|u| u.to_string()).collect(),
+                items: vec![WireItem::Head {
+                    room_id: self.room_id.to_string(),
+                    seq: self.last_seq,
+                }],
+                except_user: None,
+                trace: None,
+            },
         );
     }
 
@@ -924,6 +949,7 @@ impl Actor for RoomActor {
                     myself.send_after(state.deps.config.room_idle, || RoomMsg::IdleCheck);
                 }
             }
+            RoomMsg::PeersJoined(nodes) => state.tell_head(&nodes),
             RoomMsg::RetireAccepted => {
                 state.retiring = true;
                 let marks = state.take_receipts();

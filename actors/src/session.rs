@@ -19,7 +19,7 @@ use crate::cluster::wire::{AckKey, PeerPayload, WireCaller, WireRoomOp};
 use crate::convert;
 use crate::dispatcher::SessionEntry;
 use crate::error::ChatError;
-use crate::outbound::{LiveMessage, Outbound, OutboundTx, SyncItem};
+use crate::outbound::{LiveMessage, Outbound, OutboundTx, RoomSeq, SyncItem};
 use crate::replay_queue::{ReplayQueue, ReplayRooms, StartReplay, SyncBusy};
 use crate::room::{Caller, ReplyTo};
 use crate::room_cache::RoomCache;
@@ -295,7 +295,7 @@ impl Replay {
             // Release the rooms whose live messages the writer holds; what
             // could not be read stays missing until the client syncs.
             for room in started {
-                if !self.tx.sync(SyncItem::RoomDone(room)).await {
+                if !self.tx.sync(SyncItem::RoomReleased(room)).await {
                     return;
                 }
             }
@@ -341,7 +341,7 @@ impl Replay {
                 // Left the room meanwhile: just release what is held.
                 let room: Arc<str> = Arc::from(room_id.as_str());
                 started.retain(|r| *r != room);
-                if !self.tx.sync(SyncItem::RoomDone(room)).await {
+                if !self.tx.sync(SyncItem::RoomReleased(room)).await {
                     return Ok(());
                 }
             } else {
@@ -394,7 +394,11 @@ impl Replay {
                 }
             }
             started.retain(|r| *r != room_id);
-            if !self.tx.sync(SyncItem::RoomDone(room_id.clone())).await {
+            let done = SyncItem::RoomDone(Arc::new(RoomSeq {
+                room_id: room_id.clone(),
+                seq: after,
+            }));
+            if !self.tx.sync(done).await {
                 return Ok(());
             }
             heads.insert(room_id.to_string(), cursor);

@@ -173,7 +173,10 @@ impl ChatSystem {
                     if !down.is_empty() {
                         let _ = d.cast(DispatcherMsg::NodesDown(down.to_vec()));
                     }
-                    let _ = dir.cast(DirectoryMsg::Rebalance(view.clone()));
+                    let _ = dir.cast(DirectoryMsg::Rebalance {
+                        view: view.clone(),
+                        joined: up.into(),
+                    });
                     let _ = p.cast(PresenceMsg::Membership(
                         up.to_vec(),
                         down.to_vec(),

@@ -388,18 +388,44 @@ async fn live_item(
             let now = order.open_gate();
             put_all(sink, now).await
         }
+        Outbound::Head(head) => {
+            if let Some(after) = order.head(&head.room_id, head.seq) {
+                // The room's last deliveries were lost on the way: replay
+                // them from storage, as for a gap a live message shows.
+                let _ = session.cast(SessionMsg::Repair {
+                    room: head.room_id.clone(),
+                    after,
+                });
+            }
+            true
+        }
     };
     flow(ok)
 }
 
-async fn sync_item(sink: &mut Sink, order: &mut DeliveryOrder, item: SyncItem) -> Flow {
+async fn sync_item(
+    sink: &mut Sink,
+    order: &mut DeliveryOrder,
+    session: &ActorRef<SessionMsg>,
+    item: SyncItem,
+) -> Flow {
     let ok = match item {
         SyncItem::Message(m) => match order.replayed(&m.room_id, m.seq) {
             Verdict::Write => put(sink, &m.json).await,
             _ => true,
         },
-        SyncItem::RoomDone(room_id) => {
-            let now = order.end_sync(&room_id);
+        SyncItem::RoomDone(end) => {
+            let released = order.end_sync(&end.room_id, end.seq);
+            if let Some(after) = released.repair_after {
+                let _ = session.cast(SessionMsg::Repair {
+                    room: end.room_id.clone(),
+                    after,
+                });
+            }
+            put_all(sink, released.frames).await
+        }
+        SyncItem::RoomReleased(room_id) => {
+            let now = order.release(&room_id);
             put_all(sink, now).await
         }
         SyncItem::Done(json) => put(sink, &json).await,
@@ -462,7 +488,7 @@ async fn write_loop(
                 }
                 None => Flow::Stop,
             },
-            Some(item) = rx.sync.recv() => sync_item(&mut sink, &mut order, item).await,
+            Some(item) = rx.sync.recv() => sync_item(&mut sink, &mut order, &session, item).await,
             _ = tokio::time::sleep_until(gate_deadline), if order.is_gated() => {
                 let now = order.open_gate();
                 flow(put_all(&mut sink, now).await)

@@ -424,3 +424,59 @@ async fn a_lost_live_delivery_is_replayed_when_the_next_message_shows_the_gap() 
     let text = n2.metrics_text().await;
     assert_eq!(metric_in(&text, "parley_delivery_gaps_repaired_total"), 2);
 }
+
+/// A live delivery lost while a node was out of the owner's view reaches
+/// that node's clients when it comes back, even when no later message of
+/// the room shows the gap: an owner tells a node that (re)joins its view the
+/// head of each of its rooms. Here the node is paused (SIGSTOP) past the
+/// failure timeout, so the owner drops it from its view, and the message is
+/// committed meanwhile.
+#[tokio::test]
+async fn a_delivery_lost_while_a_node_was_away_is_replayed_when_it_returns() {
+    let dir = data_dir();
+    let nodes = start_cluster(
+        dir.path(),
+        2,
+        &["--cluster-failure-timeout-ms", "1000", "--ws-rate", "0"],
+    )
+    .await;
+    let near = user(&nodes[0], "near").await;
+    let reader = user(&nodes[0], "reader").await;
+    let room = group(&nodes[0], &near, "away", &[&reader]).await;
+    let room_id = room_id(&room);
+    let is_message = |f: &serde_json::Value| f["type"] == "message";
+
+    let mut r = Client::connect(&nodes[1], &reader.token).await;
+    r.send(json!({"type": "sync", "ref": "s", "rooms": {room_id.clone(): 0}}))
+        .await;
+    r.expect(|f| f["type"] == "synced").await;
+    let mut a = Client::connect(&nodes[0], &near.token).await;
+    let first = a.send_message(&room_id, "one", "one").await;
+    assert_eq!(first["type"], "sent", "{first}");
+    assert_eq!(r.expect(is_message).await["seq"], first["seq"]);
+
+    // The reader's node stops answering; its peer drops it from its view.
+    nodes[1].signal("STOP");
+    wait_members(&nodes[0], 1).await;
+    let mut lost = a.send_message(&room_id, "two", "two").await;
+    for _ in 0..50 {
+        if lost["type"] == "sent" {
+            break;
+        }
+        // The room may be moving to the node that is left; a retry with
+        // the same id is idempotent.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        lost = a.send_message(&room_id, "two", "two").await;
+    }
+    assert_eq!(lost["type"], "sent", "{lost}");
+
+    // Back again: the owner's head notice shows the reader's connection the
+    // gap, and the message is replayed from storage. Nothing else is sent.
+    nodes[1].signal("CONT");
+    let m = r.expect(is_message).await;
+    assert_eq!(m["seq"], lost["seq"], "the lost message: {m}");
+    assert_eq!(m["body"], "two");
+    r.expect_none(Duration::from_millis(300), is_message).await;
+    let text = nodes[1].metrics_text().await;
+    assert!(metric_in(&text, "parley_delivery_gaps_repaired_total") >= 1);
+}

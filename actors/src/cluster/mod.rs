@@ -68,6 +68,20 @@ impl View {
     }
 }
 
+/// Encodes a payload once and sends it to each of these inboxes.
+fn send_to_cells(cells: Vec<ActorCell>, payload: &PeerPayload) {
+    if cells.is_empty() {
+        return;
+    }
+    if let Some(wire) = encode(payload) {
+        for cell in cells {
+            add(&METRICS.peer_messages_out, 1);
+            add(&METRICS.peer_bytes_out, wire.0.len() as u64);
+            let _ = cell.send_message(PeerWire(wire.0.clone()));
+        }
+    }
+}
+
 /// Handle to the cluster layer; cheap to clone.
 #[derive(Clone)]
 pub struct Cluster {
@@ -109,19 +123,23 @@ impl Cluster {
         }
     }
 
+    /// Sends a payload to each of these nodes that is a live member
+    /// (encoded once).
+    pub fn send_to(&self, nodes: &[Arc<str>], payload: &PeerPayload) {
+        let cells: Vec<ActorCell> = {
+            let view = self.view.borrow();
+            nodes
+                .iter()
+                .filter_map(|n| view.inboxes.get(n).cloned())
+                .collect()
+        };
+        send_to_cells(cells, payload);
+    }
+
     /// Sends a payload once to every other live node (encoded once).
     pub fn broadcast(&self, payload: &PeerPayload) {
         let cells: Vec<ActorCell> = self.view.borrow().inboxes.values().cloned().collect();
-        if cells.is_empty() {
-            return;
-        }
-        if let Some(wire) = encode(payload) {
-            for cell in cells {
-                add(&METRICS.peer_messages_out, 1);
-                add(&METRICS.peer_bytes_out, wire.0.len() as u64);
-                let _ = cell.send_message(PeerWire(wire.0.clone()));
-            }
-        }
+        send_to_cells(cells, payload);
     }
 
     /// Whether other nodes are live.

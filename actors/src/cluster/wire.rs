@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use parley_protocol::http::RoomInfo;
 
 use crate::error::ChatError;
-use crate::outbound::{LiveMessage, Outbound};
+use crate::outbound::{LiveMessage, Outbound, RoomSeq};
 use crate::room::ManageCmd;
 
 /// An encoded [`PeerPayload`] travelling to another node's inbox.
@@ -54,6 +54,13 @@ pub enum WireItem {
         /// The serialized event.
         json: String,
     },
+    /// A head notice: the room's owner has committed up to `seq`.
+    Head {
+        /// Room.
+        room_id: String,
+        /// The room's highest committed seq.
+        seq: u64,
+    },
 }
 
 impl WireItem {
@@ -67,6 +74,10 @@ impl WireItem {
                 seq: m.seq,
                 json: m.json.to_string(),
             }),
+            Outbound::Head(h) => Some(WireItem::Head {
+                room_id: h.room_id.to_string(),
+                seq: h.seq,
+            }),
             Outbound::SyncStart(_) | Outbound::OpenGate => None,
         }
     }
@@ -79,6 +90,10 @@ impl WireItem {
                 room_id: Arc::from(room_id),
                 seq,
                 json: Arc::from(json),
+            })),
+            WireItem::Head { room_id, seq } => Outbound::Head(Arc::new(RoomSeq {
+                room_id: Arc::from(room_id),
+                seq,
             })),
         }
     }
@@ -325,22 +340,28 @@ mod tests {
             json: Arc::from("{\"type\":\"message\"}"),
         }));
         let frame = Outbound::Frame(Arc::from("{\"type\":\"typing\"}"));
+        let head = Outbound::Head(Arc::new(RoomSeq {
+            room_id: Arc::from("r1"),
+            seq: 9,
+        }));
         let items = [
             msg,
             frame,
             Outbound::OpenGate,
             Outbound::SyncStart(Arc::from([])),
+            head,
         ];
         let wire: Vec<WireItem> = items.iter().filter_map(WireItem::from_outbound).collect();
-        assert_eq!(wire.len(), 2, "sync and gate markers are local only");
+        assert_eq!(wire.len(), 3, "sync and gate markers are local only");
         let back: Vec<Outbound> = wire.into_iter().map(WireItem::into_outbound).collect();
         match &back[..] {
-            [Outbound::Message(m), Outbound::Frame(f)] => {
+            [Outbound::Message(m), Outbound::Frame(f), Outbound::Head(h)] => {
                 assert_eq!(
                     (&*m.room_id, m.seq, &*m.json),
                     ("r1", 7, "{\"type\":\"message\"}")
                 );
                 assert_eq!(&**f, "{\"type\":\"typing\"}");
+                assert_eq!((&*h.room_id, h.seq), ("r1", 9));
             }
             other => panic!("{other:?}"),
         }

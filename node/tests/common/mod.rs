@@ -186,6 +186,17 @@ impl Node {
             .expect("wait")
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`, ...) to the running node.
+    pub fn signal(&self, name: &str) {
+        let pid = self.pid().expect("running");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill(1)");
+        assert!(status.success(), "kill -{name} {pid}");
+    }
+
     /// Starts the process again on the same port and data dir.
     pub async fn restart(&mut self) {
         self.spawn().await;
