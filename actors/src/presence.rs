@@ -22,7 +22,7 @@ use crate::cluster::{Cluster, View};
 use crate::dispatcher::{deliver_everywhere, DispatcherMsg};
 use crate::metrics::METRICS;
 use crate::outbound::Outbound;
-use crate::presence_queue::{Change, PresenceQueue, Taken};
+use crate::presence_queue::{Audience, Change, PresenceQueue, Taken};
 
 /// Messages of the presence actor.
 pub enum PresenceMsg {
@@ -30,12 +30,14 @@ pub enum PresenceMsg {
     Connected(Arc<str>),
     /// A session of the user ended.
     Disconnected(Arc<str>),
-    /// Another node's online users (when it joins).
+    /// Another node's online users (when it comes into that node's view).
     RemoteSnapshot {
         /// The node.
         node: String,
         /// Its online users.
         users: Vec<String>,
+        /// Answer with this node's own snapshot.
+        reply: bool,
     },
     /// A user came online or went offline on another node.
     RemoteChange {
@@ -126,7 +128,11 @@ impl Announcer {
     /// Persists `last_seen` when the user went offline and tells their
     /// contacts, wherever they are connected. Gives the user back when done.
     async fn announce(self, user: Arc<str>, change: Change) -> Arc<str> {
-        let Change { status, at } = change;
+        let Change {
+            status,
+            at,
+            audience,
+        } = change;
         if status == Status::Offline {
             if let Err(e) = self.store.set_last_seen(&user, at).await {
                 tracing::warn!(error = %e, "could not persist last_seen");
@@ -139,14 +145,20 @@ impl Announcer {
                 status,
                 last_seen: Some(to_rfc3339(at)),
             };
-            deliver_everywhere(
-                &self.cluster,
-                &self.dispatcher,
-                Arc::from(users),
-                vec![Outbound::Frame(Arc::from(event.to_json()))],
-                None,
-                None,
-            );
+            let users: Arc<[Arc<str>]> = Arc::from(users);
+            let items = vec![Outbound::Frame(Arc::from(event.to_json()))];
+            match audience {
+                Audience::Everyone => {
+                    deliver_everywhere(&self.cluster, &self.dispatcher, users, items, None, None)
+                }
+                Audience::ThisNode => {
+                    let _ = self.dispatcher.cast(DispatcherMsg::Deliver {
+                        users,
+                        items,
+                        except_user: None,
+                    });
+                }
+            }
         }
         user
     }
@@ -191,8 +203,25 @@ impl PresenceState {
         self.remote.values().any(|users| users.contains(user))
     }
 
-    fn announce(&self, user: Arc<str>, status: Status, at: i64) {
-        self.announcements.0.push(user, Change { status, at });
+    /// This node's users with a session, for another node; `reply` asks
+    /// it for its own.
+    fn snapshot(&self, reply: bool) -> PeerPayload {
+        PeerPayload::PresenceSnapshot {
+            node: self.cluster.me().to_string(),
+            users: self.sessions.keys().map(|u| u.to_string()).collect(),
+            reply,
+        }
+    }
+
+    fn announce(&self, user: Arc<str>, status: Status, at: i64, audience: Audience) {
+        self.announcements.0.push(
+            user,
+            Change {
+                status,
+                at,
+                audience,
+            },
+        );
     }
 }
 
@@ -240,7 +269,7 @@ impl Actor for Presence {
                         online: true,
                     });
                     if !state.online_elsewhere(&user) {
-                        state.announce(user, Status::Online, now_millis());
+                        state.announce(user, Status::Online, now_millis(), Audience::Everyone);
                     }
                 }
             }
@@ -255,7 +284,7 @@ impl Actor for Presence {
                             online: false,
                         });
                         if !state.online_elsewhere(&user) {
-                            state.announce(user, Status::Offline, now_millis());
+                            state.announce(user, Status::Offline, now_millis(), Audience::Everyone);
                         }
                     }
                 }
@@ -265,9 +294,31 @@ impl Actor for Presence {
                     state.sessions.contains_key(user.as_str()) || state.online_elsewhere(&user);
                 let _ = reply.send(online);
             }
-            PresenceMsg::RemoteSnapshot { node, users } => {
-                let set = users.into_iter().map(|u| Arc::from(u.as_str())).collect();
+            PresenceMsg::RemoteSnapshot { node, users, reply } => {
+                if reply {
+                    state.cluster.send(&node, &state.snapshot(false));
+                }
+                let set: HashSet<Arc<str>> =
+                    users.into_iter().map(|u| Arc::from(u.as_str())).collect();
+                // Users this node counted offline: their node was out of its
+                // view (and they were announced offline here), or was not in
+                // it yet when they connected. Its own contacts hear they are
+                // online; every other node does the same with the snapshot
+                // it gets. (A node without sessions has no one to tell, as
+                // when it has just started.)
+                let back: Vec<Arc<str>> = if state.sessions.is_empty() {
+                    Vec::new()
+                } else {
+                    set.iter()
+                        .filter(|u| !state.sessions.contains_key(*u) && !state.online_elsewhere(u))
+                        .cloned()
+                        .collect()
+                };
                 state.remote.insert(Arc::from(node.as_str()), set);
+                let now = now_millis();
+                for user in back {
+                    state.announce(user, Status::Online, now, Audience::ThisNode);
+                }
             }
             PresenceMsg::RemoteChange { node, user, online } => {
                 let set = state.remote.entry(Arc::from(node.as_str())).or_default();
@@ -278,15 +329,11 @@ impl Actor for Presence {
                 }
             }
             PresenceMsg::Membership(up, down, view) => {
-                let local: Vec<String> = state.sessions.keys().map(|u| u.to_string()).collect();
-                for node in &up {
-                    state.cluster.send(
-                        node,
-                        &PeerPayload::PresenceSnapshot {
-                            node: view.me.to_string(),
-                            users: local.clone(),
-                        },
-                    );
+                if !up.is_empty() {
+                    let snapshot = state.snapshot(true);
+                    for node in &up {
+                        state.cluster.send(node, &snapshot);
+                    }
                 }
                 let mut gone: Vec<Arc<str>> = Vec::new();
                 for node in &down {
@@ -303,7 +350,7 @@ impl Actor for Presence {
                         && !state.sessions.contains_key(&user)
                         && !state.online_elsewhere(&user)
                     {
-                        state.announce(user, Status::Offline, now);
+                        state.announce(user, Status::Offline, now, Audience::Everyone);
                     }
                 }
             }

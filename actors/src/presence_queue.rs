@@ -5,6 +5,8 @@
 //! can send them. The queue never drops a change: it keeps at most one per
 //! user, the latest, because that is all the user's contacts need to know
 //! (an `online` then `offline` still waiting is announced as `offline`).
+//! A change for this node's sessions only, merged with one for everyone,
+//! goes to everyone.
 //! Users are announced in the order they first changed, several at a time,
 //! but never two changes of one user at once, so a user's contacts cannot
 //! see an older status arrive after a newer one.
@@ -15,6 +17,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use parley_protocol::ws::Status;
 use tokio::sync::Notify;
 
+/// Whose sessions hear of a change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Audience {
+    /// The user's contacts connected to this node.
+    ThisNode,
+    /// The user's contacts wherever they are connected.
+    Everyone,
+}
+
 /// One presence change of one user.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Change {
@@ -22,6 +33,8 @@ pub struct Change {
     pub status: Status,
     /// When it changed, milliseconds since the epoch.
     pub at: i64,
+    /// Who hears of it.
+    pub audience: Audience,
 }
 
 /// What the queue holds, behind its lock.
@@ -66,11 +79,19 @@ impl PresenceQueue {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `change` for `user`, replacing one still waiting.
-    pub fn push(&self, user: Arc<str>, change: Change) {
+    /// Queues `change` for `user`, replacing one still waiting (whose
+    /// audience it keeps if that was the wider one).
+    pub fn push(&self, user: Arc<str>, mut change: Change) {
         let mut pending = self.lock();
-        if pending.latest.insert(user.clone(), change).is_none() {
-            pending.order.push_back(user);
+        match pending.latest.get_mut(&user) {
+            Some(waiting) => {
+                change.audience = change.audience.max(waiting.audience);
+                *waiting = change;
+            }
+            None => {
+                pending.latest.insert(user.clone(), change);
+                pending.order.push_back(user);
+            }
         }
         drop(pending);
         self.wake.notify_one();
@@ -134,7 +155,11 @@ mod tests {
     use super::*;
 
     fn change(status: Status, at: i64) -> Change {
-        Change { status, at }
+        Change {
+            status,
+            at,
+            audience: Audience::Everyone,
+        }
     }
 
     fn user(name: &str) -> Arc<str> {
@@ -157,6 +182,26 @@ mod tests {
             Taken::Change(user("b"), change(Status::Online, 2))
         );
         assert_eq!(q.take(), Taken::Wait);
+    }
+
+    #[test]
+    fn a_change_for_everyone_is_not_narrowed_by_a_later_local_one() {
+        let q = PresenceQueue::new();
+        let here = |status, at| Change {
+            status,
+            at,
+            audience: Audience::ThisNode,
+        };
+        q.push(user("a"), change(Status::Offline, 1));
+        q.push(user("a"), here(Status::Online, 2));
+        assert_eq!(
+            q.take(),
+            Taken::Change(user("a"), change(Status::Online, 2)),
+            "the waiting offline was for everyone: what replaces it goes to everyone too"
+        );
+        q.done("a");
+        q.push(user("b"), here(Status::Online, 3));
+        assert_eq!(q.take(), Taken::Change(user("b"), here(Status::Online, 3)));
     }
 
     #[test]

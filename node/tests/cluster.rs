@@ -480,3 +480,52 @@ async fn a_delivery_lost_while_a_node_was_away_is_replayed_when_it_returns() {
     let text = nodes[1].metrics_text().await;
     assert!(metric_in(&text, "parley_delivery_gaps_repaired_total") >= 1);
 }
+
+/// A node that drops out of a peer's view takes its users offline there;
+/// when it comes back, they are announced online again to the peer's
+/// sessions (they never left).
+#[tokio::test]
+async fn users_of_a_node_that_comes_back_are_online_again() {
+    let dir = data_dir();
+    let nodes = start_cluster(dir.path(), 2, &["--cluster-failure-timeout-ms", "1000"]).await;
+    let near = user(&nodes[0], "near").await;
+    let far = user(&nodes[0], "far").await;
+    group(&nodes[0], &near, "friends", &[&far]).await;
+    let presence_of = |status: &'static str, user_id: String| {
+        move |f: &serde_json::Value| {
+            f["type"] == "presence" && f["user_id"] == user_id.as_str() && f["status"] == status
+        }
+    };
+
+    let mut a = Client::connect(&nodes[0], &near.token).await;
+    let _b = Client::connect(&nodes[1], &far.token).await;
+    a.expect(presence_of("online", far.user_id.clone())).await;
+
+    // Far's node stops answering: near's node drops it and says far left.
+    nodes[1].signal("STOP");
+    wait_members(&nodes[0], 1).await;
+    a.expect(presence_of("offline", far.user_id.clone())).await;
+    let seen = call(
+        &nodes[0],
+        "GET",
+        &format!("/api/v1/users/{}", far.user_id),
+        Some(&near.token),
+        None,
+    )
+    .await;
+    assert_eq!(seen.body["online"], false, "{}", seen.body);
+
+    // It comes back with far still connected: far is online again.
+    nodes[1].signal("CONT");
+    wait_members(&nodes[0], 2).await;
+    a.expect(presence_of("online", far.user_id.clone())).await;
+    let seen = call(
+        &nodes[0],
+        "GET",
+        &format!("/api/v1/users/{}", far.user_id),
+        Some(&near.token),
+        None,
+    )
+    .await;
+    assert_eq!(seen.body["online"], true, "{}", seen.body);
+}

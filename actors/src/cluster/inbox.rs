@@ -254,11 +254,12 @@ impl Actor for Inbox {
                     spawn_manage(state, id, origin, room_id, by, cmd);
                 }
             }
-            PeerPayload::PresenceSnapshot { node, users } => {
-                let _ = state
-                    .args
-                    .presence
-                    .cast(PresenceMsg::RemoteSnapshot { node, users });
+            PeerPayload::PresenceSnapshot { node, users, reply } => {
+                let _ =
+                    state
+                        .args
+                        .presence
+                        .cast(PresenceMsg::RemoteSnapshot { node, users, reply });
             }
             PeerPayload::PresenceChange { node, user, online } => {
                 let _ = state

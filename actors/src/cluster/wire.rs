@@ -257,12 +257,16 @@ pub enum PeerPayload {
         /// The result.
         result: Result<RoomInfo, ChatError>,
     },
-    /// The sender's users with a connected session (sent to a node that joins).
+    /// The sender's users with a connected session (sent to a node that
+    /// comes into the sender's view).
     PresenceSnapshot {
         /// Sender.
         node: String,
         /// Online users.
         users: Vec<String>,
+        /// The receiver answers with its own snapshot: it may not have seen
+        /// the sender leave and come back, and would not send one itself.
+        reply: bool,
     },
     /// A user's first session opened / last session closed on the sender.
     PresenceChange {
