@@ -221,12 +221,7 @@ impl DeliveryOrder {
             if !fruitless && seq > top.saturating_add(1) {
                 let mut msgs = vec![(seq, json)];
                 msgs.extend(rest);
-                self.held
-                    .insert(room.clone(), Held::repair(top, msgs, held.head));
-                return Released {
-                    frames,
-                    repair_after: Some(top),
-                };
+                return self.hold_for_repair(room, top, msgs, held.head, frames);
             }
             if spans.admit(seq) == Verdict::Write {
                 frames.push(json);
@@ -234,16 +229,29 @@ impl DeliveryOrder {
         }
         let top = spans.top().unwrap_or(after);
         if !fruitless && held.head > top {
-            self.held
-                .insert(room.clone(), Held::repair(top, Vec::new(), held.head));
-            return Released {
-                frames,
-                repair_after: Some(top),
-            };
+            return self.hold_for_repair(room, top, Vec::new(), held.head, frames);
         }
         Released {
             frames,
             repair_after: None,
+        }
+    }
+
+    /// Holds `room` again, with `msgs` and the `head` seen, for a repair
+    /// from `top`; `frames` go out now.
+    fn hold_for_repair(
+        &mut self,
+        room: &Arc<str>,
+        top: u64,
+        msgs: Vec<(u64, Arc<str>)>,
+        head: u64,
+        frames: Vec<Arc<str>>,
+    ) -> Released {
+        self.held
+            .insert(room.clone(), Held::repair(top, msgs, head));
+        Released {
+            frames,
+            repair_after: Some(top),
         }
     }
 

@@ -93,6 +93,29 @@ mod tests {
         }
     }
 
+    /// Keys the limiter tracks.
+    fn tracked(l: &KeyedLimit) -> usize {
+        l.limiter.as_ref().map_or(0, |l| l.len())
+    }
+
+    #[test]
+    fn prune_forgets_only_keys_back_at_a_full_allowance() {
+        // Two a minute: a key used now is short of its allowance for 30 s.
+        let slow = KeyedLimit::per_minute(2);
+        assert!(slow.check("a").is_ok());
+        slow.prune();
+        assert_eq!(tracked(&slow), 1, "still counting a");
+        // A thousand a second: a used key is full again within a millisecond.
+        let fast = KeyedLimit::per_second(1000, 1);
+        assert!(fast.check("a").is_ok());
+        assert!(fast.check("b").is_ok());
+        assert_eq!(tracked(&fast), 2);
+        std::thread::sleep(Duration::from_millis(20));
+        fast.prune();
+        assert_eq!(tracked(&fast), 0);
+        assert!(fast.check("a").is_ok(), "a forgotten key starts afresh");
+    }
+
     #[test]
     fn per_second_limits_allow_the_burst_then_refuse() {
         let l = KeyedLimit::per_second(1, 3);

@@ -142,6 +142,9 @@ enum Failure {
     Drain,
     /// A fourth node joins.
     Join,
+    /// SIGSTOP node 2 until the others drop it from their view, then SIGCONT:
+    /// its clients stay connected through the pause and must miss nothing.
+    Pause,
 }
 
 /// Three rooms with a sender and two receivers each, spread over the nodes;
@@ -206,9 +209,19 @@ async fn traffic_through(failure: Failure) {
             addrs.push(node.addr.clone());
             nodes.push(node);
         }
+        Failure::Pause => {
+            nodes[1].signal("STOP");
+            for i in [0, 2] {
+                wait_members(&nodes[i], 2).await;
+            }
+            // Traffic goes on without it for a moment.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            nodes[1].signal("CONT");
+        }
     }
     let live: Vec<usize> = match failure {
         Failure::Join => vec![0, 1, 2, 3],
+        Failure::Pause => vec![0, 1, 2],
         _ => vec![0, 2],
     };
     for i in &live {
@@ -274,6 +287,11 @@ async fn a_drained_node_loses_nothing() {
 #[tokio::test]
 async fn a_joining_node_takes_over_rooms_under_traffic() {
     traffic_through(Failure::Join).await;
+}
+
+#[tokio::test]
+async fn clients_of_a_paused_node_miss_nothing() {
+    traffic_through(Failure::Pause).await;
 }
 
 /// Two nodes that do not know each other (no clustering) share one store, so
@@ -505,27 +523,21 @@ async fn users_of_a_node_that_comes_back_are_online_again() {
     nodes[1].signal("STOP");
     wait_members(&nodes[0], 1).await;
     a.expect(presence_of("offline", far.user_id.clone())).await;
-    let seen = call(
-        &nodes[0],
-        "GET",
-        &format!("/api/v1/users/{}", far.user_id),
-        Some(&near.token),
-        None,
-    )
-    .await;
-    assert_eq!(seen.body["online"], false, "{}", seen.body);
+    assert!(!online_as_seen_by(&nodes[0], &near, &far).await);
 
     // It comes back with far still connected: far is online again.
     nodes[1].signal("CONT");
     wait_members(&nodes[0], 2).await;
     a.expect(presence_of("online", far.user_id.clone())).await;
-    let seen = call(
-        &nodes[0],
-        "GET",
-        &format!("/api/v1/users/{}", far.user_id),
-        Some(&near.token),
-        None,
-    )
-    .await;
-    assert_eq!(seen.body["online"], true, "{}", seen.body);
+    assert!(online_as_seen_by(&nodes[0], &near, &far).await);
+}
+
+/// Whether `node` says `user` is online when `asker` looks them up.
+async fn online_as_seen_by(node: &Node, asker: &User, user: &User) -> bool {
+    let path = format!("/api/v1/users/{}", user.user_id);
+    let r = call(node, "GET", &path, Some(&asker.token), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["online"]
+        .as_bool()
+        .unwrap_or_else(|| panic!("{}", r.body))
 }
