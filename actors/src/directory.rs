@@ -40,6 +40,11 @@ pub enum DirectoryMsg {
     Count(RpcReplyPort<usize>),
     /// Stop every room actor, draining their queues (shutdown).
     StopAll(RpcReplyPort<()>),
+    /// A peer that may have owned this node's rooms while it had left this
+    /// node out of its view has it back: every live room actor retires, and
+    /// is loaded again from storage on next use (members, roles and head may
+    /// have changed meanwhile).
+    Reload,
     /// Membership changed: tell the nodes that came into the view the head
     /// of every live room, then retire the rooms this node no longer owns.
     Rebalance {
@@ -181,6 +186,15 @@ impl Actor for Directory {
                         // new owner loads it from storage on first use.
                         let _ = r.cast(RoomMsg::RetireAccepted);
                     }
+                }
+            }
+            DirectoryMsg::Reload => {
+                let rooms: Vec<_> = state.rooms.drain().map(|(_, r)| r).collect();
+                crate::metrics::add(&crate::metrics::METRICS.rooms_reloaded, rooms.len() as u64);
+                tracing::info!(rooms = rooms.len(), "reloading rooms from storage");
+                for r in rooms {
+                    // Finishes its in-flight commit, drains and stops.
+                    let _ = r.cast(RoomMsg::RetireAccepted);
                 }
             }
             DirectoryMsg::Count(reply) => {

@@ -87,6 +87,9 @@ pub struct Metrics {
     pub commit_failures: AtomicU64,
     /// Delivery gaps a session's writer found and had replayed from storage.
     pub gap_repairs: AtomicU64,
+    /// Room actors restarted from storage because a peer that may have owned
+    /// their rooms meanwhile has this node in its view again.
+    pub rooms_reloaded: AtomicU64,
     /// Inter-node messages sent.
     pub peer_messages_out: AtomicU64,
     /// Inter-node bytes sent.
@@ -141,6 +144,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     head_moved: AtomicU64::new(0),
     commit_failures: AtomicU64::new(0),
     gap_repairs: AtomicU64::new(0),
+    rooms_reloaded: AtomicU64::new(0),
     peer_messages_out: AtomicU64::new(0),
     peer_bytes_out: AtomicU64::new(0),
     peer_messages_in: AtomicU64::new(0),
@@ -173,7 +177,7 @@ impl Metrics {
     /// Renders everything in Prometheus text format with a `node` label.
     pub fn render(&self, out: &mut String, node: &str) {
         let labels = format!("node=\"{node}\"");
-        let counters: [(&str, &str, &AtomicU64); 11] = [
+        let counters: [(&str, &str, &AtomicU64); 12] = [
             (
                 "parley_messages_committed_total",
                 "messages newly committed",
@@ -206,8 +210,13 @@ impl Metrics {
             ),
             (
                 "parley_delivery_gaps_repaired_total",
-                "live messages that skipped seqs on a connection; the gap was replayed from storage",
+                "gaps a connection found in a room's seqs (a live message past them, or a head notice); each was replayed from storage",
                 &self.gap_repairs,
+            ),
+            (
+                "parley_rooms_reloaded_total",
+                "room actors started over from storage because a peer that had left this node out of its view (and may have owned its rooms meanwhile) has it back",
+                &self.rooms_reloaded,
             ),
             (
                 "parley_peer_messages_out_total",

@@ -166,6 +166,7 @@ impl ChatSystem {
         .await
         .map_err(spawn_err)?;
         let (d, dir, p) = (dispatcher.clone(), directory.clone(), presence.clone());
+        let reload = directory.clone();
         let g = gauges.clone();
         let listeners = Listeners {
             on_change: Arc::new(
@@ -184,6 +185,9 @@ impl ChatSystem {
                     ));
                 },
             ),
+            on_back_in_view: Arc::new(move |_peer: &str| {
+                let _ = reload.cast(DirectoryMsg::Reload);
+            }),
             stats: Arc::new(move || {
                 (
                     g.sessions.load(Ordering::Relaxed),

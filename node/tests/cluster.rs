@@ -541,3 +541,68 @@ async fn online_as_seen_by(node: &Node, asker: &User, user: &User) -> bool {
         .as_bool()
         .unwrap_or_else(|| panic!("{}", r.body))
 }
+
+/// A room's owner that was paused (or cut off) past the failure timeout
+/// finds, when it is back, the changes made to the room meanwhile: its peer
+/// owned the room while it was away and removed one member and added
+/// another. Once the peer has the owner in its view again, the owner's room
+/// actors start over from storage: the removed member can no longer post
+/// through it, and the added one can.
+#[tokio::test]
+async fn an_owner_that_was_away_learns_the_room_changes_made_meanwhile() {
+    let dir = data_dir();
+    let nodes = start_cluster(
+        dir.path(),
+        2,
+        &["--cluster-failure-timeout-ms", "1000", "--ws-rate", "0"],
+    )
+    .await;
+    let admin = user(&nodes[0], "admin").await;
+    let gone = user(&nodes[0], "gone").await;
+    let added = user(&nodes[0], "added").await;
+    let room = group(&nodes[0], &admin, "changing", &[&gone]).await;
+    let room_id = room_id(&room);
+    // The owner by placement over both nodes, and the other one.
+    let owner = parley_actors::cluster::placement::owner(&room_id, &["n1", "n2"]).copied();
+    let (o, p) = if owner == Some("n1") { (0, 1) } else { (1, 0) };
+    // The owner's room actor is live, with `gone` as a member.
+    let mut g = Client::connect(&nodes[o], &gone.token).await;
+    let first = g.send_message(&room_id, "before", "before").await;
+    assert_eq!(first["type"], "sent", "{first}");
+
+    nodes[o].signal("STOP");
+    wait_members(&nodes[p], 1).await;
+    // The peer owns the room now; the admin changes its members there.
+    let path = format!("/api/v1/rooms/{room_id}/members/{}", gone.user_id);
+    let r = call(&nodes[p], "DELETE", &path, Some(&admin.token), None).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let path = format!("/api/v1/rooms/{room_id}/members");
+    let body = json!({"username": added.username});
+    let r = call(&nodes[p], "POST", &path, Some(&admin.token), Some(body)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    nodes[o].signal("CONT");
+    wait_members(&nodes[p], 2).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while metric_in(
+        &nodes[o].metrics_text().await,
+        "parley_rooms_reloaded_total",
+    ) == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the owner never started its rooms over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let refused = g.send_message(&room_id, "after", "after").await;
+    assert_eq!(
+        refused["type"], "error",
+        "a removed member posted: {refused}"
+    );
+    assert_eq!(refused["code"], "not_found", "{refused}");
+    let mut a = Client::connect(&nodes[o], &added.token).await;
+    let sent = a.send_message(&room_id, "hello", "hello").await;
+    assert_eq!(sent["type"], "sent", "{sent}");
+    assert!(sent["seq"].as_u64() > first["seq"].as_u64());
+}

@@ -9,8 +9,13 @@
 //! a silent one times out). The resulting [`View`] is published on a watch
 //! channel that routing reads without a round trip, and every change is told
 //! to the listeners (dispatcher, directory, presence).
+//!
+//! A peer that has lost sight of this node (a partition, a pause) places
+//! this node's rooms on itself meanwhile and may change them. When its
+//! heartbeat lists this node again, the listeners hear of it too, so that
+//! the room actors here start over from storage.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,6 +74,9 @@ pub struct Listeners {
     pub on_change: Arc<ChangeFn>,
     /// Local (sessions, rooms) for heartbeats.
     pub stats: Arc<dyn Fn() -> (u64, u64) + Send + Sync>,
+    /// Called with a peer that has this node in its view again after
+    /// leaving it out: it may have owned and changed rooms of this node.
+    pub on_back_in_view: Arc<dyn Fn(&str) + Send + Sync>,
 }
 
 /// Messages of the cluster actor.
@@ -144,6 +152,10 @@ pub struct ClusterState {
     /// This node has finished joining (see [`ClusterState::settle`]); once
     /// set it stays set.
     settled: bool,
+    /// Peers that may have left this node out of their view since they last
+    /// listed it: their heartbeat stopped listing it, or they left this
+    /// node's view without saying they were leaving.
+    lost: HashSet<Arc<str>>,
 }
 
 /// The cluster actor.
@@ -165,6 +177,29 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 impl ClusterState {
     fn me(&self) -> Arc<str> {
         self.view.borrow().me.clone()
+    }
+
+    /// Takes in a peer's heartbeat. True when it lists this node again
+    /// after the peer may have left it out (see `lost`).
+    fn heard(&mut self, hb: Heartbeat) -> bool {
+        let me = self.me();
+        let name: Arc<str> = Arc::from(hb.node.as_str());
+        let lists = |hb: &Heartbeat| hb.members.iter().any(|m| **m == *me);
+        let lists_me = lists(&hb);
+        let peer = self.peers.entry(name.clone()).or_insert(Peer {
+            cell: None,
+            last: None,
+        });
+        let listed_me = peer.last.as_ref().is_some_and(|(_, old)| lists(old));
+        peer.last = Some((Instant::now(), hb));
+        if lists_me {
+            self.lost.remove(&name)
+        } else {
+            if listed_me {
+                self.lost.insert(name);
+            }
+            false
+        }
     }
 
     fn heartbeat(&self) -> Heartbeat {
@@ -325,6 +360,16 @@ impl ClusterState {
             .filter(|m| !members.contains(m))
             .cloned()
             .collect();
+        for node in &down {
+            let said_leaving = self
+                .peers
+                .get(node)
+                .and_then(|p| p.last.as_ref())
+                .is_some_and(|(_, hb)| hb.leaving);
+            if !said_leaving {
+                self.lost.insert(node.clone());
+            }
+        }
         let view = Arc::new(View {
             me,
             members,
@@ -373,6 +418,7 @@ impl Actor for ClusterActor {
             pending: HashMap::new(),
             leaving: false,
             settled: false,
+            lost: HashSet::new(),
         })
     }
 
@@ -395,19 +441,18 @@ impl Actor for ClusterActor {
                 let name: Arc<str> = Arc::from(hb.node.as_str());
                 if *name != *state.me() {
                     let first = state.peers.get(&name).is_none_or(|p| p.last.is_none());
-                    state
-                        .peers
-                        .entry(name)
-                        .or_insert(Peer {
-                            cell: None,
-                            last: None,
-                        })
-                        .last = Some((Instant::now(), hb));
+                    let back = state.heard(hb);
                     if first {
                         state.discover();
                     }
                     // A first heartbeat, or a `leaving` one, changes the view at once.
                     state.publish();
+                    if back {
+                        tracing::info!(peer = %name, "a peer has this node in its view again; rooms here start over from storage");
+                        if let Some(l) = &state.listeners {
+                            (l.on_back_in_view)(&name);
+                        }
+                    }
                 }
             }
             ClusterMsg::Request {
@@ -543,6 +588,7 @@ mod tests {
             pending: HashMap::new(),
             leaving: false,
             settled: false,
+            lost: HashSet::new(),
         }
     }
 
@@ -619,6 +665,42 @@ mod tests {
         let peer = s.peers.get_mut("n2").expect("n2");
         peer.set_cell(None);
         assert!(peer.last.as_ref().is_some_and(|(_, hb)| !hb.settled));
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_had_left_this_node_out_is_back_when_it_lists_it_again() {
+        let mut s = state("n1");
+        let from_n2 = |members: &[&str]| Heartbeat {
+            node: "n2".into(),
+            http_addr: String::new(),
+            sessions: 0,
+            rooms: 0,
+            leaving: false,
+            members: members.iter().map(|m| m.to_string()).collect(),
+            settled: true,
+        };
+        // A new node that lists this one for the first time changed nothing here.
+        assert!(!s.heard(from_n2(&["n2"])));
+        assert!(!s.heard(from_n2(&["n1", "n2"])));
+        // It leaves this node out (it lost sight of it), then lists it again.
+        assert!(!s.heard(from_n2(&["n2"])));
+        assert!(s.heard(from_n2(&["n1", "n2"])));
+        assert!(!s.heard(from_n2(&["n1", "n2"])), "once");
+        // This node loses sight of it (its connection closes): it may have
+        // lost sight of this node too, so its next heartbeat brings it back.
+        hear(&mut s, "n2", &["n1", "n2"], true).await;
+        s.peers.get_mut("n2").expect("n2").set_cell(None);
+        s.publish();
+        assert_eq!(names(&s.view.borrow().members), ["n1"]);
+        assert!(s.heard(from_n2(&["n1", "n2"])));
+        // A peer that said it was leaving (a drain) owned nothing meanwhile.
+        hear(&mut s, "n2", &["n1", "n2"], true).await;
+        if let Some((_, hb)) = s.peers.get_mut("n2").and_then(|p| p.last.as_mut()) {
+            hb.leaving = true;
+        }
+        s.publish();
+        assert_eq!(names(&s.view.borrow().members), ["n1"]);
+        assert!(!s.heard(from_n2(&["n1", "n2"])));
     }
 
     #[tokio::test]
