@@ -104,6 +104,7 @@ fn base_args(quiet: bool) -> RunArgs {
         kill_at: 5.0,
         restart_cmd: None,
         restart_after: 1.0,
+        pause_for: 0.0,
         reconnect_fraction: 0.1,
         quiet,
     }

@@ -1,4 +1,5 @@
-//! Chaos actions: kill a node with SIGKILL and restart it with a command.
+//! Chaos actions: kill a node with SIGKILL and restart it with a command,
+//! or pause it with SIGSTOP and resume it with SIGCONT.
 
 use std::process::{Child, Command, Stdio};
 
@@ -6,8 +7,10 @@ use std::process::{Child, Command, Stdio};
 #[derive(Debug, thiserror::Error)]
 pub enum ChaosError {
     /// `kill` could not run or refused.
-    #[error("kill -9 {pid}: {detail}")]
-    Kill {
+    #[error("kill -{signal} {pid}: {detail}")]
+    Signal {
+        /// The signal's name.
+        signal: &'static str,
         /// Target.
         pid: u32,
         /// What went wrong.
@@ -18,24 +21,26 @@ pub enum ChaosError {
     Restart(std::io::Error),
 }
 
-/// Sends SIGKILL to `pid` (through the `kill` command).
-pub fn kill9(pid: u32) -> Result<(), ChaosError> {
+/// Sends the signal named `signal` (`KILL`, `STOP`, `CONT`) to `pid`
+/// through the `kill` command.
+pub fn signal(pid: u32, signal: &'static str) -> Result<(), ChaosError> {
+    let failed = |detail: String| ChaosError::Signal {
+        signal,
+        pid,
+        detail,
+    };
     let out = Command::new("kill")
-        .arg("-9")
+        .arg(format!("-{signal}"))
         .arg(pid.to_string())
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| ChaosError::Kill {
-            pid,
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| failed(e.to_string()))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(ChaosError::Kill {
-            pid,
-            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
+        Err(failed(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
     }
 }
 
@@ -100,6 +105,7 @@ mod tests {
     fn restart_runs_a_command() {
         let mut c = restart("exit 0").unwrap();
         assert!(c.wait().unwrap().success());
-        assert!(kill9(u32::MAX - 1).is_err());
+        let err = signal(u32::MAX - 1, "KILL").unwrap_err();
+        assert!(err.to_string().starts_with("kill -KILL"), "{err}");
     }
 }

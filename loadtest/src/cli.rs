@@ -33,7 +33,8 @@ pub enum Command {
     Dm(RunArgs),
     /// Group and direct rooms with typing, read receipts and reconnects.
     Mixed(RunArgs),
-    /// Fanout while a node is killed (-9) at --kill-at and optionally restarted.
+    /// Fanout while a node is killed (-9) at --kill-at and optionally
+    /// restarted, or paused (--pause-for) and resumed.
     Chaos(RunArgs),
     /// Start release nodes, run the standard benchmark set, write docs/benchmarks.md.
     Bench(BenchArgs),
@@ -126,6 +127,10 @@ pub struct RunArgs {
     /// Chaos: seconds after the kill to run the restart command.
     #[arg(long, default_value_t = 1.0)]
     pub restart_after: f64,
+    /// Chaos: pause the node (SIGSTOP) at --kill-at instead of killing it,
+    /// and resume it (SIGCONT) this many seconds later; 0 kills.
+    #[arg(long, default_value_t = 0.0)]
+    pub pause_for: f64,
     /// Mixed: share of sessions that drop once and reconnect with sync.
     #[arg(long, default_value_t = 0.1)]
     pub reconnect_fraction: f64,

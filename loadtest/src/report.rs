@@ -134,9 +134,16 @@ pub struct ChaosStats {
     pub restarted_at_s: Option<f64>,
     /// The restart command's process id (a shell that `exec`s keeps the node's pid).
     pub restart_pid: Option<u32>,
-    /// Longest pause between two acks of one room around the kill, ms (max over rooms).
+    /// Paused process (`--pause-for`).
+    pub paused_pid: Option<u32>,
+    /// Seconds after the run start it was paused.
+    pub paused_at_s: Option<f64>,
+    /// Seconds after the run start it was resumed.
+    pub resumed_at_s: Option<f64>,
+    /// Longest pause between two acks of one room around the kill (or the
+    /// node's pause), ms (max over rooms).
     pub longest_room_ack_pause_ms: Option<f64>,
-    /// From the kill to the first ack after it, ms.
+    /// From the kill (or the node's pause) to the first ack after it, ms.
     pub first_ack_after_kill_ms: Option<f64>,
 }
 
@@ -301,12 +308,22 @@ impl Report {
             );
         }
         if let Some(ch) = &self.chaos {
+            let what = match ch.paused_pid {
+                Some(pid) => format!(
+                    "paused pid {pid} at {}s, resumed at {}s",
+                    opt(ch.paused_at_s, ""),
+                    opt(ch.resumed_at_s, "")
+                ),
+                None => format!(
+                    "killed pid {:?} at {}s, restarted at {}s",
+                    ch.killed_pid,
+                    opt(ch.killed_at_s, ""),
+                    opt(ch.restarted_at_s, "")
+                ),
+            };
             let _ = writeln!(
                 s,
-                "  chaos       killed pid {:?} at {}s, restarted at {}s; first ack after kill {} ms; longest room ack pause {} ms",
-                ch.killed_pid,
-                opt(ch.killed_at_s, ""),
-                opt(ch.restarted_at_s, ""),
+                "  chaos       {what}; first ack after it {} ms; longest room ack pause {} ms",
                 opt(ch.first_ack_after_kill_ms, ""),
                 opt(ch.longest_room_ack_pause_ms, "")
             );

@@ -263,6 +263,9 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
     let mut killed_at: Option<Instant> = None;
     let mut kill_us: Option<u64> = None;
     let mut restarted = false;
+    // With --pause-for the node is stopped and continued instead of killed.
+    let pause = (args.pause_for > 0.0).then(|| secs(args.pause_for));
+    let mut resumed = false;
     let mut last_delivered = 0u64;
     let mut last_tick = Instant::now();
     let mut idle_end_rss: Option<Vec<Option<u64>>> = None;
@@ -272,12 +275,18 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
         if let Some(stats) = chaos_stats.as_mut() {
             if killed_at.is_none() && t >= args.kill_at {
                 if let Some(pid) = kill_pid {
-                    match chaos::kill9(pid) {
+                    let sig = if pause.is_some() { "STOP" } else { "KILL" };
+                    match chaos::signal(pid, sig) {
                         Ok(()) => {
                             killed_at = Some(Instant::now());
                             kill_us = Some(metrics.now_us());
-                            stats.killed_pid = Some(pid);
-                            stats.killed_at_s = Some(t);
+                            if pause.is_some() {
+                                stats.paused_pid = Some(pid);
+                                stats.paused_at_s = Some(t);
+                            } else {
+                                stats.killed_pid = Some(pid);
+                                stats.killed_at_s = Some(t);
+                            }
                         }
                         Err(e) => {
                             notes.push(e.to_string());
@@ -286,7 +295,16 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
                     }
                 }
             }
-            if let (Some(k), Some(cmd), false) = (killed_at, &args.restart_cmd, restarted) {
+            if let (Some(k), Some(p), false) = (killed_at, pause, resumed) {
+                if k.elapsed() >= p {
+                    resumed = true;
+                    resume(stats, &mut notes, run_start);
+                }
+            }
+            // A paused node is resumed, never restarted.
+            if let (None, Some(k), Some(cmd), false) =
+                (pause, killed_at, &args.restart_cmd, restarted)
+            {
                 if k.elapsed() >= secs(args.restart_after) {
                     restarted = true;
                     match chaos::restart(cmd) {
@@ -318,6 +336,10 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
                 metrics.pending.load(Ordering::Relaxed)
             ));
         }
+    }
+    if let (Some(stats), false) = (chaos_stats.as_mut(), resumed) {
+        // A pause longer than the run ends with it: never leave a node stopped.
+        resume(stats, &mut notes, run_start);
     }
     sampler.sample();
     if scenario == Scenario::Idle {
@@ -642,4 +664,15 @@ pub fn write_report(path: &std::path::Path, report: &Report) -> std::io::Result<
     }
     let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
     std::fs::write(path, text)
+}
+
+/// Resumes (SIGCONT) the node a chaos run paused, if it paused one.
+fn resume(stats: &mut ChaosStats, notes: &mut Vec<String>, run_start: Instant) {
+    let Some(pid) = stats.paused_pid else {
+        return;
+    };
+    match chaos::signal(pid, "CONT") {
+        Ok(()) => stats.resumed_at_s = Some(run_start.elapsed().as_secs_f64()),
+        Err(e) => notes.push(e.to_string()),
+    }
 }

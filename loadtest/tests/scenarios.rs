@@ -375,6 +375,45 @@ fn chaos_scenario_kills_and_restarts_the_node() {
 }
 
 #[test]
+fn chaos_scenario_pauses_and_resumes_the_node() {
+    let mut node = Node::start(&scratch("pause"));
+    let (code, r, out) = loadtest(
+        &node,
+        "chaos",
+        &[
+            "--rooms",
+            "3",
+            "--members",
+            "10",
+            "--senders",
+            "2",
+            "--rate",
+            "10",
+            "--duration",
+            "3",
+            "--warmup",
+            "0.5",
+            "--kill-at",
+            "1",
+            "--pause-for",
+            "1",
+        ],
+    );
+    assert_clean(code, &r, &out);
+    assert_eq!(r["chaos"]["paused_pid"], node.pid(), "{out}");
+    assert!(r["chaos"]["killed_pid"].is_null(), "{out}");
+    assert!(r["chaos"]["resumed_at_s"].as_f64().unwrap() >= 2.0, "{out}");
+    assert!(
+        node.child.try_wait().expect("wait").is_none(),
+        "the node runs on"
+    );
+    // Every session stayed connected through the pause and got everything.
+    assert_eq!(r["checker"]["incomplete_sessions"], 0, "{out}");
+    assert!(r["messages"]["acked"].as_u64().unwrap() > 30, "{out}");
+    assert!(out.contains("paused pid"), "{out}");
+}
+
+#[test]
 fn source_addresses_are_spread_when_asked() {
     let node = Node::start(&scratch("sources"));
     let (code, r, out) = loadtest(
