@@ -334,34 +334,36 @@ fn mixed_scenario_with_reconnects() {
     );
 }
 
+/// The traffic of the chaos tests: 3 rooms x 10 members, 2 senders at 10/s.
+const CHAOS_TRAFFIC: &[&str] = &[
+    "--rooms",
+    "3",
+    "--members",
+    "10",
+    "--senders",
+    "2",
+    "--rate",
+    "10",
+    "--warmup",
+    "0.5",
+];
+
 #[test]
 fn chaos_scenario_kills_and_restarts_the_node() {
     let mut node = Node::start(&scratch("chaos"));
     let restart = node.restart_cmd();
-    let (code, r, out) = loadtest(
-        &node,
-        "chaos",
-        &[
-            "--rooms",
-            "3",
-            "--members",
-            "10",
-            "--senders",
-            "2",
-            "--rate",
-            "10",
-            "--duration",
-            "4",
-            "--warmup",
-            "0.5",
-            "--kill-at",
-            "1.5",
-            "--restart-after",
-            "0.3",
-            "--restart-cmd",
-            &restart,
-        ],
-    );
+    let mut args = CHAOS_TRAFFIC.to_vec();
+    args.extend([
+        "--duration",
+        "4",
+        "--kill-at",
+        "1.5",
+        "--restart-after",
+        "0.3",
+        "--restart-cmd",
+        &restart,
+    ]);
+    let (code, r, out) = loadtest(&node, "chaos", &args);
     // The original process was killed; reap it, then stop the restarted one.
     let _ = node.child.wait();
     if let Some(pid) = r["chaos"]["restart_pid"].as_u64() {
@@ -377,28 +379,9 @@ fn chaos_scenario_kills_and_restarts_the_node() {
 #[test]
 fn chaos_scenario_pauses_and_resumes_the_node() {
     let mut node = Node::start(&scratch("pause"));
-    let (code, r, out) = loadtest(
-        &node,
-        "chaos",
-        &[
-            "--rooms",
-            "3",
-            "--members",
-            "10",
-            "--senders",
-            "2",
-            "--rate",
-            "10",
-            "--duration",
-            "3",
-            "--warmup",
-            "0.5",
-            "--kill-at",
-            "1",
-            "--pause-for",
-            "1",
-        ],
-    );
+    let mut args = CHAOS_TRAFFIC.to_vec();
+    args.extend(["--duration", "3", "--kill-at", "1", "--pause-for", "1"]);
+    let (code, r, out) = loadtest(&node, "chaos", &args);
     assert_clean(code, &r, &out);
     assert_eq!(r["chaos"]["paused_pid"], node.pid(), "{out}");
     assert!(r["chaos"]["killed_pid"].is_null(), "{out}");
