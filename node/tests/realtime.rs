@@ -481,12 +481,14 @@ async fn idle_rooms_stop_and_restart_from_storage() {
 #[tokio::test]
 async fn session_closes_with_4001_when_its_token_expires_unless_renewed() {
     let dir = data_dir();
-    let node = Node::start_with(dir.path(), &["--access-token-ttl-secs", "2"]).await;
+    // Tokens carry whole seconds, so one lasts between TTL-1 and TTL seconds.
+    let node = Node::start_with(dir.path(), &["--access-token-ttl-secs", "6"]).await;
     let alice = user(&node, "alice").await;
-    // Renewed in time: stays open past the first token's expiry.
+    // Renewed in time (at least 3 s before the first token expires, with a
+    // token that outlives it by at least 1 s): stays open past that expiry.
     let mut a = Client::connect(&node, &alice.token).await;
     let mut b = Client::connect(&node, &alice.token).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     let fresh = login(&node, &alice.username, &alice.password).await;
     a.send(json!({"type": "auth", "ref": "re", "token": fresh.token}))
         .await;
