@@ -86,6 +86,22 @@ impl DirectoryState {
         );
     }
 
+    /// Forgets the live room actors whose room matches and tells each to
+    /// retire: it finishes its in-flight commit, drains and stops; the
+    /// room's next request loads it again from storage (here or on its new
+    /// owner). Returns them.
+    fn retire_where(&mut self, matches: impl Fn(&str) -> bool) -> Vec<ActorRef<RoomMsg>> {
+        let ids: Vec<String> = self.rooms.keys().filter(|r| matches(r)).cloned().collect();
+        let mut retired = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(r) = self.rooms.remove(&id) {
+                let _ = r.cast(RoomMsg::RetireAccepted);
+                retired.push(r);
+            }
+        }
+        retired
+    }
+
     fn forget(&mut self, actor: &ractor::ActorCell) {
         let id = actor.get_id();
         self.rooms.retain(|_, r| r.get_id() != id);
@@ -168,45 +184,24 @@ impl Actor for Directory {
                         let _ = r.cast(RoomMsg::PeersJoined(joined.clone()));
                     }
                 }
-                let moving: Vec<String> = state
-                    .rooms
-                    .keys()
-                    .filter(|r| view.owner(r) != view.me)
-                    .cloned()
-                    .collect();
+                let moving = state.retire_where(|room_id| view.owner(room_id) != view.me);
                 if !moving.is_empty() {
                     tracing::info!(
                         rooms = moving.len(),
                         "handing rooms over to their new owners"
                     );
                 }
-                for room_id in moving {
-                    if let Some(r) = state.rooms.remove(&room_id) {
-                        // Finishes its in-flight commit, drains and stops; the
-                        // new owner loads it from storage on first use.
-                        let _ = r.cast(RoomMsg::RetireAccepted);
-                    }
-                }
             }
             DirectoryMsg::Reload => {
-                let rooms: Vec<_> = state.rooms.drain().map(|(_, r)| r).collect();
+                let rooms = state.retire_where(|_| true);
                 crate::metrics::add(&crate::metrics::METRICS.rooms_reloaded, rooms.len() as u64);
                 tracing::info!(rooms = rooms.len(), "reloading rooms from storage");
-                for r in rooms {
-                    // Finishes its in-flight commit, drains and stops.
-                    let _ = r.cast(RoomMsg::RetireAccepted);
-                }
             }
             DirectoryMsg::Count(reply) => {
                 let _ = reply.send(state.rooms.len());
             }
             DirectoryMsg::StopAll(reply) => {
-                let rooms: Vec<_> = state.rooms.drain().map(|(_, r)| r).collect();
-                // Each room finishes its in-flight commit, then drains and stops.
-                for r in &rooms {
-                    let _ = r.cast(RoomMsg::RetireAccepted);
-                }
-                for r in rooms {
+                for r in state.retire_where(|_| true) {
                     let _ = r.wait(Some(std::time::Duration::from_secs(10))).await;
                 }
                 let _ = reply.send(());

@@ -134,6 +134,10 @@ use std::sync::Arc;
 use common::traffic;
 use tokio::sync::watch;
 
+/// Flags of the clusters whose nodes a test pauses (SIGSTOP): peers drop a
+/// silent node after 1 s.
+const PAUSABLE: &[&str] = &["--cluster-failure-timeout-ms", "1000", "--ws-rate", "0"];
+
 /// What happens to a node in the middle of the traffic.
 enum Failure {
     /// SIGKILL node 2.
@@ -417,16 +421,9 @@ async fn a_lost_live_delivery_is_replayed_when_the_next_message_shows_the_gap() 
     r.expect_none(Duration::from_millis(300), is_message).await;
 
     // The next message through n2 shows the gap; the lost one comes first.
-    let mut next = a.send_message(&room_id, "three", "three").await;
-    for _ in 0..20 {
-        if next["type"] == "sent" {
-            break;
-        }
-        // The owner on n2 may answer `unavailable` while it reloads the
-        // head n1 moved; a retry with the same id is idempotent.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        next = a.send_message(&room_id, "three", "three").await;
-    }
+    // (The owner on n2 may answer `unavailable` while it reloads the head
+    // n1 moved.)
+    let next = a.send_message_until_sent(&room_id, "three", "three").await;
     assert_eq!(next["type"], "sent", "{next}");
     let m = r.expect(is_message).await;
     assert_eq!(m["seq"], lost["seq"], "the lost message first: {m}");
@@ -452,12 +449,7 @@ async fn a_lost_live_delivery_is_replayed_when_the_next_message_shows_the_gap() 
 #[tokio::test]
 async fn a_delivery_lost_while_a_node_was_away_is_replayed_when_it_returns() {
     let dir = data_dir();
-    let nodes = start_cluster(
-        dir.path(),
-        2,
-        &["--cluster-failure-timeout-ms", "1000", "--ws-rate", "0"],
-    )
-    .await;
+    let nodes = start_cluster(dir.path(), 2, PAUSABLE).await;
     let near = user(&nodes[0], "near").await;
     let reader = user(&nodes[0], "reader").await;
     let room = group(&nodes[0], &near, "away", &[&reader]).await;
@@ -476,16 +468,8 @@ async fn a_delivery_lost_while_a_node_was_away_is_replayed_when_it_returns() {
     // The reader's node stops answering; its peer drops it from its view.
     nodes[1].signal("STOP");
     wait_members(&nodes[0], 1).await;
-    let mut lost = a.send_message(&room_id, "two", "two").await;
-    for _ in 0..50 {
-        if lost["type"] == "sent" {
-            break;
-        }
-        // The room may be moving to the node that is left; a retry with
-        // the same id is idempotent.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        lost = a.send_message(&room_id, "two", "two").await;
-    }
+    // (The room may be moving to the node that is left.)
+    let lost = a.send_message_until_sent(&room_id, "two", "two").await;
     assert_eq!(lost["type"], "sent", "{lost}");
 
     // Back again: the owner's head notice shows the reader's connection the
@@ -505,7 +489,7 @@ async fn a_delivery_lost_while_a_node_was_away_is_replayed_when_it_returns() {
 #[tokio::test]
 async fn users_of_a_node_that_comes_back_are_online_again() {
     let dir = data_dir();
-    let nodes = start_cluster(dir.path(), 2, &["--cluster-failure-timeout-ms", "1000"]).await;
+    let nodes = start_cluster(dir.path(), 2, PAUSABLE).await;
     let near = user(&nodes[0], "near").await;
     let far = user(&nodes[0], "far").await;
     group(&nodes[0], &near, "friends", &[&far]).await;
@@ -551,12 +535,7 @@ async fn online_as_seen_by(node: &Node, asker: &User, user: &User) -> bool {
 #[tokio::test]
 async fn an_owner_that_was_away_learns_the_room_changes_made_meanwhile() {
     let dir = data_dir();
-    let nodes = start_cluster(
-        dir.path(),
-        2,
-        &["--cluster-failure-timeout-ms", "1000", "--ws-rate", "0"],
-    )
-    .await;
+    let nodes = start_cluster(dir.path(), 2, PAUSABLE).await;
     let admin = user(&nodes[0], "admin").await;
     let gone = user(&nodes[0], "gone").await;
     let added = user(&nodes[0], "added").await;

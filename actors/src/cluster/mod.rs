@@ -68,18 +68,33 @@ impl View {
     }
 }
 
-/// Encodes a payload once and sends it to each of these inboxes.
-fn send_to_cells(cells: Vec<ActorCell>, payload: &PeerPayload) {
+/// Encodes a payload once and sends it to each of these inboxes; returns
+/// how many took it.
+fn send_to_cells(cells: Vec<ActorCell>, payload: &PeerPayload) -> usize {
     if cells.is_empty() {
-        return;
+        return 0;
     }
-    if let Some(wire) = encode(payload) {
-        for cell in cells {
-            add(&METRICS.peer_messages_out, 1);
-            add(&METRICS.peer_bytes_out, wire.0.len() as u64);
-            let _ = cell.send_message(PeerWire(wire.0.clone()));
+    let Some(PeerWire(mut bytes)) = encode(payload) else {
+        return 0;
+    };
+    let len = bytes.len() as u64;
+    let last = cells.len() - 1;
+    let mut sent = 0;
+    for (i, cell) in cells.into_iter().enumerate() {
+        add(&METRICS.peer_messages_out, 1);
+        add(&METRICS.peer_bytes_out, len);
+        // The last one takes the encoded bytes themselves: a single send
+        // copies nothing.
+        let wire = if i == last {
+            PeerWire(std::mem::take(&mut bytes))
+        } else {
+            PeerWire(bytes.clone())
+        };
+        if cell.send_message(wire).is_ok() {
+            sent += 1;
         }
     }
+    sent
 }
 
 /// Handle to the cluster layer; cheap to clone.
@@ -113,14 +128,7 @@ impl Cluster {
     /// Sends a payload to one node; false if it is not a live member.
     pub fn send(&self, node: &str, payload: &PeerPayload) -> bool {
         let cell = self.view.borrow().inboxes.get(node).cloned();
-        match (cell, encode(payload)) {
-            (Some(cell), Some(wire)) => {
-                add(&METRICS.peer_messages_out, 1);
-                add(&METRICS.peer_bytes_out, wire.0.len() as u64);
-                cell.send_message(wire).is_ok()
-            }
-            _ => false,
-        }
+        send_to_cells(cell.into_iter().collect(), payload) == 1
     }
 
     /// Sends a payload to each of these nodes that is a live member
@@ -133,13 +141,13 @@ impl Cluster {
                 .filter_map(|n| view.inboxes.get(n).cloned())
                 .collect()
         };
-        send_to_cells(cells, payload);
+        let _ = send_to_cells(cells, payload);
     }
 
     /// Sends a payload once to every other live node (encoded once).
     pub fn broadcast(&self, payload: &PeerPayload) {
         let cells: Vec<ActorCell> = self.view.borrow().inboxes.values().cloned().collect();
-        send_to_cells(cells, payload);
+        let _ = send_to_cells(cells, payload);
     }
 
     /// Whether other nodes are live.

@@ -594,6 +594,26 @@ impl Client {
             .await
     }
 
+    /// Sends a message like [`Client::send_message`], again with the same
+    /// id (idempotent) while it is refused, up to 5 s: a room that is moving
+    /// between owners answers `unavailable` for a moment.
+    pub async fn send_message_until_sent(
+        &mut self,
+        room_id: &str,
+        client_msg_id: &str,
+        body: &str,
+    ) -> Value {
+        let mut answer = self.send_message(room_id, client_msg_id, body).await;
+        for _ in 0..50 {
+            if answer["type"] == "sent" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            answer = self.send_message(room_id, client_msg_id, body).await;
+        }
+        answer
+    }
+
     /// Drains every `message` frame of a room until `seq` has been seen.
     pub async fn messages_until(&mut self, room_id: &str, seq: u64) -> Vec<Value> {
         let mut out = Vec::new();
