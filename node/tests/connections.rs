@@ -150,9 +150,11 @@ async fn past_the_cap_a_connection_waits_for_a_place_and_a_websocket_holds_one()
     expect_health(&mut waiting, WAIT).await;
     drop(waiting);
     drop(idle);
+    // Every place is given back. (`settle` allows for its own request: a
+    // second read straight after could still count the first's socket,
+    // whose close the node may not have seen yet.)
     settle(&node).await;
-    let (open, limited) = connection_metrics(&node).await;
-    assert_eq!(open, 1);
+    let (_, limited) = connection_metrics(&node).await;
     assert!(limited >= 1, "the wait at the cap was not counted");
 }
 
