@@ -5,7 +5,10 @@
 //! transitive mode, connects to every node its peers know. Joining means
 //! connecting to any reachable seed; a background task keeps retrying seeds
 //! that are not connected, so a node that starts before its seeds, or loses
-//! them, joins as soon as they are back. Membership, failure detection and
+//! them, joins as soon as they are back. With `--cluster-tls-*` every
+//! connection is mutual TLS (see `cluster_tls`), and the same task dials
+//! the nodes the peers announce in their heartbeats, which ractor_cluster's
+//! transitive mode would dial unencrypted. Membership, failure detection and
 //! placement are built on top of these connections in `parley_actors::cluster`.
 
 use std::net::SocketAddr;
@@ -16,13 +19,21 @@ use ractor::{Actor, ActorRef};
 use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{IncomingEncryptionMode, NodeServer, NodeServerMessage};
 
+use parley_actors::cluster::Cluster;
+
+use crate::cluster_tls::ClusterTls;
 use crate::config::Config;
 
 /// Development cookie used only with `--cluster-insecure-dev`.
 const DEV_COOKIE: &str = "parley-insecure-dev-cookie";
 
-/// Starts the node server when `--cluster-listen` is set and keeps joining the seeds.
-pub async fn start(config: &Config) -> anyhow::Result<Option<ActorRef<NodeServerMessage>>> {
+/// Starts the node server when `--cluster-listen` is set and keeps joining
+/// the seeds (and, with cluster TLS, every node the peers know).
+pub async fn start(
+    config: &Config,
+    cluster: &Cluster,
+) -> anyhow::Result<Option<ActorRef<NodeServerMessage>>> {
+    let tls = ClusterTls::from_config(config)?;
     let Some(listen) = config.cluster_listen else {
         if !config.seeds.is_empty() {
             tracing::warn!("--seeds given without --cluster-listen; running single-node");
@@ -40,32 +51,83 @@ pub async fn start(config: &Config) -> anyhow::Result<Option<ActorRef<NodeServer
             "--cluster-listen needs --cluster-secret (or --cluster-insecure-dev for local development)"
         ),
     };
+    // ractor_cluster's transitive mode dials the peers' peers over plain
+    // TCP, so with TLS the node dials them itself (see `join`).
+    let (incoming, mode, dialer) = match tls {
+        Some(tls) => (
+            IncomingEncryptionMode::Tls(tls.acceptor.clone()),
+            NodeConnectionMode::Isolated,
+            Dialer::Tls(tls),
+        ),
+        None => (
+            IncomingEncryptionMode::Raw,
+            NodeConnectionMode::Transitive,
+            Dialer::Plain,
+        ),
+    };
+    let encrypted = matches!(dialer, Dialer::Tls(_));
     let server = NodeServer::new(
         listen.port(),
         cookie,
         config.node_name(),
         listen.ip().to_string(),
-        Some(IncomingEncryptionMode::Raw),
-        Some(NodeConnectionMode::Transitive),
+        Some(incoming),
+        Some(mode),
     )
     .with_listen_addr(listen.ip());
     let (server, _) = Actor::spawn(Some("parley.node_server".into()), server, ())
         .await
         .context("starting the cluster node server")?;
-    tracing::info!(addr = %listen, "cluster node server listening");
+    tracing::info!(addr = %listen, tls = encrypted, "cluster node server listening");
     let seeds: Vec<String> = config
         .seeds
         .iter()
         .filter(|s| s.parse::<SocketAddr>().ok() != Some(listen))
         .cloned()
         .collect();
-    tokio::spawn(join_seeds(server.clone(), seeds));
+    tokio::spawn(join(server.clone(), seeds, dialer, cluster.clone()));
     Ok(Some(server))
 }
 
-/// Keeps connecting to seeds that have no open session.
-async fn join_seeds(server: ActorRef<NodeServerMessage>, seeds: Vec<String>) {
-    if seeds.is_empty() {
+/// How this node opens connections to peers.
+enum Dialer {
+    /// Plain TCP; ractor_cluster connects to the peers' peers itself.
+    Plain,
+    /// Mutual TLS; the node also dials the addresses its peers announce.
+    Tls(ClusterTls),
+}
+
+impl Dialer {
+    async fn dial(
+        &self,
+        server: &ActorRef<NodeServerMessage>,
+        addr: &str,
+    ) -> Result<(), ractor_cluster::ClientConnectErr> {
+        match self {
+            Dialer::Plain => ractor_cluster::client_connect(server, addr).await,
+            Dialer::Tls(tls) => {
+                ractor_cluster::client_connect_enc(
+                    server,
+                    addr,
+                    tls.connector.clone(),
+                    tls.name.clone(),
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// Every second, dials the seeds that have no open session, and with TLS
+/// also the nodes the peers announce that have none.
+async fn join(
+    server: ActorRef<NodeServerMessage>,
+    seeds: Vec<String>,
+    dialer: Dialer,
+    cluster: Cluster,
+) {
+    let discover = matches!(dialer, Dialer::Tls(_));
+    if seeds.is_empty() && !discover {
         return;
     }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -75,40 +137,50 @@ async fn join_seeds(server: ActorRef<NodeServerMessage>, seeds: Vec<String>) {
             Ok(s) => s,
             Err(_) => return, // node server stopped: shutting down
         };
-        for seed in &seeds {
+        let mut targets = seeds.clone();
+        if discover {
+            for addr in cluster.addresses().await {
+                if !targets.contains(&addr) {
+                    targets.push(addr);
+                }
+            }
+        }
+        let mut dials = Vec::new();
+        for target in &targets {
             // Connected in either direction (we dialled it, or it dialled us)?
             // Seeds may be names (e.g. Kubernetes DNS): compare their addresses.
-            let resolved: Vec<String> = match tokio::net::lookup_host(seed.as_str()).await {
+            let resolved: Vec<String> = match tokio::net::lookup_host(target.as_str()).await {
                 Ok(addrs) => addrs.map(|a| a.to_string()).collect(),
                 Err(_) => Vec::new(),
             };
-            if connected_to_seed(&sessions, seed)
-                || resolved.iter().any(|a| connected_to_seed(&sessions, a))
+            if connected_to(&sessions, target)
+                || resolved.iter().any(|a| connected_to(&sessions, a))
             {
                 continue;
             }
-            match tokio::time::timeout(
-                Duration::from_secs(2),
-                ractor_cluster::client_connect(&server, seed.as_str()),
-            )
-            .await
-            {
-                Ok(Ok(())) => tracing::info!(seed = %seed, "connected to cluster seed"),
-                Ok(Err(e)) => tracing::debug!(seed = %seed, error = %e, "seed not reachable yet"),
-                Err(_) => tracing::debug!(seed = %seed, "seed connection timed out"),
-            }
+            dials.push(dial(&server, &dialer, target));
         }
+        futures_util::future::join_all(dials).await;
     }
 }
 
-fn connected_to_seed(
+/// One connection attempt, for at most 2 s.
+async fn dial(server: &ActorRef<NodeServerMessage>, dialer: &Dialer, target: &str) {
+    match tokio::time::timeout(Duration::from_secs(2), dialer.dial(server, target)).await {
+        Ok(Ok(())) => tracing::info!(peer = %target, "connected to cluster peer"),
+        Ok(Err(e)) => tracing::debug!(peer = %target, error = %e, "cluster peer not reachable yet"),
+        Err(_) => tracing::debug!(peer = %target, "cluster peer connection timed out"),
+    }
+}
+
+fn connected_to(
     sessions: &std::collections::HashMap<u64, ractor_cluster::node::NodeServerSessionInformation>,
-    seed: &str,
+    addr: &str,
 ) -> bool {
     sessions.values().any(|s| {
-        s.peer_addr == seed
+        s.peer_addr == addr
             || s.peer_name
                 .as_ref()
-                .is_some_and(|n| n.connection_string == seed)
+                .is_some_and(|n| n.connection_string == addr)
     })
 }

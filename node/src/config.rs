@@ -106,6 +106,26 @@ pub struct Config {
     /// Allow clustering without a secret (development on one machine only).
     #[arg(long, env = "PARLEY_CLUSTER_INSECURE_DEV")]
     pub cluster_insecure_dev: bool,
+    /// Encrypt cluster connections with mutual TLS: this node's certificate
+    /// chain (PEM). Needs --cluster-tls-key and --cluster-tls-ca; every node
+    /// of the cluster must use TLS.
+    #[arg(long, env = "PARLEY_CLUSTER_TLS_CERT")]
+    pub cluster_tls_cert: Option<PathBuf>,
+    /// The private key of --cluster-tls-cert (PEM).
+    #[arg(long, env = "PARLEY_CLUSTER_TLS_KEY")]
+    pub cluster_tls_key: Option<PathBuf>,
+    /// The CA certificate(s) (PEM) that sign every node's certificate; a
+    /// peer must present a certificate from this CA, both ways.
+    #[arg(long, env = "PARLEY_CLUSTER_TLS_CA")]
+    pub cluster_tls_ca: Option<PathBuf>,
+    /// The DNS name every node certificate carries (checked when dialling
+    /// a peer, whose address alone names no host).
+    #[arg(
+        long,
+        env = "PARLEY_CLUSTER_TLS_NAME",
+        default_value = "parley-cluster"
+    )]
+    pub cluster_tls_name: String,
     /// Heartbeat interval between nodes, milliseconds.
     #[arg(long, env = "PARLEY_CLUSTER_HEARTBEAT_MS", default_value_t = 300)]
     pub cluster_heartbeat_ms: u64,
@@ -334,6 +354,7 @@ impl Config {
         parley_actors::cluster::membership::ClusterConfig {
             node_name: self.node_name(),
             http_addr: self.listen.to_string(),
+            cluster_addr: self.cluster_listen.map(|a| a.to_string()),
             has_seeds: self.cluster_listen.is_some_and(|own| {
                 self.seeds
                     .iter()

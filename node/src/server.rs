@@ -63,7 +63,7 @@ pub async fn run(config: Config, writers: tokio::runtime::Handle) -> anyhow::Res
     )
     .await
     .context("starting the actor system")?;
-    let node_server = crate::cluster::start(&config).await?;
+    let node_server = crate::cluster::start(&config, system.cluster()).await?;
     let limits = Arc::new(Limits {
         login_ip: KeyedLimit::per_minute(config.login_rate_per_ip),
         login_user: KeyedLimit::per_minute(config.login_rate_per_user),

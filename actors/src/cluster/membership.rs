@@ -37,6 +37,8 @@ pub struct ClusterConfig {
     pub node_name: String,
     /// This node's HTTP address, shown to operators.
     pub http_addr: String,
+    /// This node's cluster address (`ip:port`), announced to peers.
+    pub cluster_addr: Option<String>,
     /// Whether this node is meant to join others (seeds were given).
     pub has_seeds: bool,
     /// Heartbeat interval.
@@ -111,6 +113,9 @@ pub enum ClusterMsg {
     Leave(RpcReplyPort<()>),
     /// Members as this node sees them.
     Status(RpcReplyPort<Vec<MemberStatus>>),
+    /// The cluster addresses of the live peers and of the nodes they
+    /// count live (this node's own left out).
+    Addresses(RpcReplyPort<Vec<String>>),
 }
 
 impl ractor::Message for ClusterMsg {}
@@ -221,8 +226,31 @@ impl ClusterState {
                 .iter()
                 .map(|m| m.to_string())
                 .collect(),
+            cluster_addr: self.config.cluster_addr.clone(),
+            peer_addrs: self
+                .live_heartbeats()
+                .filter_map(|hb| hb.cluster_addr.clone())
+                .collect(),
             settled: self.settled,
         }
+    }
+
+    /// The last heartbeats of the live peers.
+    fn live_heartbeats(&self) -> impl Iterator<Item = &Heartbeat> {
+        self.peers
+            .values()
+            .filter(|p| self.alive(p))
+            .filter_map(|p| p.last.as_ref().map(|(_, hb)| hb))
+    }
+
+    /// The cluster addresses of the live peers and of their live peers
+    /// (sorted, once each; this node's own left out).
+    fn known_addrs(&self) -> std::collections::BTreeSet<String> {
+        self.live_heartbeats()
+            .flat_map(|hb| hb.cluster_addr.iter().chain(&hb.peer_addrs))
+            .filter(|a| Some(*a) != self.config.cluster_addr.as_ref())
+            .cloned()
+            .collect()
     }
 
     /// Whether this node has finished joining: it has joined, and every node
@@ -494,6 +522,9 @@ impl Actor for ClusterActor {
                 state.broadcast_heartbeat();
                 let _ = reply.send(());
             }
+            ClusterMsg::Addresses(reply) => {
+                let _ = reply.send(state.known_addrs().into_iter().collect());
+            }
             ClusterMsg::Status(reply) => {
                 let me = state.me();
                 let (sessions, rooms) = state
@@ -576,6 +607,7 @@ mod tests {
             config: ClusterConfig {
                 node_name: me.into(),
                 http_addr: String::new(),
+                cluster_addr: Some(format!("{me}:9000")),
                 has_seeds: true,
                 heartbeat: Duration::from_millis(100),
                 failure_timeout: Duration::from_secs(60),
@@ -602,6 +634,8 @@ mod tests {
             rooms: 0,
             leaving: false,
             members: members.iter().map(|m| m.to_string()).collect(),
+            cluster_addr: None,
+            peer_addrs: Vec::new(),
             settled,
         };
         s.peers.insert(
@@ -677,6 +711,8 @@ mod tests {
             rooms: 0,
             leaving: false,
             members: members.iter().map(|m| m.to_string()).collect(),
+            cluster_addr: None,
+            peer_addrs: Vec::new(),
             settled: true,
         };
         // A new node that lists this one for the first time changed nothing here.
@@ -718,5 +754,34 @@ mod tests {
         assert_eq!(names(&s.view.borrow().owners), ["n1"]);
         hear(&mut s, "n2", &["n1", "n2", "n3"], true).await;
         assert_eq!(names(&s.view.borrow().owners), ["n1", "n2"]);
+    }
+
+    #[tokio::test]
+    async fn addresses_are_learned_from_live_peers_and_never_second_hand() {
+        let mut s = state("n1");
+        let heartbeat = |node: &str, peers: &[&str]| Heartbeat {
+            node: node.into(),
+            http_addr: String::new(),
+            sessions: 0,
+            rooms: 0,
+            leaving: false,
+            members: vec![node.into()],
+            cluster_addr: Some(format!("{node}:9000")),
+            peer_addrs: peers.iter().map(|p| format!("{p}:9000")).collect(),
+            settled: true,
+        };
+        // n2 hears n1 and n3; its address and n3's are what n1 dials.
+        hear(&mut s, "n2", &["n1", "n2"], true).await;
+        s.heard(heartbeat("n2", &["n1", "n3"]));
+        assert_eq!(
+            s.known_addrs().into_iter().collect::<Vec<_>>(),
+            ["n2:9000", "n3:9000"]
+        );
+        // n1 passes on only what it hears itself: n2, not n3.
+        assert_eq!(s.heartbeat().cluster_addr.as_deref(), Some("n1:9000"));
+        assert_eq!(s.heartbeat().peer_addrs, ["n2:9000"]);
+        // Once n2 stops hearing n3, n3's address is gone here too.
+        s.heard(heartbeat("n2", &["n1"]));
+        assert_eq!(s.known_addrs().into_iter().collect::<Vec<_>>(), ["n2:9000"]);
     }
 }

@@ -182,6 +182,15 @@ impl Cluster {
             .unwrap_or_default()
     }
 
+    /// The cluster addresses of the nodes this node's live peers know
+    /// (this node's own left out): what a node that dials its peers itself
+    /// connects to.
+    pub async fn addresses(&self) -> Vec<String> {
+        crate::system::ask(&self.actor, ClusterMsg::Addresses)
+            .await
+            .unwrap_or_default()
+    }
+
     /// Announces that this node is leaving (drain).
     pub async fn leave(&self) {
         let _ = crate::system::ask(&self.actor, ClusterMsg::Leave).await;

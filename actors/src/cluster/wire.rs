@@ -189,6 +189,13 @@ pub struct Heartbeat {
     pub leaving: bool,
     /// The members the sender counts live (itself included).
     pub members: Vec<String>,
+    /// The sender's cluster address (`ip:port`).
+    pub cluster_addr: Option<String>,
+    /// The cluster addresses its live peers announced as their own (only
+    /// those: an address is never passed on second-hand, so a dead node's
+    /// is forgotten once its peers count it dead). A node that dials its
+    /// peers itself (cluster TLS) learns the rest of the cluster from these.
+    pub peer_addrs: Vec<String>,
     /// The sender has finished joining: it hears every member its peers
     /// report, so what it fans out reaches the whole cluster. Only settled
     /// nodes own rooms.

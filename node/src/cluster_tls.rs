@@ -1,0 +1,161 @@
+//! Mutual TLS for cluster connections (`--cluster-tls-*`).
+//!
+//! Every node holds a certificate signed by the cluster's own CA and trusts
+//! only that CA, both ways: a node accepts a connection only from a peer
+//! that presents such a certificate, and dials a peer only if it presents
+//! one for the cluster name (`--cluster-tls-name`; peers are dialled by
+//! address, which names no host). The shared cookie is still checked inside
+//! the encrypted stream. `deploy/cluster-tls-certs.sh` makes a CA and node
+//! certificates with openssl.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::config::Config;
+
+/// Why the cluster TLS settings could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterTlsError {
+    /// Only some of the three files were given.
+    #[error("--cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca go together: give all three or none")]
+    Incomplete,
+    /// TLS settings without `--cluster-listen`.
+    #[error("--cluster-tls-* needs --cluster-listen")]
+    NotClustered,
+    /// A PEM file could not be read or holds nothing usable.
+    #[error("cannot read {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// `--cluster-tls-name` is not a valid DNS name.
+    #[error("--cluster-tls-name {0:?} is not a valid DNS name")]
+    BadName(String),
+    /// rustls refused the certificates or key.
+    #[error("cluster TLS: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The CA could not verify client certificates.
+    #[error("cluster TLS CA: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+/// What a node needs to accept and dial encrypted cluster connections.
+#[derive(Clone)]
+pub struct ClusterTls {
+    /// Wraps accepted connections (the peer must present a certificate).
+    pub acceptor: TlsAcceptor,
+    /// Wraps dialled connections (this node presents its certificate).
+    pub connector: TlsConnector,
+    /// The name a peer's certificate must carry.
+    pub name: ServerName<'static>,
+}
+
+impl ClusterTls {
+    /// The TLS settings of `config`: `None` when no `--cluster-tls-*` file
+    /// is given.
+    pub fn from_config(config: &Config) -> Result<Option<ClusterTls>, ClusterTlsError> {
+        let (cert, key, ca) = match (
+            &config.cluster_tls_cert,
+            &config.cluster_tls_key,
+            &config.cluster_tls_ca,
+        ) {
+            (None, None, None) => return Ok(None),
+            (Some(cert), Some(key), Some(ca)) => (cert, key, ca),
+            _ => return Err(ClusterTlsError::Incomplete),
+        };
+        if config.cluster_listen.is_none() {
+            return Err(ClusterTlsError::NotClustered);
+        }
+        ClusterTls::load(cert, key, ca, &config.cluster_tls_name).map(Some)
+    }
+
+    /// Loads a node's certificate chain and key and the cluster CA.
+    pub fn load(cert: &Path, key: &Path, ca: &Path, name: &str) -> Result<Self, ClusterTlsError> {
+        let chain = certificates(cert)?;
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| read_error(key, e))?;
+        let mut roots = RootCertStore::empty();
+        for c in certificates(ca)? {
+            roots.add(c)?;
+        }
+        let roots = Arc::new(roots);
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone()).build()?;
+        let server = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), key.clone_key())?;
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)?;
+        let name = ServerName::try_from(name.to_string())
+            .map_err(|_| ClusterTlsError::BadName(name.to_string()))?;
+        Ok(ClusterTls {
+            acceptor: TlsAcceptor::from(Arc::new(server)),
+            connector: TlsConnector::from(Arc::new(client)),
+            name,
+        })
+    }
+}
+
+/// Every certificate in a PEM file (at least one).
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClusterTlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| read_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| read_error(path, e))?;
+    if certs.is_empty() {
+        return Err(ClusterTlsError::Read {
+            path: path.to_path_buf(),
+            reason: "no PEM certificate in it".into(),
+        });
+    }
+    Ok(certs)
+}
+
+fn read_error(path: &Path, e: impl std::fmt::Display) -> ClusterTlsError {
+    ClusterTlsError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_file_is_named_in_the_error() {
+        let err = ClusterTls::load(
+            Path::new("/nonexistent/node.pem"),
+            Path::new("/nonexistent/node.key"),
+            Path::new("/nonexistent/ca.pem"),
+            "parley-cluster",
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(err.contains("/nonexistent/node.pem"), "{err}");
+    }
+
+    #[test]
+    fn a_file_without_certificates_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let err = certificates(&empty)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("no PEM certificate"), "{err}");
+    }
+}

@@ -1,0 +1,211 @@
+//! Cluster TLS over real sockets: nodes with certificates from the cluster
+//! CA (made by `deploy/cluster-tls-certs.sh`, with openssl) form a full
+//! cluster from one seed, and nodes without such a certificate, or without
+//! TLS, are kept out.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+
+/// Makes a CA in `dir` and certificates for `nodes` with the deploy script.
+fn make_certs(dir: &Path, nodes: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/cluster-tls-certs.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .arg(dir)
+        .args(nodes)
+        .output()
+        .expect("run deploy/cluster-tls-certs.sh (needs openssl)");
+    assert!(
+        out.status.success(),
+        "cluster-tls-certs.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The `--cluster-tls-*` flags of node `name` with certificates in `certs`
+/// and the CA bundle `ca`.
+fn tls_flags(certs: &Path, name: &str, ca: &Path) -> Vec<String> {
+    let file = |f: String| certs.join(f).display().to_string();
+    vec![
+        "--cluster-tls-cert".into(),
+        file(format!("{name}.pem")),
+        "--cluster-tls-key".into(),
+        file(format!("{name}.key")),
+        "--cluster-tls-ca".into(),
+        ca.display().to_string(),
+        "--cluster-join-grace-ms".into(),
+        "500".into(),
+    ]
+}
+
+/// Starts node `name` on cluster port `port`, joining `seed`, with `flags`.
+async fn start(dir: &Path, name: &str, port: u16, seed: u16, flags: &[String]) -> Node {
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    start_cluster_node(dir, name, port, &format!("127.0.0.1:{seed}"), &flags).await
+}
+
+/// Live members `node` counts (itself included).
+async fn live(node: &Node) -> usize {
+    let r = call(node, "GET", "/api/v1/cluster", None, None).await;
+    r.body["live"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test]
+async fn nodes_with_cluster_certificates_form_a_full_cluster_from_one_seed() {
+    let dir = data_dir();
+    let certs = tempfile::tempdir().expect("tempdir");
+    make_certs(certs.path(), &["n1", "n2", "n3"]);
+    let ca: PathBuf = certs.path().join("ca.pem");
+    let ports = [free_port(), free_port(), free_port()];
+    // n2 and n3 know only n1: they must find each other through n1's
+    // heartbeats and dial each other over TLS.
+    let mut nodes = Vec::new();
+    for (i, name) in ["n1", "n2", "n3"].iter().enumerate() {
+        let flags = tls_flags(certs.path(), name, &ca);
+        nodes.push(start(dir.path(), name, ports[i], ports[0], &flags).await);
+    }
+    for node in &nodes {
+        wait_members(node, 3).await;
+    }
+    // n2 and n3 are connected to each other: a direct room between users
+    // on them carries messages both ways, live.
+    let alice = user(&nodes[1], "alice").await;
+    let bob = user(&nodes[2], "bob").await;
+    let room = group(&nodes[1], &alice, "over-tls", &[&bob]).await;
+    let room_id = room_id(&room);
+    let mut a = Client::connect(&nodes[1], &alice.token).await;
+    let mut b = Client::connect(&nodes[2], &bob.token).await;
+    let sent = a.send_message(&room_id, "m1", "sealed").await;
+    assert_eq!(sent["type"], "sent", "{sent}");
+    let got = b.expect(|f| f["type"] == "message").await;
+    assert_eq!(got["body"], "sealed");
+    let reply = b.send_message(&room_id, "m2", "and back").await;
+    assert_eq!(reply["seq"], 2, "{reply}");
+    let got = a.expect(|f| f["type"] == "message" && f["seq"] == 2).await;
+    assert_eq!(got["body"], "and back");
+}
+
+#[tokio::test]
+async fn a_node_without_a_certificate_from_the_cluster_ca_is_kept_out() {
+    let dir = data_dir();
+    let certs = tempfile::tempdir().expect("tempdir");
+    let other = tempfile::tempdir().expect("tempdir");
+    make_certs(certs.path(), &["n1"]);
+    make_certs(other.path(), &["n2"]);
+    // n2 trusts both CAs, so it accepts n1's certificate; n1 must refuse
+    // n2's, which its CA did not sign.
+    let both = other.path().join("both.pem");
+    let bundle = [certs.path().join("ca.pem"), other.path().join("ca.pem")]
+        .iter()
+        .map(|p| std::fs::read_to_string(p).expect("read ca"))
+        .collect::<String>();
+    std::fs::write(&both, bundle).expect("write bundle");
+    let ports = [free_port(), free_port(), free_port()];
+    let n1 = start(
+        dir.path(),
+        "n1",
+        ports[0],
+        ports[0],
+        &tls_flags(certs.path(), "n1", &certs.path().join("ca.pem")),
+    )
+    .await;
+    let n2 = start(
+        dir.path(),
+        "n2",
+        ports[1],
+        ports[0],
+        &tls_flags(other.path(), "n2", &both),
+    )
+    .await;
+    // n3 has no TLS at all.
+    let n3 = start(
+        dir.path(),
+        "n3",
+        ports[2],
+        ports[0],
+        &["--cluster-join-grace-ms".into(), "500".into()],
+    )
+    .await;
+    // Both have been dialling n1 every second meanwhile; give them a few more.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for node in [&n1, &n2, &n3] {
+        assert_eq!(live(node).await, 1, "{} joined someone", node.addr);
+    }
+    // A node with the right certificate still joins n1.
+    make_certs(certs.path(), &["n4"]);
+    let n4 = start(
+        dir.path(),
+        "n4",
+        free_port(),
+        ports[0],
+        &tls_flags(certs.path(), "n4", &certs.path().join("ca.pem")),
+    )
+    .await;
+    wait_members(&n4, 2).await;
+    wait_members(&n1, 2).await;
+}
+
+/// Runs `parley-node` with `args` to its exit and returns its stderr;
+/// panics when it started (it must refuse these settings).
+fn refused(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_parley-node"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--cluster-secret",
+            CLUSTER_SECRET,
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run parley-node");
+    assert!(!out.status.success(), "the node started with {args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn incomplete_or_unreadable_tls_settings_stop_the_node_with_a_clear_error() {
+    let dir = data_dir();
+    let certs = tempfile::tempdir().expect("tempdir");
+    make_certs(certs.path(), &["n1"]);
+    let file = |f: &str| certs.path().join(f).display().to_string();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (cert, key, ca) = (file("n1.pem"), file("n1.key"), file("ca.pem"));
+    let err = refused(
+        dir.path(),
+        &["--cluster-listen", &listen, "--cluster-tls-cert", &cert],
+    );
+    assert!(err.contains("give all three or none"), "{err}");
+    let err = refused(
+        dir.path(),
+        &[
+            "--cluster-tls-cert",
+            &cert,
+            "--cluster-tls-key",
+            &key,
+            "--cluster-tls-ca",
+            &ca,
+        ],
+    );
+    assert!(err.contains("needs --cluster-listen"), "{err}");
+    // A key where the CA should be: named in the error.
+    let err = refused(
+        dir.path(),
+        &[
+            "--cluster-listen",
+            &listen,
+            "--cluster-tls-cert",
+            &cert,
+            "--cluster-tls-key",
+            &key,
+            "--cluster-tls-ca",
+            &key,
+        ],
+    );
+    assert!(err.contains("n1.key"), "{err}");
+}
