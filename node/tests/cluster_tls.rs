@@ -1,7 +1,7 @@
 //! Cluster TLS over real sockets: nodes with certificates from the cluster
 //! CA (made by `deploy/cluster-tls-certs.sh`, with openssl) form a full
-//! cluster from one seed, and nodes without such a certificate, or without
-//! TLS, are kept out.
+//! cluster from one seed (and again after a node is killed and restarted),
+//! and nodes without such a certificate, or without TLS, are kept out.
 
 mod common;
 
@@ -87,6 +87,21 @@ async fn nodes_with_cluster_certificates_form_a_full_cluster_from_one_seed() {
     assert_eq!(reply["seq"], 2, "{reply}");
     let got = a.expect(|f| f["type"] == "message" && f["seq"] == 2).await;
     assert_eq!(got["body"], "and back");
+
+    // n3 is killed and comes back: it rejoins through n1, and n2 (which
+    // knows it only from n1's heartbeats) dials it again.
+    drop(b);
+    nodes[2].kill().await;
+    wait_members(&nodes[1], 2).await;
+    nodes[2].restart().await;
+    for node in &nodes {
+        wait_members(node, 3).await;
+    }
+    let mut b = Client::connect(&nodes[2], &bob.token).await;
+    let sent = a.send_message(&room_id, "m3", "welcome back").await;
+    assert_eq!(sent["seq"], 3, "{sent}");
+    let got = b.expect(|f| f["type"] == "message" && f["seq"] == 3).await;
+    assert_eq!(got["body"], "welcome back");
 }
 
 #[tokio::test]
