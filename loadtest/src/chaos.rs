@@ -2,6 +2,7 @@
 //! or pause it with SIGSTOP and resume it with SIGCONT.
 
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Why a chaos action failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,45 @@ pub fn signal(pid: u32, signal: &'static str) -> Result<(), ChaosError> {
             String::from_utf8_lossy(&out.stderr).trim().to_string(),
         ))
     }
+}
+
+/// The node a chaos run has stopped with SIGSTOP and not yet continued
+/// (0: none), for [`resume_on_interrupt`].
+static PAUSED: AtomicU32 = AtomicU32::new(0);
+
+/// Records that `pid` is paused (`Some`) or that no node is (`None`).
+pub fn set_paused(pid: Option<u32>) {
+    PAUSED.store(pid.unwrap_or(0), Ordering::SeqCst);
+}
+
+/// Installs, for the rest of the run, a handler of SIGINT and SIGTERM that
+/// continues the paused node (if one is paused at that moment) and then
+/// ends the harness with status 130, so an interrupted run never leaves a
+/// node stopped. (A signal handler cannot be taken back in tokio, so this
+/// is installed once, only by runs that pause a node.)
+pub fn resume_on_interrupt() {
+    tokio::spawn(async {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        let pid = PAUSED.swap(0, Ordering::SeqCst);
+        if pid != 0 {
+            match signal(pid, "CONT") {
+                Ok(()) => eprintln!("interrupted: node {pid} continued (SIGCONT)"),
+                Err(e) => eprintln!("interrupted: {e}; continue it with kill -CONT {pid}"),
+            }
+        }
+        std::process::exit(130);
+    });
 }
 
 /// Runs `cmd` with `sh -c` in the background (output discarded) and returns

@@ -265,6 +265,9 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
     let mut restarted = false;
     // With --pause-for the node is stopped and continued instead of killed.
     let pause = (args.pause_for > 0.0).then(|| secs(args.pause_for));
+    if chaos_stats.is_some() && pause.is_some() {
+        chaos::resume_on_interrupt();
+    }
     let mut resumed = false;
     let mut last_delivered = 0u64;
     let mut last_tick = Instant::now();
@@ -276,6 +279,10 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
             if killed_at.is_none() && t >= args.kill_at {
                 if let Some(pid) = kill_pid {
                     let sig = if pause.is_some() { "STOP" } else { "KILL" };
+                    if pause.is_some() {
+                        // Before the signal, so an interrupt in between still resumes it.
+                        chaos::set_paused(Some(pid));
+                    }
                     match chaos::signal(pid, sig) {
                         Ok(()) => {
                             killed_at = Some(Instant::now());
@@ -289,6 +296,7 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
                             }
                         }
                         Err(e) => {
+                            chaos::set_paused(None);
                             notes.push(e.to_string());
                             killed_at = Some(Instant::now());
                         }
@@ -675,4 +683,6 @@ fn resume(stats: &mut ChaosStats, notes: &mut Vec<String>, run_start: Instant) {
         Ok(()) => stats.resumed_at_s = Some(run_start.elapsed().as_secs_f64()),
         Err(e) => notes.push(e.to_string()),
     }
+    // After the signal, so an interrupt in between still resumes it.
+    chaos::set_paused(None);
 }

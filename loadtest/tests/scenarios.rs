@@ -396,6 +396,63 @@ fn chaos_scenario_pauses_and_resumes_the_node() {
     assert!(out.contains("paused pid"), "{out}");
 }
 
+/// The process state letter of `pid` in /proc (`T`: stopped).
+fn process_state(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
+    // "pid (comm) S ...": the state follows the command's closing parenthesis.
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+        .expect("state in /proc stat")
+}
+
+#[test]
+fn an_interrupted_pause_leaves_the_node_running() {
+    let mut node = Node::start(&scratch("pause-interrupt"));
+    let pid = node.pid();
+    let mut args = CHAOS_TRAFFIC.to_vec();
+    args.extend(["--duration", "30", "--kill-at", "1", "--pause-for", "20"]);
+    let mut harness = Command::new(env!("CARGO_BIN_EXE_parley-loadtest"))
+        .arg("chaos")
+        .args(["--nodes", &node.url(), "--quiet"])
+        .args(["--pids", &pid.to_string()])
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run parley-loadtest");
+    // Wait for the pause (set-up, then one second of traffic).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while process_state(pid) != 'T' {
+        assert!(Instant::now() < deadline, "the node was never paused");
+        assert!(
+            harness.try_wait().expect("wait").is_none(),
+            "the harness ended before pausing"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &harness.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(status.success());
+    let out = harness.wait_with_output().expect("harness exit");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("continued (SIGCONT)"), "{stderr}");
+    assert_ne!(process_state(pid), 'T', "the node was left stopped");
+    assert!(
+        node.child.try_wait().expect("wait").is_none(),
+        "the node runs on"
+    );
+    // And it still serves.
+    let mut s = TcpStream::connect(("127.0.0.1", node.port)).expect("connect");
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: n\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
 #[test]
 fn source_addresses_are_spread_when_asked() {
     let node = Node::start(&scratch("sources"));
