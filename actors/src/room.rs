@@ -357,22 +357,58 @@ impl RoomState {
     /// has gone. A fan-out made while a node was out of the view missed it,
     /// and no later message may come to show the gap; its connections that
     /// wrote less of the room replay the rest from storage.
+    ///
+    /// Receipts broadcast meanwhile were lost the same way, so in a room
+    /// small enough to broadcast receipts, the notice carries every
+    /// member's current watermarks as `receipt` events too (a client keeps
+    /// the highest it has seen, so one it already had changes nothing).
     fn tell_head(&self, nodes: &[Arc<str>]) {
         if self.last_seq == 0 || self.member_ids.is_empty() {
             return;
+        }
+        let mut items = vec![WireItem::Head {
+            room_id: self.room_id.to_string(),
+            seq: self.last_seq,
+        }];
+        if self.receipts_broadcast() {
+            let mut marks: Vec<_> = self
+                .marks
+                .iter()
+                .filter(|(user, m)| m.current.delivered_seq > 0 && self.is_member(user))
+                .collect();
+            marks.sort_by(|a, b| a.0.cmp(b.0));
+            items.extend(
+                marks.into_iter().map(|(user, m)| {
+                    WireItem::Frame(self.receipt_json(user, m.current).to_string())
+                }),
+            );
         }
         self.deps.cluster.send_to(
             nodes,
             &PeerPayload::Deliver {
                 users: self.member_ids.iter().map(|u| u.to_string()).collect(),
-                items: vec![WireItem::Head {
-                    room_id: self.room_id.to_string(),
-                    seq: self.last_seq,
-                }],
+                items,
                 except_user: None,
                 trace: None,
             },
         );
+    }
+
+    /// Whether receipts go to every member (else only to the reader's own
+    /// sessions): rooms up to `receipt_fanout_max_members`.
+    fn receipts_broadcast(&self) -> bool {
+        self.members.len() <= self.deps.config.receipt_fanout_max_members
+    }
+
+    /// The `receipt` event of `user`'s watermarks `w`.
+    fn receipt_json(&self, user: &str, w: Watermarks) -> Arc<str> {
+        let event = ServerEvent::Receipt {
+            room_id: self.room_id.to_string(),
+            user_id: user.to_string(),
+            delivered_seq: w.delivered_seq,
+            read_seq: w.read_seq,
+        };
+        Arc::from(event.to_json())
     }
 
     fn broadcast_frame(&self, event: &ServerEvent, except_user: Option<Arc<str>>) {
@@ -433,7 +469,7 @@ impl RoomState {
 
     /// Broadcasts raised watermarks as receipts and returns those to persist.
     fn take_receipts(&mut self) -> Vec<(String, Watermarks)> {
-        let small = self.members.len() <= self.deps.config.receipt_fanout_max_members;
+        let small = self.receipts_broadcast();
         let mut to_store = Vec::new();
         let mut loud = Vec::new();
         for (user, m) in self.marks.iter_mut() {
@@ -447,13 +483,7 @@ impl RoomState {
             }
         }
         for (user, w) in loud {
-            let event = ServerEvent::Receipt {
-                room_id: self.room_id.to_string(),
-                user_id: user.to_string(),
-                delivered_seq: w.delivered_seq,
-                read_seq: w.read_seq,
-            };
-            let json: Arc<str> = Arc::from(event.to_json());
+            let json = self.receipt_json(&user, w);
             let users = if small {
                 self.member_ids.clone()
             } else {

@@ -445,7 +445,7 @@ async fn a_lost_live_delivery_is_replayed_when_the_next_message_shows_the_gap() 
 /// the room shows the gap: an owner tells a node that (re)joins its view the
 /// head of each of its rooms. Here the node is paused (SIGSTOP) past the
 /// failure timeout, so the owner drops it from its view, and the message is
-/// committed meanwhile.
+/// committed meanwhile. A receipt broadcast meanwhile comes with the notice.
 #[tokio::test]
 async fn a_delivery_lost_while_a_node_was_away_is_replayed_when_it_returns() {
     let dir = data_dir();
@@ -471,6 +471,10 @@ async fn a_delivery_lost_while_a_node_was_away_is_replayed_when_it_returns() {
     // (The room may be moving to the node that is left.)
     let lost = a.send_message_until_sent(&room_id, "two", "two").await;
     assert_eq!(lost["type"], "sent", "{lost}");
+    // Near reads it; that receipt is lost too.
+    a.send(json!({"type": "read", "room_id": room_id, "seq": lost["seq"]}))
+        .await;
+    a.ping_pong("read-sent").await;
 
     // Back again: the owner's head notice shows the reader's connection the
     // gap, and the message is replayed from storage. Nothing else is sent.
@@ -479,6 +483,13 @@ async fn a_delivery_lost_while_a_node_was_away_is_replayed_when_it_returns() {
     assert_eq!(m["seq"], lost["seq"], "the lost message: {m}");
     assert_eq!(m["body"], "two");
     r.expect_none(Duration::from_millis(300), is_message).await;
+    // The notice carried the room's watermarks: near's read reaches the reader.
+    r.expect(|f| {
+        f["type"] == "receipt"
+            && f["user_id"] == near.user_id.as_str()
+            && f["read_seq"] == lost["seq"]
+    })
+    .await;
     let text = nodes[1].metrics_text().await;
     assert!(metric_in(&text, "parley_delivery_gaps_repaired_total") >= 1);
 }
