@@ -11,13 +11,14 @@
 //! transitive mode would dial unencrypted. Membership, failure detection and
 //! placement are built on top of these connections in `parley_actors::cluster`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::Context;
 use ractor::{Actor, ActorRef};
 use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{IncomingEncryptionMode, NodeServer, NodeServerMessage};
+use tokio::net::TcpListener;
 
 use parley_actors::cluster::Cluster;
 
@@ -66,18 +67,48 @@ pub async fn start(
         ),
     };
     let encrypted = matches!(dialer, Dialer::Tls(_));
+    // With TLS, Parley serves the cluster port itself (see
+    // `cluster_tls::accept_loop`); the node server's own listener gets a
+    // free loopback port that no peer is told of.
+    let own_listener = match &dialer {
+        Dialer::Tls(_) => Some(
+            TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding the cluster address {listen}"))?,
+        ),
+        Dialer::Plain => None,
+    };
+    let (port, bind_ip) = match own_listener {
+        Some(_) => (0, IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        None => (listen.port(), listen.ip()),
+    };
     let server = NodeServer::new(
-        listen.port(),
+        port,
         cookie,
         config.node_name(),
         listen.ip().to_string(),
         Some(incoming),
         Some(mode),
     )
-    .with_listen_addr(listen.ip());
+    .with_listen_addr(bind_ip);
     let (server, _) = Actor::spawn(Some("parley.node_server".into()), server, ())
         .await
         .context("starting the cluster node server")?;
+    if let (Some(own), Dialer::Tls(tls)) = (own_listener, &dialer) {
+        // The node server took its listener's port as this node's address;
+        // peers must be told the cluster port (this follows the listener's
+        // notice in the node server's mailbox).
+        server
+            .cast(NodeServerMessage::PortChanged {
+                port: listen.port(),
+            })
+            .context("setting the cluster port")?;
+        tokio::spawn(crate::cluster_tls::accept_loop(
+            own,
+            tls.acceptor.clone(),
+            server.clone(),
+        ));
+    }
     tracing::info!(addr = %listen, tls = encrypted, "cluster node server listening");
     let seeds: Vec<String> = config
         .seeds

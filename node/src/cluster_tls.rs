@@ -10,6 +10,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{ActorRef, ActorStatus};
+use ractor_cluster::{NetworkStream, NodeServerMessage};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -104,6 +110,77 @@ impl ClusterTls {
             connector: TlsConnector::from(Arc::new(client)),
             name,
         })
+    }
+}
+
+/// How long a peer may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many handshakes may be under way at once; connections beyond are
+/// closed at once (a peer dials again within a second).
+const MAX_HANDSHAKES: usize = 64;
+
+/// Accepts cluster connections on `listener`, completes each TLS handshake
+/// in a task of its own (at most [`HANDSHAKE_TIMEOUT`]) and hands the
+/// encrypted stream to the node server, until the node server stops.
+///
+/// ractor_cluster's own TLS listener runs the handshake inline, without a
+/// timeout, so one connection that never sends its hello would stop the
+/// node from accepting any other peer; the node server's listener is
+/// therefore bound to an unused loopback port (see `cluster::start`) and
+/// this loop serves the cluster port.
+pub async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    server: ActorRef<NodeServerMessage>,
+) {
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    loop {
+        let (stream, peer_addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: wait, then go on.
+                tracing::warn!(error = %e, "cluster listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if server.get_status() != ActorStatus::Running {
+            return;
+        }
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            tracing::warn!(peer = %peer_addr, "cluster listener: too many handshakes under way; connection closed");
+            continue;
+        };
+        let (acceptor, server) = (acceptor.clone(), server.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = stream.set_nodelay(true);
+            let Ok(local_addr) = stream.local_addr() else {
+                return;
+            };
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                .await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::warn!(peer = %peer_addr, error = %e, "cluster TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(peer = %peer_addr, "cluster TLS handshake timed out");
+                    return;
+                }
+            };
+            let _ = server.cast(NodeServerMessage::ConnectionOpened {
+                stream: Box::new(NetworkStream::TlsServer {
+                    peer_addr,
+                    local_addr,
+                    stream,
+                }),
+                is_server: true,
+            });
+        });
     }
 }
 

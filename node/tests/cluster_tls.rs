@@ -1,7 +1,9 @@
 //! Cluster TLS over real sockets: nodes with certificates from the cluster
 //! CA (made by `deploy/cluster-tls-certs.sh`, with openssl) form a full
-//! cluster from one seed (and again after a node is killed and restarted),
-//! and nodes without such a certificate, or without TLS, are kept out.
+//! cluster from one seed (while a connection that never says hello sits on
+//! the seed's cluster port, and again after a node is killed and
+//! restarted), and nodes without such a certificate, or without TLS, are
+//! kept out.
 
 mod common;
 
@@ -9,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
+use tokio::net::TcpStream;
 
 /// Makes a CA in `dir` and certificates for `nodes` with the deploy script.
 fn make_certs(dir: &Path, nodes: &[&str]) {
@@ -64,9 +67,15 @@ async fn nodes_with_cluster_certificates_form_a_full_cluster_from_one_seed() {
     // n2 and n3 know only n1: they must find each other through n1's
     // heartbeats and dial each other over TLS.
     let mut nodes = Vec::new();
+    let mut idle = Vec::new();
     for (i, name) in ["n1", "n2", "n3"].iter().enumerate() {
         let flags = tls_flags(certs.path(), name, &ca);
         nodes.push(start(dir.path(), name, ports[i], ports[0], &flags).await);
+        if i == 0 {
+            // A connection that never starts its handshake holds up no one.
+            let addr = format!("127.0.0.1:{}", ports[0]);
+            idle.push(TcpStream::connect(&addr).await.expect("tcp connect"));
+        }
     }
     for node in &nodes {
         wait_members(node, 3).await;
