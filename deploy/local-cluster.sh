@@ -10,8 +10,10 @@
 # Node i (1-based) serves HTTP/WebSocket on 127.0.0.1:$((BASE_HTTP+i-1)) and
 # talks to the others on 127.0.0.1:$((BASE_CLUSTER+i-1)).
 # Environment: PARLEY_DATA_DIR (./data), BASE_HTTP (8080), BASE_CLUSTER (9080),
-# PARLEY_BIN (target/release/parley-node, built if missing), and any other
-# PARLEY_* setting, which every node inherits.
+# PARLEY_BIN (target/release/parley-node, built if missing), CLUSTER_TLS (1:
+# mutual TLS between the nodes, with certificates that
+# deploy/cluster-tls-certs.sh makes once in $PARLEY_DATA_DIR/cluster-tls),
+# and any other PARLEY_* setting, which every node inherits.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -21,7 +23,7 @@ BASE_CLUSTER="${BASE_CLUSTER:-9080}"
 BIN="${PARLEY_BIN:-target/release/parley-node}"
 RUN_DIR="$DATA_DIR/local-cluster"
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 start() {
     local n="${1:-3}"
@@ -36,6 +38,12 @@ start() {
         head -c 32 /dev/urandom | base64 | tr -d '/+=\n' > "$secret_file"
         chmod 600 "$secret_file"
     fi
+    local tls_dir="$DATA_DIR/cluster-tls"
+    if [[ "${CLUSTER_TLS:-0}" == 1 ]]; then
+        for i in $(seq 1 "$n"); do
+            [[ -s "$tls_dir/n$i.pem" ]] || bash deploy/cluster-tls-certs.sh "$tls_dir" "n$i" >/dev/null
+        done
+    fi
     local seeds=""
     for i in $(seq 1 "$n"); do
         seeds+="${seeds:+,}127.0.0.1:$((BASE_CLUSTER + i - 1))"
@@ -46,12 +54,18 @@ start() {
             echo "n$i already running (pid $(cat "$pidfile"))"
             continue
         fi
+        local tls=()
+        if [[ "${CLUSTER_TLS:-0}" == 1 ]]; then
+            tls=(--cluster-tls-cert "$tls_dir/n$i.pem" --cluster-tls-key "$tls_dir/n$i.key"
+                 --cluster-tls-ca "$tls_dir/ca.pem")
+        fi
         PARLEY_CLUSTER_SECRET="$(cat "$secret_file")" "$BIN" \
             --listen "127.0.0.1:$((BASE_HTTP + i - 1))" \
             --data-dir "$DATA_DIR" \
             --node-name "n$i" \
             --cluster-listen "127.0.0.1:$((BASE_CLUSTER + i - 1))" \
             --seeds "$seeds" \
+            "${tls[@]}" \
             >"$RUN_DIR/n$i.log" 2>&1 &
         echo $! > "$pidfile"
         echo "n$i: pid $!, http://127.0.0.1:$((BASE_HTTP + i - 1)), log $RUN_DIR/n$i.log"
