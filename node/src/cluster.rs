@@ -67,6 +67,7 @@ pub async fn start(
         ),
     };
     let encrypted = matches!(dialer, Dialer::Tls(_));
+    let handshake_timeout = Duration::from_millis(config.cluster_handshake_timeout_ms.max(100));
     // With TLS, Parley serves the cluster port itself (see
     // `cluster_tls::accept_loop`); the node server's own listener gets a
     // free loopback port that no peer is told of.
@@ -94,6 +95,7 @@ pub async fn start(
     let (server, _) = Actor::spawn(Some("parley.node_server".into()), server, ())
         .await
         .context("starting the cluster node server")?;
+    crate::cluster_guard::install(&server, handshake_timeout)?;
     if let (Some(own), Dialer::Tls(tls)) = (own_listener, &dialer) {
         // The node server took its listener's port as this node's address;
         // peers must be told the cluster port (this follows the listener's
@@ -107,6 +109,7 @@ pub async fn start(
             own,
             tls.acceptor.clone(),
             server.clone(),
+            handshake_timeout,
         ));
     }
     tracing::info!(addr = %listen, tls = encrypted, "cluster node server listening");

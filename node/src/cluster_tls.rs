@@ -113,15 +113,12 @@ impl ClusterTls {
     }
 }
 
-/// How long a peer may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How many handshakes may be under way at once; connections beyond are
 /// closed at once (a peer dials again within a second).
 const MAX_HANDSHAKES: usize = 64;
 
 /// Accepts cluster connections on `listener`, completes each TLS handshake
-/// in a task of its own (at most [`HANDSHAKE_TIMEOUT`]) and hands the
+/// in a task of its own (at most `handshake_timeout`) and hands the
 /// encrypted stream to the node server, until the node server stops.
 ///
 /// ractor_cluster's own TLS listener runs the handshake inline, without a
@@ -133,6 +130,7 @@ pub async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     server: ActorRef<NodeServerMessage>,
+    handshake_timeout: Duration,
 ) {
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     loop {
@@ -159,7 +157,7 @@ pub async fn accept_loop(
             let Ok(local_addr) = stream.local_addr() else {
                 return;
             };
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
                 .await
             {
                 Ok(Ok(stream)) => stream,

@@ -126,6 +126,14 @@ pub struct Config {
         default_value = "parley-cluster"
     )]
     pub cluster_tls_name: String,
+    /// A connection to the cluster port must finish its TLS handshake and
+    /// authenticate within this long, milliseconds; else it is closed.
+    #[arg(
+        long,
+        env = "PARLEY_CLUSTER_HANDSHAKE_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub cluster_handshake_timeout_ms: u64,
     /// Heartbeat interval between nodes, milliseconds.
     #[arg(long, env = "PARLEY_CLUSTER_HEARTBEAT_MS", default_value_t = 300)]
     pub cluster_heartbeat_ms: u64,

@@ -8,6 +8,7 @@ mod api;
 mod auth;
 mod client_ip;
 mod cluster;
+mod cluster_guard;
 mod cluster_tls;
 mod config;
 mod gateway;

@@ -1,4 +1,5 @@
-//! Cluster TLS over real sockets: nodes with certificates from the cluster
+//! The cluster port over real sockets: connections that never authenticate
+//! are closed, with or without TLS. Cluster TLS: nodes with certificates from the cluster
 //! CA (made by `deploy/cluster-tls-certs.sh`, with openssl) form a full
 //! cluster from one seed (while a connection that never says hello sits on
 //! the seed's cluster port, and again after a node is killed and
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 /// Makes a CA in `dir` and certificates for `nodes` with the deploy script.
@@ -232,4 +234,46 @@ async fn incomplete_or_unreadable_tls_settings_stop_the_node_with_a_clear_error(
         ],
     );
     assert!(err.contains("n1.key"), "{err}");
+}
+
+/// Whether `s` is closed by the node within `wait` (EOF or reset).
+async fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(wait, s.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test]
+async fn a_silent_connection_to_the_cluster_port_is_closed_with_or_without_tls() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    make_certs(certs.path(), &["n1", "n2"]);
+    let ca = certs.path().join("ca.pem");
+    for tls in [false, true] {
+        let dir = data_dir();
+        let flags = |name: &str| {
+            let mut f: Vec<String> = vec!["--cluster-handshake-timeout-ms".into(), "1000".into()];
+            if tls {
+                f.extend(tls_flags(certs.path(), name, &ca));
+            } else {
+                f.extend(["--cluster-join-grace-ms".into(), "500".into()]);
+            }
+            f
+        };
+        let port = free_port();
+        let n1 = start(dir.path(), "n1", port, port, &flags("n1")).await;
+        // Connects and never says a word (no TLS hello, no cookie handshake).
+        let mut silent = TcpStream::connect(format!("127.0.0.1:{port}"))
+            .await
+            .expect("tcp connect");
+        assert!(
+            closed_within(&mut silent, Duration::from_secs(8)).await,
+            "a silent connection was kept open (tls: {tls})"
+        );
+        // Real peers still join.
+        let n2 = start(dir.path(), "n2", free_port(), port, &flags("n2")).await;
+        wait_members(&n2, 2).await;
+        wait_members(&n1, 2).await;
+    }
 }
