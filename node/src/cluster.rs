@@ -41,17 +41,7 @@ pub async fn start(
         }
         return Ok(None);
     };
-    let cookie = match config.cluster_secret.as_deref().filter(|s| !s.is_empty()) {
-        Some(s) if s.len() >= 16 => s.to_string(),
-        Some(_) => anyhow::bail!("--cluster-secret must be at least 16 characters"),
-        None if config.cluster_insecure_dev => {
-            tracing::warn!("clustering with the insecure development cookie (--cluster-insecure-dev)");
-            DEV_COOKIE.to_string()
-        }
-        None => anyhow::bail!(
-            "--cluster-listen needs --cluster-secret (or --cluster-insecure-dev for local development)"
-        ),
-    };
+    let cookie = cookie(config)?;
     // ractor_cluster's transitive mode dials the peers' peers over plain
     // TCP, so with TLS the node dials them itself (see `join`).
     let (incoming, mode, dialer) = match tls {
@@ -121,6 +111,22 @@ pub async fn start(
         .collect();
     tokio::spawn(join(server.clone(), seeds, dialer, cluster.clone()));
     Ok(Some(server))
+}
+
+/// The shared cookie peers authenticate with: `--cluster-secret`, or the
+/// development cookie with `--cluster-insecure-dev`.
+fn cookie(config: &Config) -> anyhow::Result<String> {
+    match config.cluster_secret.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) if s.len() >= 16 => Ok(s.to_string()),
+        Some(_) => anyhow::bail!("--cluster-secret must be at least 16 characters"),
+        None if config.cluster_insecure_dev => {
+            tracing::warn!("clustering with the insecure development cookie (--cluster-insecure-dev)");
+            Ok(DEV_COOKIE.to_string())
+        }
+        None => anyhow::bail!(
+            "--cluster-listen needs --cluster-secret (or --cluster-insecure-dev for local development)"
+        ),
+    }
 }
 
 /// How this node opens connections to peers.
