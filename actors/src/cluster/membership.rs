@@ -459,8 +459,12 @@ impl Actor for ClusterActor {
         match msg {
             ClusterMsg::Tick => {
                 state.discover();
-                state.broadcast_heartbeat();
+                // The view first, then the heartbeat that reports it: a
+                // peer dropped in this tick must hear that it was left out
+                // (it may be a paused node about to resume, which then
+                // reloads its rooms) even if it is back before the next tick.
                 state.publish();
+                state.broadcast_heartbeat();
                 state
                     .pending
                     .retain(|_, (t, _)| t.elapsed() < REQUEST_TIMEOUT);
