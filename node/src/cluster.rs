@@ -28,46 +28,79 @@ use crate::config::Config;
 /// Development cookie used only with `--cluster-insecure-dev`.
 const DEV_COOKIE: &str = "parley-insecure-dev-cookie";
 
-/// Starts the node server when `--cluster-listen` is set and keeps joining
-/// the seeds (and, with cluster TLS, every node the peers know).
+/// A node's cluster settings, checked before anything starts (a bad
+/// secret or an unreadable certificate stops the node before it opens its
+/// store).
+pub struct ClusterPlan {
+    listen: SocketAddr,
+    cookie: String,
+    node_name: String,
+    /// Seeds other than this node's own address.
+    seeds: Vec<String>,
+    dialer: Dialer,
+    handshake_timeout: Duration,
+}
+
+impl ClusterPlan {
+    /// The plan of `config`; `None` without `--cluster-listen`.
+    pub fn from_config(config: &Config) -> anyhow::Result<Option<ClusterPlan>> {
+        let tls = ClusterTls::from_config(config)?;
+        let Some(listen) = config.cluster_listen else {
+            if !config.seeds.is_empty() {
+                tracing::warn!("--seeds given without --cluster-listen; running single-node");
+            }
+            return Ok(None);
+        };
+        Ok(Some(ClusterPlan {
+            listen,
+            cookie: cookie(config)?,
+            node_name: config.node_name(),
+            seeds: config
+                .seeds
+                .iter()
+                .filter(|s| s.parse::<SocketAddr>().ok() != Some(listen))
+                .cloned()
+                .collect(),
+            dialer: tls.map_or(Dialer::Plain, Dialer::Tls),
+            handshake_timeout: Duration::from_millis(config.cluster_handshake_timeout_ms.max(100)),
+        }))
+    }
+}
+
+/// Starts the node server and keeps joining the seeds (and, with cluster
+/// TLS, every node the peers know).
 pub async fn start(
-    config: &Config,
+    plan: ClusterPlan,
     cluster: &Cluster,
-) -> anyhow::Result<Option<ActorRef<NodeServerMessage>>> {
-    let tls = ClusterTls::from_config(config)?;
-    let Some(listen) = config.cluster_listen else {
-        if !config.seeds.is_empty() {
-            tracing::warn!("--seeds given without --cluster-listen; running single-node");
-        }
-        return Ok(None);
-    };
-    let cookie = cookie(config)?;
+) -> anyhow::Result<ActorRef<NodeServerMessage>> {
+    let ClusterPlan {
+        listen,
+        cookie,
+        node_name,
+        seeds,
+        dialer,
+        handshake_timeout,
+    } = plan;
     // ractor_cluster's transitive mode dials the peers' peers over plain
-    // TCP, so with TLS the node dials them itself (see `join`).
-    let (incoming, mode, dialer) = match tls {
-        Some(tls) => (
-            IncomingEncryptionMode::Tls(tls.acceptor.clone()),
-            NodeConnectionMode::Isolated,
-            Dialer::Tls(tls),
-        ),
-        None => (
-            IncomingEncryptionMode::Raw,
-            NodeConnectionMode::Transitive,
-            Dialer::Plain,
-        ),
-    };
-    let encrypted = matches!(dialer, Dialer::Tls(_));
-    let handshake_timeout = Duration::from_millis(config.cluster_handshake_timeout_ms.max(100));
-    // With TLS, Parley serves the cluster port itself (see
+    // TCP, so with TLS the node dials them itself (see `join`). With TLS,
+    // Parley also serves the cluster port itself (see
     // `cluster_tls::accept_loop`); the node server's own listener gets a
     // free loopback port that no peer is told of.
-    let own_listener = match &dialer {
-        Dialer::Tls(_) => Some(
-            TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("binding the cluster address {listen}"))?,
+    let (incoming, mode, own_listener) = match &dialer {
+        Dialer::Tls(tls) => (
+            IncomingEncryptionMode::Tls(tls.acceptor.clone()),
+            NodeConnectionMode::Isolated,
+            Some(
+                TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("binding the cluster address {listen}"))?,
+            ),
         ),
-        Dialer::Plain => None,
+        Dialer::Plain => (
+            IncomingEncryptionMode::Raw,
+            NodeConnectionMode::Transitive,
+            None,
+        ),
     };
     let (port, bind_ip) = match own_listener {
         Some(_) => (0, IpAddr::V4(Ipv4Addr::LOCALHOST)),
@@ -76,7 +109,7 @@ pub async fn start(
     let server = NodeServer::new(
         port,
         cookie,
-        config.node_name(),
+        node_name,
         listen.ip().to_string(),
         Some(incoming),
         Some(mode),
@@ -102,15 +135,9 @@ pub async fn start(
             handshake_timeout,
         ));
     }
-    tracing::info!(addr = %listen, tls = encrypted, "cluster node server listening");
-    let seeds: Vec<String> = config
-        .seeds
-        .iter()
-        .filter(|s| s.parse::<SocketAddr>().ok() != Some(listen))
-        .cloned()
-        .collect();
+    tracing::info!(addr = %listen, tls = dialer.is_tls(), "cluster node server listening");
     tokio::spawn(join(server.clone(), seeds, dialer, cluster.clone()));
-    Ok(Some(server))
+    Ok(server)
 }
 
 /// The shared cookie peers authenticate with: `--cluster-secret`, or the
@@ -138,22 +165,34 @@ enum Dialer {
 }
 
 impl Dialer {
-    async fn dial(
-        &self,
-        server: &ActorRef<NodeServerMessage>,
-        addr: &str,
-    ) -> Result<(), ractor_cluster::ClientConnectErr> {
-        match self {
-            Dialer::Plain => ractor_cluster::client_connect(server, addr).await,
-            Dialer::Tls(tls) => {
-                ractor_cluster::client_connect_enc(
-                    server,
-                    addr,
-                    tls.connector.clone(),
-                    tls.name.clone(),
-                )
-                .await
+    /// Whether connections are TLS. Such a node also dials the addresses
+    /// its peers announce (ractor_cluster's transitive dialling is plain TCP).
+    fn is_tls(&self) -> bool {
+        matches!(self, Dialer::Tls(_))
+    }
+
+    /// One connection attempt to `target`, for at most 2 s.
+    async fn dial(&self, server: &ActorRef<NodeServerMessage>, target: &str) {
+        let attempt = async {
+            match self {
+                Dialer::Plain => ractor_cluster::client_connect(server, target).await,
+                Dialer::Tls(tls) => {
+                    ractor_cluster::client_connect_enc(
+                        server,
+                        target,
+                        tls.connector.clone(),
+                        tls.name.clone(),
+                    )
+                    .await
+                }
             }
+        };
+        match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            Ok(Ok(())) => tracing::info!(peer = %target, "connected to cluster peer"),
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %target, error = %e, "cluster peer not reachable yet")
+            }
+            Err(_) => tracing::debug!(peer = %target, "cluster peer connection timed out"),
         }
     }
 }
@@ -166,7 +205,7 @@ async fn join(
     dialer: Dialer,
     cluster: Cluster,
 ) {
-    let discover = matches!(dialer, Dialer::Tls(_));
+    let discover = dialer.is_tls();
     if seeds.is_empty() && !discover {
         return;
     }
@@ -198,18 +237,9 @@ async fn join(
             {
                 continue;
             }
-            dials.push(dial(&server, &dialer, target));
+            dials.push(dialer.dial(&server, target));
         }
         futures_util::future::join_all(dials).await;
-    }
-}
-
-/// One connection attempt, for at most 2 s.
-async fn dial(server: &ActorRef<NodeServerMessage>, dialer: &Dialer, target: &str) {
-    match tokio::time::timeout(Duration::from_secs(2), dialer.dial(server, target)).await {
-        Ok(Ok(())) => tracing::info!(peer = %target, "connected to cluster peer"),
-        Ok(Err(e)) => tracing::debug!(peer = %target, error = %e, "cluster peer not reachable yet"),
-        Err(_) => tracing::debug!(peer = %target, "cluster peer connection timed out"),
     }
 }
 

@@ -53,6 +53,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 /// Runs a node until SIGTERM or SIGINT, then drains it. Socket writers
 /// run on `writers` (see `gateway`).
 pub async fn run(config: Config, writers: tokio::runtime::Handle) -> anyhow::Result<()> {
+    let cluster_plan = crate::cluster::ClusterPlan::from_config(&config)?;
     let store = open_store(&config).await?;
     let secret = secret::load_or_generate(config.jwt_secret.as_deref(), &config.data_dir)?;
     let node_name: Arc<str> = Arc::from(config.node_name());
@@ -63,7 +64,10 @@ pub async fn run(config: Config, writers: tokio::runtime::Handle) -> anyhow::Res
     )
     .await
     .context("starting the actor system")?;
-    let node_server = crate::cluster::start(&config, system.cluster()).await?;
+    let node_server = match cluster_plan {
+        Some(plan) => Some(crate::cluster::start(plan, system.cluster()).await?),
+        None => None,
+    };
     let limits = Arc::new(Limits {
         login_ip: KeyedLimit::per_minute(config.login_rate_per_ip),
         login_user: KeyedLimit::per_minute(config.login_rate_per_user),

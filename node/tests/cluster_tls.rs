@@ -176,7 +176,8 @@ async fn a_node_without_a_certificate_from_the_cluster_ca_is_kept_out() {
 }
 
 /// Runs `parley-node` with `args` to its exit and returns its stderr;
-/// panics when it started (it must refuse these settings).
+/// panics when it started (it must refuse these settings), or when it
+/// opened its store first (settings are checked before anything starts).
 fn refused(dir: &Path, args: &[&str]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_parley-node"))
         .args([
@@ -191,6 +192,10 @@ fn refused(dir: &Path, args: &[&str]) -> String {
         .output()
         .expect("run parley-node");
     assert!(!out.status.success(), "the node started with {args:?}");
+    assert!(
+        !dir.join("parley.db").exists(),
+        "the store was opened before {args:?} were refused"
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -202,38 +207,37 @@ async fn incomplete_or_unreadable_tls_settings_stop_the_node_with_a_clear_error(
     let file = |f: &str| certs.path().join(f).display().to_string();
     let listen = format!("127.0.0.1:{}", free_port());
     let (cert, key, ca) = (file("n1.pem"), file("n1.key"), file("ca.pem"));
-    let err = refused(
-        dir.path(),
-        &["--cluster-listen", &listen, "--cluster-tls-cert", &cert],
-    );
-    assert!(err.contains("give all three or none"), "{err}");
-    let err = refused(
-        dir.path(),
-        &[
-            "--cluster-tls-cert",
-            &cert,
-            "--cluster-tls-key",
-            &key,
-            "--cluster-tls-ca",
-            &ca,
-        ],
-    );
-    assert!(err.contains("needs --cluster-listen"), "{err}");
-    // A key where the CA should be: named in the error.
-    let err = refused(
-        dir.path(),
-        &[
-            "--cluster-listen",
-            &listen,
-            "--cluster-tls-cert",
-            &cert,
-            "--cluster-tls-key",
-            &key,
-            "--cluster-tls-ca",
-            &key,
-        ],
-    );
-    assert!(err.contains("n1.key"), "{err}");
+    let tls = |ca: &str| {
+        vec![
+            "--cluster-tls-cert".to_string(),
+            cert.clone(),
+            "--cluster-tls-key".into(),
+            key.clone(),
+            "--cluster-tls-ca".into(),
+            ca.to_string(),
+        ]
+    };
+    // (clustered, TLS flags, what the error must say)
+    let cases = [
+        // One file of three.
+        (
+            true,
+            vec!["--cluster-tls-cert".to_string(), cert.clone()],
+            "give all three or none",
+        ),
+        // TLS for a node that does not cluster.
+        (false, tls(&ca), "needs --cluster-listen"),
+        // A key where the CA should be: the file is named.
+        (true, tls(&key), "n1.key"),
+    ];
+    for (clustered, flags, expected) in cases {
+        let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+        if clustered {
+            args.extend(["--cluster-listen", listen.as_str()]);
+        }
+        let err = refused(dir.path(), &args);
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
 }
 
 /// Whether `s` is closed by the node within `wait` (EOF or reset).
