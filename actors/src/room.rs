@@ -378,9 +378,9 @@ impl RoomState {
                 .collect();
             marks.sort_by(|a, b| a.0.cmp(b.0));
             items.extend(
-                marks.into_iter().map(|(user, m)| {
-                    WireItem::Frame(self.receipt_json(user, m.current).to_string())
-                }),
+                marks
+                    .into_iter()
+                    .map(|(user, m)| WireItem::Frame(self.receipt_json(user, m.current))),
             );
         }
         self.deps.cluster.send_to(
@@ -401,14 +401,14 @@ impl RoomState {
     }
 
     /// The `receipt` event of `user`'s watermarks `w`.
-    fn receipt_json(&self, user: &str, w: Watermarks) -> Arc<str> {
-        let event = ServerEvent::Receipt {
+    fn receipt_json(&self, user: &str, w: Watermarks) -> String {
+        ServerEvent::Receipt {
             room_id: self.room_id.to_string(),
             user_id: user.to_string(),
             delivered_seq: w.delivered_seq,
             read_seq: w.read_seq,
-        };
-        Arc::from(event.to_json())
+        }
+        .to_json()
     }
 
     fn broadcast_frame(&self, event: &ServerEvent, except_user: Option<Arc<str>>) {
@@ -483,7 +483,7 @@ impl RoomState {
             }
         }
         for (user, w) in loud {
-            let json = self.receipt_json(&user, w);
+            let json: Arc<str> = Arc::from(self.receipt_json(&user, w));
             let users = if small {
                 self.member_ids.clone()
             } else {
