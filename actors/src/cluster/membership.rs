@@ -414,6 +414,20 @@ impl ClusterState {
         }
     }
 
+    /// Finds peers, re-evaluates the view, heartbeats, and forgets
+    /// requests that timed out.
+    fn tick(&mut self) {
+        self.discover();
+        // The view first, then the heartbeat that reports it: a peer
+        // dropped in this tick must hear that it was left out (it may be a
+        // paused node about to resume, which then reloads its rooms) even
+        // if it is back before the next tick.
+        self.publish();
+        self.broadcast_heartbeat();
+        self.pending
+            .retain(|_, (t, _)| t.elapsed() < REQUEST_TIMEOUT);
+    }
+
     fn broadcast_heartbeat(&self) {
         let Some(wire) = encode(&PeerPayload::Heartbeat(self.heartbeat())) else {
             return;
@@ -457,18 +471,7 @@ impl Actor for ClusterActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ClusterMsg::Tick => {
-                state.discover();
-                // The view first, then the heartbeat that reports it: a
-                // peer dropped in this tick must hear that it was left out
-                // (it may be a paused node about to resume, which then
-                // reloads its rooms) even if it is back before the next tick.
-                state.publish();
-                state.broadcast_heartbeat();
-                state
-                    .pending
-                    .retain(|_, (t, _)| t.elapsed() < REQUEST_TIMEOUT);
-            }
+            ClusterMsg::Tick => state.tick(),
             ClusterMsg::Heartbeat(hb) => {
                 let name: Arc<str> = Arc::from(hb.node.as_str());
                 if *name != *state.me() {
@@ -787,5 +790,76 @@ mod tests {
         // Once n2 stops hearing n3, n3's address is gone here too.
         s.heard(heartbeat("n2", &["n1"]));
         assert_eq!(s.known_addrs().into_iter().collect::<Vec<_>>(), ["n2:9000"]);
+    }
+
+    /// A peer inbox that keeps the heartbeats it is sent.
+    struct Recorder;
+
+    impl Actor for Recorder {
+        type Msg = super::super::wire::PeerWire;
+        type State = Arc<std::sync::Mutex<Vec<Heartbeat>>>;
+        type Arguments = Arc<std::sync::Mutex<Vec<Heartbeat>>>;
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<Self::Msg>,
+            got: Self::Arguments,
+        ) -> Result<Self::State, ActorProcessingErr> {
+            Ok(got)
+        }
+
+        async fn handle(
+            &self,
+            _myself: ActorRef<Self::Msg>,
+            msg: Self::Msg,
+            got: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            if let Ok(PeerPayload::Heartbeat(hb)) = super::super::wire::decode(&msg) {
+                got.lock().unwrap().push(hb);
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tick_that_drops_a_silent_peer_sends_it_a_heartbeat_without_it() {
+        let peer = "tick-test-peer";
+        let mut s = state("n1");
+        s.config.failure_timeout = Duration::from_millis(200);
+        let got = Arc::default();
+        let (inbox, _) = Actor::spawn(None, Recorder, Arc::clone(&got))
+            .await
+            .unwrap();
+        let group = format!("{NODE_GROUP_PREFIX}{peer}");
+        ractor::pg::join(group.clone(), vec![inbox.get_cell()]);
+        s.discover();
+        s.heard(Heartbeat {
+            node: peer.into(),
+            http_addr: String::new(),
+            sessions: 0,
+            rooms: 0,
+            leaving: false,
+            members: vec!["n1".into(), peer.into()],
+            cluster_addr: None,
+            peer_addrs: Vec::new(),
+            settled: true,
+        });
+        s.publish();
+        assert!(s.view.borrow().members.iter().any(|m| &**m == peer));
+        // The peer falls silent (paused); the next tick drops it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.tick();
+        assert!(!s.view.borrow().members.iter().any(|m| &**m == peer));
+        // The heartbeat of that same tick already leaves it out, so it
+        // learns it was dropped even if it is back before the next tick.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let last = got.lock().unwrap().last().cloned().expect("a heartbeat");
+        assert!(
+            !last.members.iter().any(|m| m == peer),
+            "{:?}",
+            last.members
+        );
+        ractor::pg::leave(group, vec![inbox.get_cell()]);
+        inbox.stop(None);
     }
 }
