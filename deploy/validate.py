@@ -436,25 +436,29 @@ def check_env(truth: Truth, env: dict[str, str], where: str, rep: Report, rel_: 
                + (f", plus {sorted(k for k in env if not k.startswith('PARLEY_'))}" if len(names) != len(env) else ""))
 
 
-def cluster_listen_ok(value: str | None, where: str, rep: Report, rel_: str, expect_ip: str | None = None) -> None:
+def cluster_listen_ok(value: str | None, where: str, rep: Report, rel_: str, expect_ip: str | None = None,
+                      advertise: str | None = None) -> None:
+    """The address a node announces to its peers (--cluster-advertise, else
+    the IP of --cluster-listen) must be one its peers can reach it at."""
     if not value:
         return
     hp = parse_hostport(value)
     if hp is None:
         return
-    host = hp[0]
-    if "$" in host:
-        rep.ok(f"{where}: cluster address {value} is filled in at run time")
+    announced = advertise or hp[0]
+    what = f"--cluster-advertise {advertise}" if advertise else f"--cluster-listen {value}"
+    if "$" in announced:
+        rep.ok(f"{where}: cluster address ({what}) is filled in at run time")
         return
-    if is_ip(host) and ipaddress.ip_address(host).is_unspecified:
-        rep.problem(rel_, f"{where}: --cluster-listen {value} is an unspecified address; the node announces "
-                          "this IP to its peers (ractor_cluster connection string), so every node would look "
-                          "like 'self' to the others and none would join. Use the node's own IP.")
+    if is_ip(announced) and ipaddress.ip_address(announced).is_unspecified:
+        rep.problem(rel_, f"{where}: {what} is an unspecified address; the node announces this IP to its "
+                          "peers (ractor_cluster connection string) and refuses to start with it. Listen on "
+                          "the node's own IP, or give --cluster-advertise IP.")
         return
-    if expect_ip and host != expect_ip:
-        rep.problem(rel_, f"{where}: --cluster-listen {value} is not this container's address {expect_ip}")
+    if expect_ip and announced != expect_ip:
+        rep.problem(rel_, f"{where}: {what} is not this container's address {expect_ip}")
         return
-    rep.ok(f"{where}: cluster address {value} is a specific IP")
+    rep.ok(f"{where}: cluster address ({what}) is a specific IP")
 
 
 # --------------------------------------------------------------------------- compose
@@ -766,7 +770,8 @@ def check_compose(root: Path, path: Path, truth: Truth, dockerfile: Dockerfile, 
         for name, p in parley.items():
             ips = [ip for ip in services[name].get("_ips", []) if ip]
             cl = p["eff"].get("cluster-listen")
-            cluster_listen_ok(cl, f"{r} {name}", rep, r, ips[0] if ips else None)
+            cluster_listen_ok(cl, f"{r} {name}", rep, r, ips[0] if ips else None,
+                              p["eff"].get("cluster-advertise"))
             if cl:
                 listens[cl] = name
                 secret = p["eff"].get("cluster-secret")
@@ -1292,7 +1297,7 @@ def check_k8s(root: Path, kdir: Path, truth: Truth, dockerfile: Dockerfile, rep:
                       f"{where}: listen {setting('listen')} does not match containerPort http {ports.get('http')} "
                       "or is loopback")
             cl = setting("cluster-listen")
-            cluster_listen_ok(cl, where, rep, "")
+            cluster_listen_ok(cl, where, rep, "", advertise=setting("cluster-advertise"))
             clp = parse_hostport(cl or "")
             rep.check(bool(clp) and ports.get("cluster") == clp[1], f"{where}: cluster port {clp[1] if clp else '?'} = containerPort cluster",
                       f"{where}: --cluster-listen {cl} does not match containerPort cluster {ports.get('cluster')}")

@@ -33,6 +33,8 @@ const DEV_COOKIE: &str = "parley-insecure-dev-cookie";
 /// store).
 pub struct ClusterPlan {
     listen: SocketAddr,
+    /// The address peers are told to reach this node at.
+    advertised: SocketAddr,
     cookie: String,
     node_name: String,
     /// Seeds other than this node's own address.
@@ -45,20 +47,35 @@ impl ClusterPlan {
     /// The plan of `config`; `None` without `--cluster-listen`.
     pub fn from_config(config: &Config) -> anyhow::Result<Option<ClusterPlan>> {
         let tls = ClusterTls::from_config(config)?;
-        let Some(listen) = config.cluster_listen else {
+        let (Some(listen), Some(advertised)) = (config.cluster_listen, config.cluster_address())
+        else {
+            if config.cluster_advertise.is_some() {
+                anyhow::bail!("--cluster-advertise needs --cluster-listen");
+            }
             if !config.seeds.is_empty() {
                 tracing::warn!("--seeds given without --cluster-listen; running single-node");
             }
             return Ok(None);
         };
+        if advertised.ip().is_unspecified() {
+            anyhow::bail!(
+                "the cluster address {advertised} names no host: peers would dial \
+                 themselves. --cluster-listen {listen} binds every interface, so give \
+                 --cluster-advertise IP, the address peers reach this node at"
+            );
+        }
         Ok(Some(ClusterPlan {
             listen,
+            advertised,
             cookie: cookie(config)?,
             node_name: config.node_name(),
             seeds: config
                 .seeds
                 .iter()
-                .filter(|s| s.parse::<SocketAddr>().ok() != Some(listen))
+                .filter(|s| {
+                    let addr = s.parse::<SocketAddr>().ok();
+                    addr != Some(listen) && addr != Some(advertised)
+                })
                 .cloned()
                 .collect(),
             dialer: tls.map_or(Dialer::Plain, Dialer::Tls),
@@ -75,6 +92,7 @@ pub async fn start(
 ) -> anyhow::Result<ActorRef<NodeServerMessage>> {
     let ClusterPlan {
         listen,
+        advertised,
         cookie,
         node_name,
         seeds,
@@ -110,7 +128,7 @@ pub async fn start(
         port,
         cookie,
         node_name,
-        listen.ip().to_string(),
+        advertised.ip().to_string(),
         Some(incoming),
         Some(mode),
     )
@@ -135,8 +153,19 @@ pub async fn start(
             handshake_timeout,
         ));
     }
-    tracing::info!(addr = %listen, tls = dialer.is_tls(), "cluster node server listening");
-    tokio::spawn(join(server.clone(), seeds, dialer, cluster.clone()));
+    tracing::info!(
+        addr = %listen,
+        advertised = %advertised,
+        tls = dialer.is_tls(),
+        "cluster node server listening"
+    );
+    tokio::spawn(join(
+        server.clone(),
+        advertised,
+        seeds,
+        dialer,
+        cluster.clone(),
+    ));
     Ok(server)
 }
 
@@ -198,9 +227,11 @@ impl Dialer {
 }
 
 /// Every second, dials the seeds that have no open session, and with TLS
-/// also the nodes the peers announce that have none.
+/// also the nodes the peers announce that have none. A seed that names
+/// this node itself (`own`, e.g. a StatefulSet's own DNS name) is skipped.
 async fn join(
     server: ActorRef<NodeServerMessage>,
+    own: SocketAddr,
     seeds: Vec<String>,
     dialer: Dialer,
     cluster: Cluster,
@@ -216,31 +247,41 @@ async fn join(
             Ok(s) => s,
             Err(_) => return, // node server stopped: shutting down
         };
-        let mut targets = seeds.clone();
+        let mut names = seeds.clone();
         if discover {
-            for addr in cluster.addresses().await {
-                if !targets.contains(&addr) {
-                    targets.push(addr);
+            names.extend(cluster.addresses().await);
+        }
+        // Dial each target not connected in either direction (we dialled
+        // it, or it dialled us).
+        let targets: Vec<String> = resolve_targets(&names, own)
+            .await
+            .iter()
+            .map(SocketAddr::to_string)
+            .filter(|t| !connected_to(&sessions, t))
+            .collect();
+        futures_util::future::join_all(targets.iter().map(|t| dialer.dial(&server, t))).await;
+    }
+}
+
+/// The addresses `names` resolve to, each once, without `own` and in
+/// `own`'s address family. A seed may be a DNS name of one node (a
+/// StatefulSet pod, possibly this one) or of many (a headless Service): every
+/// node it names is a target. Names that do not resolve yet are skipped.
+async fn resolve_targets(names: &[String], own: SocketAddr) -> Vec<SocketAddr> {
+    let mut targets = Vec::new();
+    for name in names {
+        match tokio::net::lookup_host(name.as_str()).await {
+            Ok(addrs) => {
+                for addr in addrs {
+                    if addr != own && addr.is_ipv4() == own.is_ipv4() && !targets.contains(&addr) {
+                        targets.push(addr);
+                    }
                 }
             }
+            Err(e) => tracing::debug!(seed = %name, error = %e, "cluster seed does not resolve"),
         }
-        let mut dials = Vec::new();
-        for target in &targets {
-            // Connected in either direction (we dialled it, or it dialled us)?
-            // Seeds may be names (e.g. Kubernetes DNS): compare their addresses.
-            let resolved: Vec<String> = match tokio::net::lookup_host(target.as_str()).await {
-                Ok(addrs) => addrs.map(|a| a.to_string()).collect(),
-                Err(_) => Vec::new(),
-            };
-            if connected_to(&sessions, target)
-                || resolved.iter().any(|a| connected_to(&sessions, a))
-            {
-                continue;
-            }
-            dials.push(dialer.dial(&server, target));
-        }
-        futures_util::future::join_all(dials).await;
     }
+    targets
 }
 
 fn connected_to(

@@ -4,7 +4,7 @@
 //! named by `--config` (keys are the flag names, e.g. `listen = "..."` or
 //! `data-dir = "..."`), then the built-in default.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -97,6 +97,11 @@ pub struct Config {
     /// Cluster (ractor_cluster) address, `host:port`; no clustering when absent.
     #[arg(long, env = "PARLEY_CLUSTER_LISTEN")]
     pub cluster_listen: Option<SocketAddr>,
+    /// The IP address peers reach this node's cluster port at, which the
+    /// node announces to them; default: the IP of --cluster-listen. Needed
+    /// when --cluster-listen binds every interface (0.0.0.0 or ::).
+    #[arg(long, env = "PARLEY_CLUSTER_ADVERTISE")]
+    pub cluster_advertise: Option<IpAddr>,
     /// Cluster seed addresses.
     #[arg(long, env = "PARLEY_SEEDS", value_delimiter = ',')]
     pub seeds: Vec<String>,
@@ -334,6 +339,14 @@ impl Config {
         })
     }
 
+    /// The cluster address this node announces to its peers: the
+    /// --cluster-advertise IP (or the --cluster-listen one) with the
+    /// cluster port; `None` when the node does not cluster.
+    pub fn cluster_address(&self) -> Option<SocketAddr> {
+        self.cluster_listen
+            .map(|l| SocketAddr::new(self.cluster_advertise.unwrap_or(l.ip()), l.port()))
+    }
+
     /// The ScyllaDB settings, checked (used with `--storage scylla`).
     pub fn scylla_config(&self) -> anyhow::Result<ScyllaConfig> {
         let mut c = ScyllaConfig::new(self.scylla_nodes.clone());
@@ -362,8 +375,8 @@ impl Config {
         parley_actors::cluster::membership::ClusterConfig {
             node_name: self.node_name(),
             http_addr: self.listen.to_string(),
-            cluster_addr: self.cluster_listen.map(|a| a.to_string()),
-            has_seeds: self.cluster_listen.is_some_and(|own| {
+            cluster_addr: self.cluster_address().map(|a| a.to_string()),
+            has_seeds: self.cluster_address().is_some_and(|own| {
                 self.seeds
                     .iter()
                     .any(|s| s.parse::<SocketAddr>().ok() != Some(own))

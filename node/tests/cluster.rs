@@ -596,3 +596,59 @@ async fn an_owner_that_was_away_learns_the_room_changes_made_meanwhile() {
     assert_eq!(sent["type"], "sent", "{sent}");
     assert!(sent["seq"].as_u64() > first["seq"].as_u64());
 }
+
+/// Seeds given by host name, as a StatefulSet gives every pod the DNS names
+/// of all pods (its own among them): the nodes join, and none dials itself.
+/// (ractor_cluster refuses a connection to self with a warning; the join
+/// loop used to retry its own name every second, forever.)
+#[tokio::test]
+async fn seeds_named_by_host_name_join_and_no_node_dials_itself() {
+    let dir = data_dir();
+    let ports = [free_port(), free_port()];
+    let seeds = format!("localhost:{},localhost:{}", ports[0], ports[1]);
+    let mut nodes = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let name = format!("n{}", i + 1);
+        let extra = ["--cluster-advertise", "127.0.0.1"];
+        nodes.push(start_cluster_node(dir.path(), &name, *port, &seeds, &extra).await);
+    }
+    for node in &nodes {
+        wait_members(node, 2).await;
+    }
+    // Three rounds of the once-a-second join loop.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for node in &nodes {
+        let log = node.stderr_log();
+        assert!(
+            !log.contains("connection to self"),
+            "{} dialled itself:\n{log}",
+            node.addr
+        );
+    }
+}
+
+/// A cluster address that names no host is refused before the node opens
+/// its store: told `0.0.0.0:PORT`, every peer would dial itself.
+#[tokio::test]
+async fn a_cluster_address_that_names_no_host_is_refused() {
+    let dir = data_dir();
+    let port = free_port();
+    let any = format!("0.0.0.0:{port}");
+    let local = format!("127.0.0.1:{port}");
+    // (flags, what the error must say)
+    let cases: [(Vec<&str>, &str); 3] = [
+        (vec!["--cluster-listen", &any], "--cluster-advertise IP"),
+        (
+            vec!["--cluster-listen", &local, "--cluster-advertise", "0.0.0.0"],
+            "names no host",
+        ),
+        (
+            vec!["--cluster-advertise", "127.0.0.1"],
+            "needs --cluster-listen",
+        ),
+    ];
+    for (args, expected) in cases {
+        let err = refused(dir.path(), &args);
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+}

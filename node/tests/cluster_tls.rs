@@ -175,30 +175,6 @@ async fn a_node_without_a_certificate_from_the_cluster_ca_is_kept_out() {
     wait_members(&n1, 2).await;
 }
 
-/// Runs `parley-node` with `args` to its exit and returns its stderr;
-/// panics when it started (it must refuse these settings), or when it
-/// opened its store first (settings are checked before anything starts).
-fn refused(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_parley-node"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--cluster-secret",
-            CLUSTER_SECRET,
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("run parley-node");
-    assert!(!out.status.success(), "the node started with {args:?}");
-    assert!(
-        !dir.join("parley.db").exists(),
-        "the store was opened before {args:?} were refused"
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 #[tokio::test]
 async fn incomplete_or_unreadable_tls_settings_stop_the_node_with_a_clear_error() {
     let dir = data_dir();

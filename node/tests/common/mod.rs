@@ -158,6 +158,11 @@ impl Node {
         }
     }
 
+    /// What this node has written to stderr so far (its warnings).
+    pub fn stderr_log(&self) -> String {
+        std::fs::read_to_string(self.stderr_path()).unwrap_or_default()
+    }
+
     /// Where this node's stderr goes (one file per listen port).
     fn stderr_path(&self) -> PathBuf {
         let port = self.addr.rsplit(':').next().unwrap_or("node");
@@ -904,6 +909,49 @@ pub async fn start_cluster_with_seeds(dir: &Path, n: usize, extra: &[&str]) -> (
         wait_members(node, n).await;
     }
     (nodes, seeds)
+}
+
+/// Runs `parley-node` with `args` to its exit and returns its stderr;
+/// panics when it started (it must refuse these settings: still running
+/// after 20 s, it is killed), or when it opened its store first (settings
+/// are checked before anything starts).
+pub fn refused(dir: &Path, args: &[&str]) -> String {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_parley-node"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--cluster-secret",
+            CLUSTER_SECRET,
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run parley-node");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for parley-node") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the node started with {args:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "the node started with {args:?}");
+    assert!(
+        !dir.join("parley.db").exists(),
+        "the store was opened before {args:?} were refused"
+    );
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut pipe, &mut stderr).expect("read stderr");
+    }
+    stderr
 }
 
 /// Starts one clustered node named `name` on cluster port `port`, joining `seeds`.
