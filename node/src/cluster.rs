@@ -12,6 +12,7 @@
 //! placement are built on top of these connections in `parley_actors::cluster`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,7 +23,7 @@ use tokio::net::TcpListener;
 
 use parley_actors::cluster::Cluster;
 
-use crate::cluster_tls::ClusterTls;
+use crate::cluster_tls::ReloadableTls;
 use crate::config::Config;
 
 /// Development cookie used only with `--cluster-insecure-dev`.
@@ -46,7 +47,7 @@ pub struct ClusterPlan {
 impl ClusterPlan {
     /// The plan of `config`; `None` without `--cluster-listen`.
     pub fn from_config(config: &Config) -> anyhow::Result<Option<ClusterPlan>> {
-        let tls = ClusterTls::from_config(config)?;
+        let tls = ReloadableTls::from_config(config)?;
         let (Some(listen), Some(advertised)) = (config.cluster_listen, config.cluster_address())
         else {
             if config.cluster_advertise.is_some() {
@@ -78,7 +79,7 @@ impl ClusterPlan {
                 })
                 .cloned()
                 .collect(),
-            dialer: tls.map_or(Dialer::Plain, Dialer::Tls),
+            dialer: tls.map_or(Dialer::Plain, |t| Dialer::Tls(Arc::new(t))),
             handshake_timeout: Duration::from_millis(config.cluster_handshake_timeout_ms.max(100)),
         }))
     }
@@ -106,7 +107,7 @@ pub async fn start(
     // free loopback port that no peer is told of.
     let (incoming, mode, own_listener) = match &dialer {
         Dialer::Tls(tls) => (
-            IncomingEncryptionMode::Tls(tls.acceptor.clone()),
+            IncomingEncryptionMode::Tls(tls.current().acceptor),
             NodeConnectionMode::Isolated,
             Some(
                 TcpListener::bind(listen)
@@ -148,10 +149,13 @@ pub async fn start(
             .context("setting the cluster port")?;
         tokio::spawn(crate::cluster_tls::accept_loop(
             own,
-            tls.acceptor.clone(),
+            tls.clone(),
             server.clone(),
             handshake_timeout,
         ));
+        tls.clone()
+            .reload_on_hangup()
+            .context("listening for SIGHUP (cluster TLS reload)")?;
     }
     tracing::info!(
         addr = %listen,
@@ -190,7 +194,7 @@ enum Dialer {
     /// Plain TCP; ractor_cluster connects to the peers' peers itself.
     Plain,
     /// Mutual TLS; the node also dials the addresses its peers announce.
-    Tls(ClusterTls),
+    Tls(Arc<ReloadableTls>),
 }
 
 impl Dialer {
@@ -206,6 +210,7 @@ impl Dialer {
             match self {
                 Dialer::Plain => ractor_cluster::client_connect(server, target).await,
                 Dialer::Tls(tls) => {
+                    let tls = tls.current();
                     ractor_cluster::client_connect_enc(
                         server,
                         target,

@@ -6,10 +6,12 @@
 //! one for the cluster name (`--cluster-tls-name`; peers are dialled by
 //! address, which names no host). The shared cookie is still checked inside
 //! the encrypted stream. `deploy/cluster-tls-certs.sh` makes a CA and node
-//! certificates with openssl.
+//! certificates with openssl. On SIGHUP the node reads the three files
+//! again (`ReloadableTls`), so renewed certificates take effect for new
+//! connections without a restart.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use ractor::{ActorRef, ActorStatus};
@@ -64,10 +66,22 @@ pub struct ClusterTls {
     pub name: ServerName<'static>,
 }
 
-impl ClusterTls {
-    /// The TLS settings of `config`: `None` when no `--cluster-tls-*` file
-    /// is given.
-    pub fn from_config(config: &Config) -> Result<Option<ClusterTls>, ClusterTlsError> {
+/// The cluster TLS files and what was last loaded from them. Handshakes
+/// and dials take [`ReloadableTls::current`]; [`ReloadableTls::reload`]
+/// (on SIGHUP) replaces it only when every file loads, so a half-written
+/// renewal leaves the node with its working certificates.
+pub struct ReloadableTls {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+    name: String,
+    current: RwLock<ClusterTls>,
+}
+
+impl ReloadableTls {
+    /// The TLS settings of `config`, loaded: `None` when no
+    /// `--cluster-tls-*` file is given.
+    pub fn from_config(config: &Config) -> Result<Option<ReloadableTls>, ClusterTlsError> {
         let (cert, key, ca) = match (
             &config.cluster_tls_cert,
             &config.cluster_tls_key,
@@ -80,9 +94,56 @@ impl ClusterTls {
         if config.cluster_listen.is_none() {
             return Err(ClusterTlsError::NotClustered);
         }
-        ClusterTls::load(cert, key, ca, &config.cluster_tls_name).map(Some)
+        let name = config.cluster_tls_name.clone();
+        let loaded = ClusterTls::load(cert, key, ca, &name)?;
+        Ok(Some(ReloadableTls {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+            name,
+            current: RwLock::new(loaded),
+        }))
     }
 
+    /// The settings new connections use.
+    pub fn current(&self) -> ClusterTls {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads the files again; on success new connections use them, on
+    /// failure the current settings stay.
+    pub fn reload(&self) -> Result<(), ClusterTlsError> {
+        let loaded = ClusterTls::load(&self.cert, &self.key, &self.ca, &self.name)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = loaded;
+        Ok(())
+    }
+
+    /// Reloads the files on every SIGHUP, for as long as the node runs.
+    pub fn reload_on_hangup(self: Arc<Self>) -> std::io::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = signal(SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match self.reload() {
+                    Ok(()) => tracing::info!(
+                        cert = %self.cert.display(),
+                        "cluster TLS files reloaded; new connections use them"
+                    ),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "cluster TLS files not reloaded; keeping the current ones"
+                    ),
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+impl ClusterTls {
     /// Loads a node's certificate chain and key and the cluster CA.
     pub fn load(cert: &Path, key: &Path, ca: &Path, name: &str) -> Result<Self, ClusterTlsError> {
         let chain = certificates(cert)?;
@@ -128,7 +189,7 @@ const MAX_HANDSHAKES: usize = 64;
 /// this loop serves the cluster port.
 pub async fn accept_loop(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    tls: Arc<ReloadableTls>,
     server: ActorRef<NodeServerMessage>,
     handshake_timeout: Duration,
 ) {
@@ -150,7 +211,7 @@ pub async fn accept_loop(
             tracing::warn!(peer = %peer_addr, "cluster listener: too many handshakes under way; connection closed");
             continue;
         };
-        let (acceptor, server) = (acceptor.clone(), server.clone());
+        let (acceptor, server) = (tls.current().acceptor, server.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let _ = stream.set_nodelay(true);

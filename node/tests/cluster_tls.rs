@@ -257,3 +257,82 @@ async fn a_silent_connection_to_the_cluster_port_is_closed_with_or_without_tls()
         wait_members(&n1, 2).await;
     }
 }
+
+/// Renewed certificates take effect on SIGHUP, without a restart. n1 runs
+/// with certificates of one CA; files that do not load are refused on
+/// SIGHUP and n1 keeps its certificates (a node of the old CA still joins);
+/// then n1's files are replaced by ones of a new CA, and after SIGHUP a node
+/// of the new CA, kept out until then, joins while the old session stays.
+#[tokio::test]
+async fn sighup_reloads_the_cluster_certificates() {
+    let dir = data_dir();
+    let (old, new, files) = (tempdir(), tempdir(), tempdir());
+    make_certs(old.path(), &["n1", "n2"]);
+    make_certs(new.path(), &["n1", "n3"]);
+    let install = |from: &Path| {
+        for f in ["n1.pem", "n1.key", "ca.pem"] {
+            std::fs::copy(from.join(f), files.path().join(f)).expect("copy certificate");
+        }
+    };
+    install(old.path());
+    let ports = [free_port(), free_port(), free_port()];
+    let flags = |certs: &Path, name: &str| tls_flags(certs, name, &certs.join("ca.pem"));
+    let n1 = start(
+        dir.path(),
+        "n1",
+        ports[0],
+        ports[0],
+        &flags(files.path(), "n1"),
+    )
+    .await;
+    let n3 = start(
+        dir.path(),
+        "n3",
+        ports[2],
+        ports[0],
+        &flags(new.path(), "n3"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(live(&n3).await, 1, "n3 joined before the renewal");
+
+    // A renewal written half-way: refused, and n1 keeps what it has.
+    std::fs::write(files.path().join("n1.pem"), "not a certificate\n").expect("write");
+    n1.signal("HUP");
+    wait_for_log(&n1, "cluster TLS files not reloaded").await;
+    let n2 = start(
+        dir.path(),
+        "n2",
+        ports[1],
+        ports[0],
+        &flags(old.path(), "n2"),
+    )
+    .await;
+    wait_members(&n2, 2).await;
+
+    // The new CA's files: n3 (dialling n1 every second) gets in, and n2's
+    // session, opened with the old certificates, stays. (n2 and n3 trust
+    // different CAs, so they do not connect to each other.)
+    install(new.path());
+    n1.signal("HUP");
+    wait_members(&n3, 2).await;
+    assert_eq!(live(&n1).await, 3, "n1 lost a member on reload");
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// Waits until `node` has logged `text` (test nodes log warnings only).
+async fn wait_for_log(node: &Node, text: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !node.stderr_log().contains(text) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never logged {text:?}:\n{}",
+            node.addr,
+            node.stderr_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
