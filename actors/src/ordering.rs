@@ -116,11 +116,17 @@ impl DeliveryOrder {
             .collect()
     }
 
-    /// Starts replays of these rooms: live messages of them are held from now
-    /// on. Opens the gate: returns the waiting messages of other rooms to write now.
-    pub fn start_sync(&mut self, rooms: &[Arc<str>]) -> Vec<Arc<str>> {
-        for r in rooms {
+    /// Starts replays of these rooms, each after the seq the client says it
+    /// has: live messages of them are held from now on, and seqs written
+    /// above that seq count as not written (the replay sends them again: a
+    /// `sync` gets every message after its cursor). Opens the gate: returns
+    /// the waiting messages of other rooms to write now.
+    pub fn start_sync(&mut self, rooms: &[(Arc<str>, u64)]) -> Vec<Arc<str>> {
+        for (r, after) in rooms {
             self.held.entry(r.clone()).or_default();
+            if let Some(spans) = self.written.get_mut(r) {
+                spans.truncate(*after);
+            }
         }
         let waiting = self.gate.take().unwrap_or_default();
         let mut now = Vec::new();
@@ -302,6 +308,14 @@ impl Spans {
         }
     }
 
+    /// Forgets every seq above `seq`.
+    fn truncate(&mut self, seq: u64) {
+        self.0.retain(|(a, _)| *a <= seq);
+        if let Some((_, b)) = self.0.last_mut() {
+            *b = (*b).min(seq);
+        }
+    }
+
     fn contains(&self, seq: u64) -> bool {
         self.0.iter().any(|(a, b)| *a <= seq && seq <= *b)
     }
@@ -352,7 +366,7 @@ mod tests {
     fn live_during_sync_is_held_and_merged_in_order() {
         let mut o = DeliveryOrder::default();
         let r: Arc<str> = Arc::from("r");
-        o.start_sync(std::slice::from_ref(&r));
+        o.start_sync(&[(r.clone(), 0)]);
         // Live 6 and 7 arrive while 1..=6 are replayed.
         assert_eq!(o.live(&r, 6, &j(6)), Verdict::Held);
         assert_eq!(o.live(&r, 7, &j(7)), Verdict::Held);
@@ -365,18 +379,27 @@ mod tests {
     }
 
     #[test]
-    fn replay_skips_what_was_already_live() {
+    fn a_sync_sends_everything_after_its_cursor_again() {
         let mut o = DeliveryOrder::default();
         let r: Arc<str> = Arc::from("r");
-        assert_eq!(o.live(&r, 5, &j(5)), Verdict::Write);
-        o.start_sync(std::slice::from_ref(&r));
+        for s in 1..=5 {
+            assert_eq!(o.live(&r, s, &j(s)), Verdict::Write);
+        }
+        // The client says it has 2 (it dropped what it had): 3..=5 again.
+        o.start_sync(&[(r.clone(), 2)]);
         let written: Vec<u64> = (3..=5)
             .filter(|s| o.replayed(&r, *s) == Verdict::Write)
             .collect();
-        assert_eq!(written, vec![3, 4]);
+        assert_eq!(written, vec![3, 4, 5]);
         assert_eq!(o.end_sync(&r, 2), out(&[]));
-        assert_eq!(o.live(&r, 6, &j(6)), Verdict::Write);
+        // Within that replay and afterwards, nothing twice.
         assert_eq!(o.replayed(&r, 4), Verdict::Duplicate);
+        assert_eq!(o.live(&r, 5, &j(5)), Verdict::Duplicate);
+        assert_eq!(o.live(&r, 6, &j(6)), Verdict::Write);
+        // A cursor at or above what was written forgets nothing.
+        o.start_sync(&[(r.clone(), 9)]);
+        assert_eq!(o.end_sync(&r, 9), out(&[]));
+        assert_eq!(o.live(&r, 6, &j(6)), Verdict::Duplicate);
     }
 
     #[test]
@@ -387,7 +410,7 @@ mod tests {
         assert_eq!(o.live(&r, 8, &j(8)), Verdict::Held);
         assert_eq!(o.live(&other, 1, &j(1)), Verdict::Held);
         // The sync of `r` takes 8 into its replay merge; `other` goes out now.
-        assert_eq!(o.start_sync(std::slice::from_ref(&r)), vec![j(1)]);
+        assert_eq!(o.start_sync(&[(r.clone(), 5)]), vec![j(1)]);
         for s in 6..=7 {
             assert_eq!(o.replayed(&r, s), Verdict::Write);
         }
@@ -469,7 +492,7 @@ mod tests {
         let r: Arc<str> = Arc::from("r");
         // The client had 5; the replay read 6 before 7 was committed, and
         // 7's live delivery was lost; 8 is held.
-        o.start_sync(std::slice::from_ref(&r));
+        o.start_sync(&[(r.clone(), 5)]);
         assert_eq!(o.live(&r, 8, &j(8)), Verdict::Held);
         assert_eq!(o.replayed(&r, 6), Verdict::Write);
         assert_eq!(
@@ -491,12 +514,12 @@ mod tests {
         let mut o = DeliveryOrder::default();
         let r: Arc<str> = Arc::from("r");
         // An empty room, synced: seq 1 is lost, 2 arrives.
-        o.start_sync(std::slice::from_ref(&r));
+        o.start_sync(&[(r.clone(), 0)]);
         assert_eq!(o.end_sync(&r, 0), out(&[]));
         assert_eq!(o.live(&r, 2, &j(2)), Verdict::Gap { after: 0 });
         // The client said it has 4: a live 4 is not sent again.
         let mut o = DeliveryOrder::default();
-        o.start_sync(std::slice::from_ref(&r));
+        o.start_sync(&[(r.clone(), 4)]);
         assert_eq!(o.end_sync(&r, 4), out(&[]));
         assert_eq!(o.live(&r, 4, &j(4)), Verdict::Duplicate);
         assert_eq!(o.live(&r, 5, &j(5)), Verdict::Write);
@@ -526,5 +549,12 @@ mod tests {
         s.insert(2);
         assert_eq!(s.0, vec![(1, 9)]);
         assert!(s.contains(9) && !s.contains(10));
+        let mut s = Spans(vec![(1, 3), (5, 9), (12, 14)]);
+        s.truncate(6);
+        assert_eq!(s.0, vec![(1, 3), (5, 6)]);
+        s.truncate(4);
+        assert_eq!(s.0, vec![(1, 3)]);
+        s.truncate(0);
+        assert_eq!(s.0, vec![]);
     }
 }

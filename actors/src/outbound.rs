@@ -45,8 +45,9 @@ pub enum Outbound {
     /// A live `message` event; carries its room and seq so the writer can
     /// order it against `sync` replays and drop duplicates.
     Message(Arc<LiveMessage>),
-    /// A `sync` replay of these rooms is starting: hold their live messages.
-    SyncStart(Arc<[Arc<str>]>),
+    /// A `sync` replay of these rooms, each after the seq the client has,
+    /// is starting: hold their live messages.
+    SyncStart(Arc<[(Arc<str>, u64)]>),
     /// The client made a request other than `sync`: stop holding live
     /// messages for a first `sync`.
     OpenGate,

@@ -359,9 +359,8 @@ impl Replay {
             }
         }
         // Hold live messages of these rooms before reading anything.
-        self.tx.push(Outbound::SyncStart(
-            allowed.iter().map(|(r, _)| r.clone()).collect(),
-        ));
+        self.tx
+            .push(Outbound::SyncStart(allowed.iter().cloned().collect()));
         if !self.repair {
             started.extend(allowed.iter().map(|(r, _)| r.clone()));
         }
@@ -400,6 +399,13 @@ impl Replay {
             }));
             if !self.tx.sync(done).await {
                 return Ok(());
+            }
+            if cursor == after && after > 0 && !self.repair {
+                // Nothing after the client's seq: report the room's head,
+                // which a client that claims more than there is must learn.
+                if let Some(room) = self.store.room(&room_id).await? {
+                    cursor = cursor.min(room.last_seq);
+                }
             }
             heads.insert(room_id.to_string(), cursor);
         }

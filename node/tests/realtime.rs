@@ -366,6 +366,58 @@ async fn sync_replays_exactly_the_missed_messages_in_order() {
     assert_eq!(n, 8);
 }
 
+/// Sends `sync` of `rooms` and returns the seqs replayed and the `synced`.
+async fn sync(c: &mut Client, r: &str, rooms: Value) -> (Vec<u64>, Value) {
+    c.send(json!({"type": "sync", "ref": r, "rooms": rooms}))
+        .await;
+    let mut seqs = Vec::new();
+    loop {
+        let f = c
+            .expect(|f| f["type"] == "message" || f["type"] == "synced")
+            .await;
+        if f["type"] == "synced" {
+            assert_eq!(f["ref"], r, "{f}");
+            return (seqs, f);
+        }
+        seqs.push(f["seq"].as_u64().unwrap());
+    }
+}
+
+/// A `sync` gets every message after its cursor, also on a connection that
+/// already had them (a client that dropped what it had), and `synced`
+/// reports the room's head, also to a client that claims more than that.
+#[tokio::test]
+async fn a_sync_on_the_same_connection_sends_what_its_cursor_asks_for() {
+    let dir = data_dir();
+    let node = Node::start(dir.path()).await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let room = room_id(&group(&node, &alice, "again", &[&bob]).await);
+    let mut a = Client::connect(&node, &alice.token).await;
+    for i in 1..=5 {
+        a.send_message(&room, &format!("x{i}"), "hi").await;
+    }
+    let mut b = Client::connect(&node, &bob.token).await;
+    for (r, cursor, expected) in [
+        ("s1", 0, vec![1, 2, 3, 4, 5]),
+        ("s2", 0, vec![1, 2, 3, 4, 5]),
+        ("s3", 3, vec![4, 5]),
+    ] {
+        let (seqs, done) = sync(&mut b, r, json!({&room: cursor})).await;
+        assert_eq!(seqs, expected, "{r}");
+        assert_eq!(done["rooms"][&room], 5, "{r}: {done}");
+    }
+    let (seqs, done) = sync(&mut b, "ahead", json!({&room: 1000})).await;
+    assert!(seqs.is_empty(), "{seqs:?}");
+    assert_eq!(done["rooms"][&room], 5, "the head, not the cursor: {done}");
+    // Live delivery goes on, once.
+    a.send_message(&room, "x6", "hi").await;
+    let m = b.expect(|f| f["type"] == "message").await;
+    assert_eq!(m["seq"], 6);
+    b.expect_none(Duration::from_millis(300), |f| f["type"] == "message")
+        .await;
+}
+
 #[tokio::test]
 async fn sync_while_messages_keep_arriving_is_exact() {
     let dir = data_dir();
