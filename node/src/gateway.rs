@@ -110,9 +110,12 @@ fn secs_until(exp: u64) -> u64 {
     exp.saturating_sub(now)
 }
 
-/// When a token with expiry `exp` runs out, as an instant.
+/// When a session on a token with expiry `exp` ends: when the token is
+/// no longer accepted (with the same leeway as at the upgrade, so a token
+/// accepted there never closes its session at once).
 fn deadline(exp: u64) -> tokio::time::Instant {
-    tokio::time::Instant::now() + Duration::from_secs(secs_until(exp))
+    let end = exp.saturating_add(crate::auth::tokens::LEEWAY_SECS);
+    tokio::time::Instant::now() + Duration::from_secs(secs_until(end))
 }
 
 async fn run(state: AppState, socket: WebSocket, claims: Claims) {

@@ -554,10 +554,32 @@ async fn session_closes_with_4001_when_its_token_expires_unless_renewed() {
         .expect(|f| f["type"] == "error" && f["ref"] == "bad")
         .await;
     assert_eq!(err["code"], "unauthorized");
-    // Not renewed: closed with 4001.
+    // Not renewed: closed with 4001 once the token is past its `exp` and
+    // the 5 s leeway (about 9 s from here).
+    tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(b.expect_close().await, Some(4001));
     a.send(json!({"type": "ping", "ref": "still"})).await;
     a.expect(|f| f["type"] == "pong").await;
+}
+
+/// A token just past its `exp`, but within the leeway for clocks that
+/// differ, is accepted at the upgrade, and its session lasts while the
+/// token is accepted (it used to be closed with 4001 right after `hello`).
+#[tokio::test]
+async fn a_token_within_its_leeway_gets_a_session_until_the_leeway_ends() {
+    let dir = data_dir();
+    let node = Node::start(dir.path()).await;
+    let alice = user(&node, "alice").await;
+    // Expired 2 s ago: accepted for about 3 s more.
+    let token = token_signed(SECRET.as_bytes(), &alice, -2);
+    let mut a = Client::connect(&node, &token).await;
+    for r in ["now", "a second later"] {
+        a.send(json!({"type": "ping", "ref": r})).await;
+        let pong = a.expect(|f| f["type"] == "pong").await;
+        assert_eq!(pong["ref"], r);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    assert_eq!(a.expect_close().await, Some(4001));
 }
 
 #[tokio::test]

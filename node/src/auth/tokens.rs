@@ -26,6 +26,11 @@ pub struct TokenKeys {
     pub ttl_secs: u64,
 }
 
+/// How long past its `exp` a token is still accepted, seconds: room for
+/// clocks that differ between the node that issued it and the one that
+/// checks it. A WebSocket session lasts as long as its token is accepted.
+pub const LEEWAY_SECS: u64 = 5;
+
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -38,7 +43,7 @@ impl TokenKeys {
     pub fn new(secret: &[u8], ttl_secs: u64) -> Self {
         // Only HS256 is accepted: `alg: none` and every other algorithm are refused.
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECS;
         validation.set_required_spec_claims(&["exp", "sub"]);
         TokenKeys {
             encoding: EncodingKey::from_secret(secret),
