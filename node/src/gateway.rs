@@ -30,8 +30,8 @@ use parley_actors::outbound::{self, Outbound, OutboundRx, OutboundTx, SyncItem};
 use parley_actors::session::SessionMsg;
 use parley_protocol::ids::new_id;
 use parley_protocol::ws::{
-    parse_client_frame, peek_ref, ClientFrame, ClientRequest, ServerEvent, CLOSE_POLICY,
-    CLOSE_TOKEN_INVALID, CLOSE_TOO_LARGE, CLOSE_TRY_AGAIN,
+    parse_client_frame, peek_ref, ClientFrame, ClientRequest, ServerEvent, CLOSE_INVALID_DATA,
+    CLOSE_POLICY, CLOSE_PROTOCOL_ERROR, CLOSE_TOKEN_INVALID, CLOSE_TOO_LARGE, CLOSE_TRY_AGAIN,
 };
 use parley_protocol::ErrorCode;
 use ractor::ActorRef;
@@ -203,9 +203,16 @@ async fn read_loop(
             Some(Ok(Message::Close(_))) => return,
             Some(Ok(_)) => continue, // ping/pong are answered by the library
             Some(Err(e)) => {
-                if is_capacity(&e) {
-                    inc(&state.metrics.ws_too_large_closes);
-                    tx.close(CLOSE_TOO_LARGE);
+                match close_code_for(e) {
+                    Some(CLOSE_TOO_LARGE) => {
+                        inc(&state.metrics.ws_too_large_closes);
+                        tx.close(CLOSE_TOO_LARGE);
+                    }
+                    Some(code) => {
+                        inc(&state.metrics.ws_protocol_error_closes);
+                        tx.close(code);
+                    }
+                    None => {}
                 }
                 return;
             }
@@ -275,9 +282,17 @@ async fn read_loop(
     }
 }
 
-fn is_capacity(e: &axum::Error) -> bool {
-    let text = e.to_string().to_ascii_lowercase();
-    text.contains("capacity") || text.contains("too long") || text.contains("too big")
+/// The close code (RFC 6455, 7.4.1) for a frame the WebSocket library
+/// refused; `None` when the peer is gone and there is no one to tell.
+fn close_code_for(e: axum::Error) -> Option<u16> {
+    use tungstenite::error::{Error, ProtocolError};
+    match e.into_inner().downcast_ref::<Error>()? {
+        Error::Capacity(_) => Some(CLOSE_TOO_LARGE),
+        Error::Utf8(_) => Some(CLOSE_INVALID_DATA),
+        Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        Error::Protocol(_) => Some(CLOSE_PROTOCOL_ERROR),
+        _ => None,
+    }
 }
 
 type Sink = SplitSink<WebSocket, Message>;
@@ -286,6 +301,8 @@ async fn close(sink: &mut Sink, code: u16) {
     let reason = match code {
         CLOSE_TOO_LARGE => "frame too large",
         CLOSE_POLICY => "policy violation",
+        CLOSE_PROTOCOL_ERROR => "WebSocket protocol error",
+        CLOSE_INVALID_DATA => "text frame is not valid UTF-8",
         CLOSE_TRY_AGAIN => "try again later",
         1012 => "node going away; reconnect and sync",
         CLOSE_TOKEN_INVALID => "token expired",

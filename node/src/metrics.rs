@@ -26,6 +26,9 @@ pub struct Metrics {
     pub ws_flood_closes: AtomicU64,
     /// Connections closed for oversized frames (1009).
     pub ws_too_large_closes: AtomicU64,
+    /// Connections closed for breaking the WebSocket protocol (1002) or
+    /// sending a text frame that is not UTF-8 (1007).
+    pub ws_protocol_error_closes: AtomicU64,
     /// Logins, registrations and token refreshes refused by rate limits.
     pub auth_rate_limited: AtomicU64,
     /// Successful logins.
@@ -51,7 +54,7 @@ impl Metrics {
     /// Renders every metric in Prometheus text format.
     pub fn render(&self, stats: Stats, members: usize, node: &str) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 15] = [
+        let counters: [(&str, &str, &AtomicU64); 16] = [
             (
                 "parley_http_requests_total",
                 "HTTP requests answered",
@@ -96,6 +99,11 @@ impl Metrics {
                 "parley_ws_too_large_closes_total",
                 "connections closed with 1009",
                 &self.ws_too_large_closes,
+            ),
+            (
+                "parley_ws_protocol_error_closes_total",
+                "connections closed with 1002 or 1007 (broken WebSocket framing, text that is not UTF-8)",
+                &self.ws_protocol_error_closes,
             ),
             (
                 "parley_auth_rate_limited_total",

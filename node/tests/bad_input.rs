@@ -1159,6 +1159,55 @@ async fn ws_floods_are_rate_limited_then_closed_with_1008() {
     ws_flood(&node, 5, 20).await;
 }
 
+/// Frames that break the WebSocket protocol close the connection with
+/// RFC 6455's code and a reason (they closed with 1000, or 1009 for a big
+/// ping), are counted, and the node goes on serving.
+#[tokio::test]
+async fn ws_protocol_errors_close_with_1002_or_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+    use tokio_tungstenite::tungstenite::Bytes;
+    let dir = data_dir();
+    let node = start(dir.path()).await;
+    let alice = user(&node, "alice").await;
+    let frame = |opcode, is_final, payload: &[u8]| {
+        let header = FrameHeader {
+            is_final,
+            opcode,
+            ..FrameHeader::default()
+        };
+        Frame::from_payload(header, Bytes::copy_from_slice(payload))
+    };
+    let ping = OpCode::Control(Control::Ping);
+    let cases = [
+        (
+            "text that is not UTF-8",
+            frame(OpCode::Data(Data::Text), true, &[0x41, 0xff, 0xfe]),
+            1007,
+        ),
+        (
+            "a reserved opcode",
+            frame(OpCode::Data(Data::Reserved(3)), true, b"x"),
+            1002,
+        ),
+        ("a ping of 200 bytes", frame(ping, true, &[b'p'; 200]), 1002),
+        ("a fragmented ping", frame(ping, false, b"p"), 1002),
+    ];
+    let n = cases.len() as u64;
+    for (what, frame, code) in cases {
+        let mut ws = Client::connect(&node, &alice.token).await;
+        ws.send_frame(frame).await;
+        assert_eq!(ws.expect_close().await, Some(code), "{what}");
+    }
+    let mut ws = Client::connect(&node, &alice.token).await;
+    ws.ping_pong("still serving").await;
+    let metrics = node.metrics_text().await;
+    assert_eq!(
+        metric_in(&metrics, "parley_ws_protocol_error_closes_total"),
+        n
+    );
+}
+
 #[tokio::test]
 async fn missing_forged_and_expired_tokens_are_refused() {
     let dir = data_dir();

@@ -15,6 +15,12 @@ use crate::validate;
 
 /// Close code: token invalid or expired.
 pub const CLOSE_TOKEN_INVALID: u16 = 4001;
+/// Close code: the client broke the WebSocket protocol (RFC 6455): a
+/// reserved opcode or bit, an oversized or fragmented control frame, an
+/// unmasked frame.
+pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+/// Close code: a text frame that is not valid UTF-8.
+pub const CLOSE_INVALID_DATA: u16 = 1007;
 /// Close code: repeated abuse.
 pub const CLOSE_POLICY: u16 = 1008;
 /// Close code: frame too large.

@@ -489,6 +489,15 @@ impl Client {
             .is_ok()
     }
 
+    /// Sends a frame as it is (the library checks nothing: for frames that
+    /// break the protocol).
+    pub async fn send_frame(
+        &mut self,
+        frame: tokio_tungstenite::tungstenite::protocol::frame::Frame,
+    ) {
+        self.ws.send(Message::Frame(frame)).await.expect("ws send");
+    }
+
     /// Sends a binary frame.
     pub async fn send_binary(&mut self, bytes: Vec<u8>) {
         self.ws
