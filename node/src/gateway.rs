@@ -151,7 +151,10 @@ async fn run(state: AppState, socket: WebSocket, claims: Claims) {
         read_loop(&state, stream, &tx, &session, claims).await;
         // Reader done (client left, or a close was asked for): end the session.
         tx.close(1000);
-        session.stop(None);
+        // Drained, not stopped: requests the client sent before it left (or
+        // before a 1008) are still carried out; their acks go nowhere, and
+        // a resend after reconnecting gets the same ack.
+        let _ = session.drain();
         let _ = writer.await;
         tracing::debug!("connection closed");
     }

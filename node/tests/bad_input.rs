@@ -1159,6 +1159,45 @@ async fn ws_floods_are_rate_limited_then_closed_with_1008() {
     ws_flood(&node, 5, 20).await;
 }
 
+/// A flood closed with 1008 loses nothing that was within the budget: the
+/// `send`s before the limit are committed, once each and in order (they
+/// were dropped with the session before).
+#[tokio::test]
+async fn a_flood_closed_with_1008_keeps_the_sends_within_its_budget() {
+    let dir = data_dir();
+    let flags = [
+        "--ws-rate",
+        "5",
+        "--ws-burst",
+        "10",
+        "--ws-flood-close-after",
+        "5",
+    ];
+    let node = Node::start_with(dir.path(), &flags).await;
+    let alice = user(&node, "alice").await;
+    let room = room_id(&group(&node, &alice, "flood", &[]).await);
+    let mut ws = Client::connect(&node, &alice.token).await;
+    let frames: Vec<Value> = (0..15)
+        .map(|i| json!({"type": "send", "ref": format!("r{i}"), "room_id": room, "client_msg_id": format!("f{i}"), "body": format!("b{i}")}))
+        .collect();
+    ws.send_together(&frames).await;
+    assert_eq!(ws.expect_close().await, Some(1008));
+    let want: Vec<String> = (0..10).map(|i| format!("f{i}")).collect();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let ids: Vec<String> = all_messages(&node, &alice, &room)
+            .await
+            .iter()
+            .map(|m| m["client_msg_id"].as_str().unwrap_or_default().to_string())
+            .collect();
+        if ids == want {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "stored: {ids:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Frames that break the WebSocket protocol close the connection with
 /// RFC 6455's code and a reason (they closed with 1000, or 1009 for a big
 /// ping), are counted, and the node goes on serving.
