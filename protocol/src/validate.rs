@@ -61,18 +61,37 @@ pub fn password(raw: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// Checks a room name: 1-100 characters, not only whitespace, no control characters.
+/// Checks a room name: 1-100 characters, at least one of them visible (not
+/// whitespace or an invisible format character), no control characters.
 pub fn room_name(raw: &str) -> Result<(), Invalid> {
     let n = raw.chars().count();
-    if n == 0 || n > ROOM_NAME_MAX || raw.trim().is_empty() {
+    if n == 0 || n > ROOM_NAME_MAX {
         return Err(invalid(format!(
             "room name must be 1-{ROOM_NAME_MAX} characters"
         )));
+    }
+    if raw.chars().all(is_invisible) {
+        return Err(invalid("room name must have a visible character"));
     }
     if raw.chars().any(|c| c.is_control()) {
         return Err(invalid("room name may not contain control characters"));
     }
     Ok(())
+}
+
+/// Whitespace, or a format character that shows nothing (soft hyphen,
+/// zero-width spaces and joiners, direction marks, word joiner, BOM).
+fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{FEFF}'
+        )
 }
 
 /// Checks a message body: 1-4000 characters. Any Unicode is kept as sent.
@@ -137,6 +156,11 @@ mod tests {
         assert!(body(&"x".repeat(4001)).is_err());
         assert!(room_name("").is_err());
         assert!(room_name("   ").is_err());
+        for invisible in ["\u{00A0}", "\u{200B}", "\u{200B}\u{FEFF} \u{2060}"] {
+            let err = room_name(invisible).err().map(|e| e.0).unwrap_or_default();
+            assert!(err.contains("visible character"), "{invisible:?}: {err}");
+        }
+        assert!(room_name("\u{200B}x").is_ok());
         assert!(room_name("general").is_ok());
         assert!(room_name(&"n".repeat(101)).is_err());
         assert!(client_msg_id("abc-1").is_ok());
