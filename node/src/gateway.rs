@@ -172,8 +172,10 @@ async fn read_loop(
     let limit = ConnectionLimit::new(state.config.ws_rate, state.config.ws_burst);
     let mut refused_in_a_row = 0u32;
     let close_signal = tx.clone();
-    // The session lives as long as its token; `auth` frames extend it.
-    let expiry = tokio::time::sleep_until(deadline(claims.exp));
+    // The session lives as long as its token; `auth` frames extend it
+    // (never shorten it: a still-valid older token changes nothing).
+    let mut session_exp = claims.exp;
+    let expiry = tokio::time::sleep_until(deadline(session_exp));
     tokio::pin!(expiry);
     loop {
         let msg = tokio::select! {
@@ -256,8 +258,9 @@ async fn read_loop(
                     .filter(|c| c.sub == claims.sub)
                 {
                     Some(fresh) => {
-                        expiry.as_mut().reset(deadline(fresh.exp));
-                        let expires_in = secs_until(fresh.exp);
+                        session_exp = session_exp.max(fresh.exp);
+                        expiry.as_mut().reset(deadline(session_exp));
+                        let expires_in = secs_until(session_exp);
                         tx.frame(ServerEvent::Authed { r#ref, expires_in }.to_json());
                     }
                     None => {

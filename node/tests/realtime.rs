@@ -582,6 +582,27 @@ async fn a_token_within_its_leeway_gets_a_session_until_the_leeway_ends() {
     assert_eq!(a.expect_close().await, Some(4001));
 }
 
+/// `auth` with a token that expires sooner than the session's (an older
+/// one, still valid) never shortens the session.
+#[tokio::test]
+async fn auth_with_an_older_token_does_not_shorten_the_session() {
+    let dir = data_dir();
+    let node = Node::start(dir.path()).await;
+    let alice = user(&node, "alice").await;
+    let long = token_signed(SECRET.as_bytes(), &alice, 600);
+    // Past its exp, within the leeway: accepted for about 2 s more.
+    let short = token_signed(SECRET.as_bytes(), &alice, -3);
+    let mut a = Client::connect(&node, &long).await;
+    a.send(json!({"type": "auth", "ref": "older", "token": short}))
+        .await;
+    let ok = a.expect(|f| f["type"] == "authed").await;
+    let left = ok["expires_in"].as_u64().unwrap_or_default();
+    assert!(left > 500, "the session was shortened: {ok}");
+    // Past the short token's leeway, the session is still open.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    a.ping_pong("still open").await;
+}
+
 #[tokio::test]
 async fn another_senders_client_msg_id_is_refused_not_echoed() {
     let dir = data_dir();
