@@ -277,22 +277,12 @@ async fn sighup_reloads_the_cluster_certificates() {
     install(old.path());
     let ports = [free_port(), free_port(), free_port()];
     let flags = |certs: &Path, name: &str| tls_flags(certs, name, &certs.join("ca.pem"));
-    let n1 = start(
-        dir.path(),
-        "n1",
-        ports[0],
-        ports[0],
-        &flags(files.path(), "n1"),
-    )
-    .await;
-    let n3 = start(
-        dir.path(),
-        "n3",
-        ports[2],
-        ports[0],
-        &flags(new.path(), "n3"),
-    )
-    .await;
+    // n1 on the files it reloads; n3 with the new CA's certificate.
+    let mut started = Vec::new();
+    for (name, port, certs) in [("n1", ports[0], files.path()), ("n3", ports[2], new.path())] {
+        started.push(start(dir.path(), name, port, ports[0], &flags(certs, name)).await);
+    }
+    let (n1, n3) = (started.remove(0), started.remove(0));
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(live(&n3).await, 1, "n3 joined before the renewal");
 
