@@ -87,6 +87,8 @@ pub struct DeliveryOrder {
     /// messages wait here, so that a reconnecting client that syncs first
     /// sees its rooms in order even if messages arrive before its `sync`.
     gate: Option<Vec<Waiting>>,
+    /// A client `sync` has started on this connection.
+    client_synced: bool,
 }
 
 impl DeliveryOrder {
@@ -117,15 +119,22 @@ impl DeliveryOrder {
     }
 
     /// Starts replays of these rooms, each after the seq the client says it
-    /// has: live messages of them are held from now on, and seqs written
-    /// above that seq count as not written (the replay sends them again: a
-    /// `sync` gets every message after its cursor). Opens the gate: returns
-    /// the waiting messages of other rooms to write now.
-    pub fn start_sync(&mut self, rooms: &[(Arc<str>, u64)]) -> Vec<Arc<str>> {
+    /// has: live messages of them are held from now on. Opens the gate:
+    /// returns the waiting messages of other rooms to write now.
+    ///
+    /// The connection's first client `sync` (a reconnect's) and gap repairs
+    /// never write a message twice. A later client `sync` asks again on
+    /// purpose (the client dropped what it had): the seqs written above
+    /// its cursor count as not written, and the replay sends them again.
+    pub fn start_sync(&mut self, rooms: &[(Arc<str>, u64)], client: bool) -> Vec<Arc<str>> {
+        let resend = client && self.client_synced;
+        self.client_synced |= client;
         for (r, after) in rooms {
             self.held.entry(r.clone()).or_default();
-            if let Some(spans) = self.written.get_mut(r) {
-                spans.truncate(*after);
+            if resend {
+                if let Some(spans) = self.written.get_mut(r) {
+                    spans.truncate(*after);
+                }
             }
         }
         let waiting = self.gate.take().unwrap_or_default();
@@ -366,7 +375,7 @@ mod tests {
     fn live_during_sync_is_held_and_merged_in_order() {
         let mut o = DeliveryOrder::default();
         let r: Arc<str> = Arc::from("r");
-        o.start_sync(&[(r.clone(), 0)]);
+        o.start_sync(&[(r.clone(), 0)], true);
         // Live 6 and 7 arrive while 1..=6 are replayed.
         assert_eq!(o.live(&r, 6, &j(6)), Verdict::Held);
         assert_eq!(o.live(&r, 7, &j(7)), Verdict::Held);
@@ -379,25 +388,35 @@ mod tests {
     }
 
     #[test]
-    fn a_sync_sends_everything_after_its_cursor_again() {
+    fn a_later_client_sync_sends_everything_after_its_cursor_again() {
         let mut o = DeliveryOrder::default();
         let r: Arc<str> = Arc::from("r");
         for s in 1..=5 {
             assert_eq!(o.live(&r, s, &j(s)), Verdict::Write);
         }
-        // The client says it has 2 (it dropped what it had): 3..=5 again.
-        o.start_sync(&[(r.clone(), 2)]);
-        let written: Vec<u64> = (3..=5)
-            .filter(|s| o.replayed(&r, *s) == Verdict::Write)
-            .collect();
-        assert_eq!(written, vec![3, 4, 5]);
+        let replay = |o: &mut DeliveryOrder| -> Vec<u64> {
+            (3..=5)
+                .filter(|s| o.replayed(&r, *s) == Verdict::Write)
+                .collect()
+        };
+        // The first sync (a reconnect whose sync came late) and a repair
+        // skip what was already written.
+        o.start_sync(&[(r.clone(), 2)], true);
+        assert_eq!(replay(&mut o), Vec::<u64>::new());
+        assert_eq!(o.end_sync(&r, 2), out(&[]));
+        o.start_sync(&[(r.clone(), 2)], false);
+        assert_eq!(replay(&mut o), Vec::<u64>::new());
+        assert_eq!(o.end_sync(&r, 2), out(&[]));
+        // A later client sync from 2 (it dropped what it had): 3..=5 again.
+        o.start_sync(&[(r.clone(), 2)], true);
+        assert_eq!(replay(&mut o), vec![3, 4, 5]);
         assert_eq!(o.end_sync(&r, 2), out(&[]));
         // Within that replay and afterwards, nothing twice.
         assert_eq!(o.replayed(&r, 4), Verdict::Duplicate);
         assert_eq!(o.live(&r, 5, &j(5)), Verdict::Duplicate);
         assert_eq!(o.live(&r, 6, &j(6)), Verdict::Write);
         // A cursor at or above what was written forgets nothing.
-        o.start_sync(&[(r.clone(), 9)]);
+        o.start_sync(&[(r.clone(), 9)], true);
         assert_eq!(o.end_sync(&r, 9), out(&[]));
         assert_eq!(o.live(&r, 6, &j(6)), Verdict::Duplicate);
     }
@@ -410,7 +429,7 @@ mod tests {
         assert_eq!(o.live(&r, 8, &j(8)), Verdict::Held);
         assert_eq!(o.live(&other, 1, &j(1)), Verdict::Held);
         // The sync of `r` takes 8 into its replay merge; `other` goes out now.
-        assert_eq!(o.start_sync(&[(r.clone(), 5)]), vec![j(1)]);
+        assert_eq!(o.start_sync(&[(r.clone(), 5)], true), vec![j(1)]);
         for s in 6..=7 {
             assert_eq!(o.replayed(&r, s), Verdict::Write);
         }
@@ -492,7 +511,7 @@ mod tests {
         let r: Arc<str> = Arc::from("r");
         // The client had 5; the replay read 6 before 7 was committed, and
         // 7's live delivery was lost; 8 is held.
-        o.start_sync(&[(r.clone(), 5)]);
+        o.start_sync(&[(r.clone(), 5)], true);
         assert_eq!(o.live(&r, 8, &j(8)), Verdict::Held);
         assert_eq!(o.replayed(&r, 6), Verdict::Write);
         assert_eq!(
@@ -514,12 +533,12 @@ mod tests {
         let mut o = DeliveryOrder::default();
         let r: Arc<str> = Arc::from("r");
         // An empty room, synced: seq 1 is lost, 2 arrives.
-        o.start_sync(&[(r.clone(), 0)]);
+        o.start_sync(&[(r.clone(), 0)], true);
         assert_eq!(o.end_sync(&r, 0), out(&[]));
         assert_eq!(o.live(&r, 2, &j(2)), Verdict::Gap { after: 0 });
         // The client said it has 4: a live 4 is not sent again.
         let mut o = DeliveryOrder::default();
-        o.start_sync(&[(r.clone(), 4)]);
+        o.start_sync(&[(r.clone(), 4)], true);
         assert_eq!(o.end_sync(&r, 4), out(&[]));
         assert_eq!(o.live(&r, 4, &j(4)), Verdict::Duplicate);
         assert_eq!(o.live(&r, 5, &j(5)), Verdict::Write);

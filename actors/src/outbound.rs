@@ -34,6 +34,15 @@ pub struct RoomSeq {
     pub seq: u64,
 }
 
+/// The start of a replay: what the writer needs to hold and merge.
+#[derive(Debug)]
+pub struct SyncStart {
+    /// The rooms replayed, each after the seq the client has.
+    pub rooms: Vec<(Arc<str>, u64)>,
+    /// A client's `sync` (not a gap repair).
+    pub client: bool,
+}
+
 /// One item for the socket writer.
 ///
 /// Kept at two words plus a tag: a session's queue allocates room for 32
@@ -45,9 +54,8 @@ pub enum Outbound {
     /// A live `message` event; carries its room and seq so the writer can
     /// order it against `sync` replays and drop duplicates.
     Message(Arc<LiveMessage>),
-    /// A `sync` replay of these rooms, each after the seq the client has,
-    /// is starting: hold their live messages.
-    SyncStart(Arc<[(Arc<str>, u64)]>),
+    /// A replay of these rooms is starting: hold their live messages.
+    SyncStart(Arc<SyncStart>),
     /// The client made a request other than `sync`: stop holding live
     /// messages for a first `sync`.
     OpenGate,

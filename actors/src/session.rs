@@ -19,7 +19,7 @@ use crate::cluster::wire::{AckKey, PeerPayload, WireCaller, WireRoomOp};
 use crate::convert;
 use crate::dispatcher::SessionEntry;
 use crate::error::ChatError;
-use crate::outbound::{LiveMessage, Outbound, OutboundTx, RoomSeq, SyncItem};
+use crate::outbound::{LiveMessage, Outbound, OutboundTx, RoomSeq, SyncItem, SyncStart};
 use crate::replay_queue::{ReplayQueue, ReplayRooms, StartReplay, SyncBusy};
 use crate::room::{Caller, ReplyTo};
 use crate::room_cache::RoomCache;
@@ -359,8 +359,10 @@ impl Replay {
             }
         }
         // Hold live messages of these rooms before reading anything.
-        self.tx
-            .push(Outbound::SyncStart(allowed.iter().cloned().collect()));
+        self.tx.push(Outbound::SyncStart(Arc::new(SyncStart {
+            rooms: allowed.clone(),
+            client: !self.repair,
+        })));
         if !self.repair {
             started.extend(allowed.iter().map(|(r, _)| r.clone()));
         }

@@ -406,8 +406,8 @@ async fn live_item(
                 true
             }
         },
-        Outbound::SyncStart(rooms) => {
-            let now = order.start_sync(&rooms);
+        Outbound::SyncStart(start) => {
+            let now = order.start_sync(&start.rooms, start.client);
             put_all(sink, now).await
         }
         Outbound::OpenGate => {

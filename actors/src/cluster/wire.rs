@@ -359,7 +359,10 @@ mod tests {
             msg,
             frame,
             Outbound::OpenGate,
-            Outbound::SyncStart(Arc::from([])),
+            Outbound::SyncStart(Arc::new(crate::outbound::SyncStart {
+                rooms: Vec::new(),
+                client: true,
+            })),
             head,
         ];
         let wire: Vec<WireItem> = items.iter().filter_map(WireItem::from_outbound).collect();
