@@ -101,9 +101,22 @@ impl SessionState {
             repair: start.repair,
         };
         let me = myself.clone();
+        let tx = self.tx.clone();
         tokio::spawn(async move {
-            replay.run(start.rooms).await;
+            let last = replay.run(start.rooms).await;
+            // The session hears of the end before the client does, so a
+            // `sync` sent on `synced` (or on the error) is never refused as
+            // "a sync is already running".
             let _ = me.cast(SessionMsg::ReplayFinished);
+            match last {
+                Some(LastWord::Synced(json)) => {
+                    tx.sync(SyncItem::Done(json)).await;
+                }
+                Some(LastWord::Error(json)) => {
+                    tx.frame(json);
+                }
+                None => {}
+            }
         });
     }
 
@@ -287,35 +300,49 @@ struct Replay {
     repair: bool,
 }
 
+/// The frame that ends a client's replay, sent once the session knows the
+/// replay is over.
+enum LastWord {
+    /// The `synced` answer.
+    Synced(Arc<str>),
+    /// The error that stopped the replay.
+    Error(String),
+}
+
 impl Replay {
-    async fn run(self, rooms: ReplayRooms) {
+    /// Runs the replay; returns its last word for the client (none for a
+    /// gap repair, or when the connection is gone).
+    async fn run(self, rooms: ReplayRooms) -> Option<LastWord> {
         let mut started = Vec::new();
-        let result = self.replay(rooms, &mut started).await;
-        if let Err(e) = result {
-            // Release the rooms whose live messages the writer holds; what
-            // could not be read stays missing until the client syncs.
-            for room in started {
-                if !self.tx.sync(SyncItem::RoomReleased(room)).await {
-                    return;
+        match self.replay(rooms, &mut started).await {
+            Ok(synced) => synced.map(LastWord::Synced),
+            Err(e) => {
+                // Release the rooms whose live messages the writer holds; what
+                // could not be read stays missing until the client syncs.
+                for room in started {
+                    if !self.tx.sync(SyncItem::RoomReleased(room)).await {
+                        return None;
+                    }
                 }
-            }
-            if self.repair {
-                tracing::warn!(error = %e, "could not replay a delivery gap");
-            } else {
-                self.tx.frame(
-                    ServerEvent::error(self.r#ref.clone(), e.code(), e.to_string()).to_json(),
-                );
+                if self.repair {
+                    tracing::warn!(error = %e, "could not replay a delivery gap");
+                    return None;
+                }
+                let error = ServerEvent::error(self.r#ref.clone(), e.code(), e.to_string());
+                Some(LastWord::Error(error.to_json()))
             }
         }
     }
 
     /// Replays `rooms` (all of the user's from 0 when `None`); the rooms
     /// whose live messages are held from the start go into `started`.
+    /// Returns the `synced` frame to send (none for a gap repair, or when
+    /// the connection is gone).
     async fn replay(
         &self,
         rooms: ReplayRooms,
         started: &mut Vec<Arc<str>>,
-    ) -> Result<(), ChatError> {
+    ) -> Result<Option<Arc<str>>, ChatError> {
         let wanted: Vec<(String, u64)> = match rooms {
             Some(map) => map.into_iter().collect(),
             None => self
@@ -342,7 +369,7 @@ impl Replay {
                 let room: Arc<str> = Arc::from(room_id.as_str());
                 started.retain(|r| *r != room);
                 if !self.tx.sync(SyncItem::RoomReleased(room)).await {
-                    return Ok(());
+                    return Ok(None);
                 }
             } else {
                 self.tx.frame(
@@ -387,7 +414,7 @@ impl Replay {
                         json,
                     }));
                     if !self.tx.sync(item).await {
-                        return Ok(());
+                        return Ok(None);
                     }
                 }
                 if !full {
@@ -400,7 +427,7 @@ impl Replay {
                 seq: after,
             }));
             if !self.tx.sync(done).await {
-                return Ok(());
+                return Ok(None);
             }
             if cursor == after && after > 0 && !self.repair {
                 // Nothing after the client's seq: report the room's head,
@@ -412,16 +439,13 @@ impl Replay {
             heads.insert(room_id.to_string(), cursor);
         }
         if self.repair {
-            return Ok(());
+            return Ok(None);
         }
         let done = ServerEvent::Synced {
             r#ref: self.r#ref.clone(),
             rooms: heads,
         };
-        self.tx
-            .sync(SyncItem::Done(Arc::from(done.to_json())))
-            .await;
-        Ok(())
+        Ok(Some(Arc::from(done.to_json())))
     }
 }
 

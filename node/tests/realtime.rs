@@ -410,6 +410,11 @@ async fn a_sync_on_the_same_connection_sends_what_its_cursor_asks_for() {
     let (seqs, done) = sync(&mut b, "ahead", json!({&room: 1000})).await;
     assert!(seqs.is_empty(), "{seqs:?}");
     assert_eq!(done["rooms"][&room], 5, "the head, not the cursor: {done}");
+    // A sync sent the moment `synced` arrives is never "already running".
+    for i in 0..50 {
+        let (seqs, _) = sync(&mut b, &format!("again{i}"), json!({&room: 4})).await;
+        assert_eq!(seqs, vec![5]);
+    }
     // Live delivery goes on, once.
     a.send_message(&room, "x6", "hi").await;
     let m = b.expect(|f| f["type"] == "message").await;
