@@ -55,6 +55,53 @@ impl Command {
     }
 }
 
+/// The longest time any option may name, seconds (about 11.6 days): more
+/// is a typo, and would overflow the timers.
+pub const MAX_SECS: f64 = 1e6;
+/// The most sessions (or room members in all) one run may ask for.
+pub const MAX_SESSIONS: usize = 1_000_000;
+
+impl RunArgs {
+    /// Checks the numbers before anything starts: every time a finite
+    /// number of seconds from 0 to [`MAX_SECS`], rates finite and not
+    /// negative, fractions within 0..=1, session counts within
+    /// [`MAX_SESSIONS`].
+    pub fn check(&self) -> Result<(), String> {
+        let times = [
+            ("--duration", self.duration),
+            ("--warmup", self.warmup),
+            ("--connect-timeout", self.connect_timeout),
+            ("--drain-timeout", self.drain_timeout),
+            ("--kill-at", self.kill_at),
+            ("--restart-after", self.restart_after),
+            ("--pause-for", self.pause_for),
+        ];
+        for (flag, secs) in times {
+            if !(secs.is_finite() && (0.0..=MAX_SECS).contains(&secs)) {
+                return Err(format!(
+                    "{flag} must be a number of seconds from 0 to {MAX_SECS} (got {secs})"
+                ));
+            }
+        }
+        if !(self.rate.is_finite() && self.rate >= 0.0) {
+            return Err("--rate must be a number >= 0".into());
+        }
+        if !(0.0..=1.0).contains(&self.reconnect_fraction) {
+            return Err(format!(
+                "--reconnect-fraction must be from 0 to 1 (got {})",
+                self.reconnect_fraction
+            ));
+        }
+        let members = self.rooms.saturating_mul(self.members);
+        if self.sessions > MAX_SESSIONS || members > MAX_SESSIONS {
+            return Err(format!(
+                "at most {MAX_SESSIONS} sessions (--sessions, or --rooms x --members) in one run"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Options of every scenario.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {

@@ -117,9 +117,7 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
     if args.nodes.is_empty() {
         return Err(RunError::Args("--nodes is empty".into()));
     }
-    if !(args.rate.is_finite() && args.rate >= 0.0) {
-        return Err(RunError::Args("--rate must be a number >= 0".into()));
-    }
+    args.check().map_err(RunError::Args)?;
     let fd_limit = sysinfo::raise_fd_limit();
     let mut notes = Vec::new();
     let progress = Progress::new(!args.quiet);

@@ -521,3 +521,32 @@ fn bench_starts_its_own_nodes_repeats_and_writes_its_page() {
     assert!(left.is_empty(), "{left:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Numbers that name no sensible run are refused with exit 2 before
+/// anything starts. They used to panic (a time too big for a timer, also
+/// after a chaos kill, leaving the node dead), run for 0 s (NaN), kill the
+/// node where a pause was asked for (`--pause-for NaN`), or abort on an
+/// allocation (a huge session count).
+#[test]
+fn nonsense_numbers_are_refused_before_the_run() {
+    let cases = [
+        ("fanout --duration 1e20", "--duration"),
+        ("fanout --warmup NaN", "--warmup"),
+        ("fanout --drain-timeout inf", "--drain-timeout"),
+        ("chaos --kill-at 1 --pause-for NaN", "--pause-for"),
+        ("chaos --kill-at 1 --restart-after 1e30", "--restart-after"),
+        ("mixed --reconnect-fraction 2", "--reconnect-fraction"),
+        ("connect --sessions 99999999999", "at most"),
+    ];
+    for (args, flag) in cases {
+        // Nothing listens on port 9: the check must come first.
+        let out = Command::new(env!("CARGO_BIN_EXE_parley-loadtest"))
+            .args(args.split(' '))
+            .args(["--nodes", "http://127.0.0.1:9", "--quiet"])
+            .output()
+            .expect("run parley-loadtest");
+        let text = all_output(&out);
+        assert_eq!(out.status.code(), Some(2), "{args}: {text}");
+        assert!(text.contains(flag), "{args}: {text}");
+    }
+}
