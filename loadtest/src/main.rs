@@ -46,11 +46,16 @@ fn command_line() -> String {
         .join(" ")
 }
 
-async fn main_inner() -> anyhow::Result<bool> {
+async fn main_inner() -> anyhow::Result<Verdict> {
     let cli = cli::Cli::parse();
     let command = command_line();
     if let cli::Command::Bench(b) = &cli.command {
-        return bench::run(b, command).await.context("bench");
+        let clean = bench::run(b, command).await.context("bench")?;
+        return Ok(if clean {
+            Verdict::Passed
+        } else {
+            Verdict::Violations
+        });
     }
     let Some((scenario, args)) = cli.command.scenario() else {
         anyhow::bail!("unknown command");
@@ -63,7 +68,24 @@ async fn main_inner() -> anyhow::Result<bool> {
         runner::write_report(path, &report)
             .with_context(|| format!("writing report {}", path.display()))?;
     }
-    Ok(report.passed())
+    if !report.passed() {
+        return Ok(Verdict::Violations);
+    }
+    let shortfalls = report.shortfalls();
+    if !shortfalls.is_empty() {
+        return Ok(Verdict::Incomplete(shortfalls.join("; ")));
+    }
+    Ok(Verdict::Passed)
+}
+
+/// How a run ended, for the exit status.
+enum Verdict {
+    /// No violation, and everything asked for was done (exit 0).
+    Passed,
+    /// The checker found violations (exit 1).
+    Violations,
+    /// No violation, but the run did not do all it was asked to (exit 2).
+    Incomplete(String),
 }
 
 /// An error and its causes on one line. The harness's error types spell
@@ -96,10 +118,14 @@ fn main() -> ExitCode {
         }
     };
     match rt.block_on(main_inner()) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
+        Ok(Verdict::Passed) => ExitCode::SUCCESS,
+        Ok(Verdict::Violations) => {
             eprintln!("parley-loadtest: correctness violations found");
             ExitCode::from(1)
+        }
+        Ok(Verdict::Incomplete(why)) => {
+            eprintln!("parley-loadtest: the run was incomplete: {why}");
+            ExitCode::from(2)
         }
         Err(e) => {
             eprintln!("parley-loadtest: {}", error_text(&e));

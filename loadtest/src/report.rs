@@ -229,6 +229,38 @@ impl Report {
         self.checker.violations == 0
     }
 
+    /// What the run could not do that it was asked to, so that "no
+    /// violations" would claim more than was checked: rooms whose history
+    /// could not be read, sessions that never connected, messages never
+    /// acked, a chaos run that injected no failure. Empty for a full run.
+    pub fn shortfalls(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.checker.rooms_without_history > 0 {
+            out.push(format!(
+                "the history of {} room(s) could not be read",
+                self.checker.rooms_without_history
+            ));
+        }
+        if self.connect.failed > 0 {
+            out.push(format!(
+                "{} session(s) never connected",
+                self.connect.failed
+            ));
+        }
+        if self.messages.unacked_at_end > 0 {
+            out.push(format!(
+                "{} message(s) were never acked",
+                self.messages.unacked_at_end
+            ));
+        }
+        if let Some(ch) = &self.chaos {
+            if ch.killed_pid.is_none() && ch.paused_pid.is_none() {
+                out.push("no node was killed or paused".into());
+            }
+        }
+        out
+    }
+
     /// A short human-readable summary.
     pub fn table(&self) -> String {
         let mut s = String::new();

@@ -550,3 +550,24 @@ fn nonsense_numbers_are_refused_before_the_run() {
         assert!(text.contains(flag), "{args}: {text}");
     }
 }
+
+/// A run without violations that did not do what it was asked (here a
+/// chaos run that had no process to kill) exits 2 and says why; it used
+/// to exit 0 as if the failover had been tested.
+#[test]
+fn a_chaos_run_that_injects_no_failure_is_incomplete() {
+    let node = Node::start(&scratch("noinject"));
+    let out = Command::new(env!("CARGO_BIN_EXE_parley-loadtest"))
+        .args(["chaos", "--nodes", &node.url(), "--quiet"])
+        .args(["--rooms", "1", "--members", "2", "--duration", "1"])
+        .args(["--warmup", "0", "--kill-at", "0.5"])
+        .output()
+        .expect("run parley-loadtest");
+    let text = all_output(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("incomplete: no node was killed or paused"),
+        "{text}"
+    );
+    assert!(text.contains("0 violations"), "{text}");
+}
