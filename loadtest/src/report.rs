@@ -333,11 +333,20 @@ impl Report {
             );
         }
         if let Some(i) = &self.idle {
-            let _ = writeln!(
-                s,
-                "  idle        {} sessions: node rss +{} KiB = {:.1} KiB/session (total {} KiB)",
-                i.sessions, i.rss_growth_kib, i.kib_per_session, i.rss_total_kib
-            );
+            if i.rss_total_kib == 0 {
+                // No readable node process: nothing was measured.
+                let _ = writeln!(
+                    s,
+                    "  idle        {} sessions held; node memory not measured (give --pids of the nodes)",
+                    i.sessions
+                );
+            } else {
+                let _ = writeln!(
+                    s,
+                    "  idle        {} sessions: node rss +{} KiB = {:.1} KiB/session (total {} KiB)",
+                    i.sessions, i.rss_growth_kib, i.kib_per_session, i.rss_total_kib
+                );
+            }
         }
         if let Some(ch) = &self.chaos {
             let what = match ch.paused_pid {
@@ -346,16 +355,21 @@ impl Report {
                     opt(ch.paused_at_s, ""),
                     opt(ch.resumed_at_s, "")
                 ),
-                None => format!(
-                    "killed pid {:?} at {}s, restarted at {}s",
-                    ch.killed_pid,
-                    opt(ch.killed_at_s, ""),
-                    opt(ch.restarted_at_s, "")
-                ),
+                None => match (ch.killed_pid, ch.restarted_at_s) {
+                    (Some(pid), Some(at)) => format!(
+                        "killed pid {pid} at {}s, restarted at {at:.1}s",
+                        opt(ch.killed_at_s, "")
+                    ),
+                    (Some(pid), None) => format!(
+                        "killed pid {pid} at {}s, not restarted",
+                        opt(ch.killed_at_s, "")
+                    ),
+                    (None, _) => "no node was killed or paused".into(),
+                },
             };
             let _ = writeln!(
                 s,
-                "  chaos       {what}; first ack after it {} ms; longest room ack pause {} ms",
+                "  chaos       {what}; first ack after the failure {} ms; longest room ack pause {} ms",
                 opt(ch.first_ack_after_kill_ms, ""),
                 opt(ch.longest_room_ack_pause_ms, "")
             );

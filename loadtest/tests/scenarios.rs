@@ -371,6 +371,10 @@ fn chaos_scenario_kills_and_restarts_the_node() {
     }
     assert_clean(code, &r, &out);
     assert_eq!(r["chaos"]["killed_pid"], node.pid(), "{out}");
+    assert!(
+        out.contains(&format!("killed pid {} at", node.pid())),
+        "{out}"
+    );
     assert!(r["reconnects"].as_u64().unwrap() >= 30, "{out}");
     assert_eq!(r["checker"]["incomplete_sessions"], 0, "{out}");
     assert!(r["messages"]["acked"].as_u64().unwrap() > 50, "{out}");
