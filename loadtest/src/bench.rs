@@ -11,7 +11,7 @@ use crate::diskprobe;
 use crate::metrics::Percentiles;
 use crate::nodeproc::{NodeError, NodeProc, LOAD_TEST_FLAGS};
 use crate::plan::Scenario;
-use crate::report::Report;
+use crate::report::{Report, Verdict};
 use crate::runner;
 use crate::sysinfo::{self, MachineInfo};
 
@@ -111,10 +111,10 @@ fn base_args(quiet: bool) -> RunArgs {
 }
 
 fn violations(r: &Report) -> String {
-    if r.checker.violations == 0 {
-        "0 violations".into()
-    } else {
-        format!("**{} violations**", r.checker.violations)
+    match r.verdict() {
+        Verdict::Violations => format!("**{} violations**", r.checker.violations),
+        Verdict::Incomplete(why) => format!("0 violations, **incomplete**: {why}"),
+        Verdict::Passed => "0 violations".into(),
     }
 }
 
@@ -200,12 +200,7 @@ fn cases(b: &BenchArgs, fd_soft: u64) -> Vec<Case> {
                         latency(r),
                         violations(r)
                     ),
-                    if r.passed() {
-                        "recorded"
-                    } else {
-                        "**violations**"
-                    }
-                    .into(),
+                    r.label().into(),
                 )
             },
         });
@@ -447,7 +442,7 @@ fn cases(b: &BenchArgs, fd_soft: u64) -> Vec<Case> {
                         latency(r),
                         violations(r)
                     ),
-                    if r.passed() { "recorded" } else { "**violations**" }.into(),
+                    r.label().into(),
                 )
             },
         });

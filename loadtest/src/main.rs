@@ -31,6 +31,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use report::Verdict;
 
 fn command_line() -> String {
     std::env::args()
@@ -68,24 +69,7 @@ async fn main_inner() -> anyhow::Result<Verdict> {
         runner::write_report(path, &report)
             .with_context(|| format!("writing report {}", path.display()))?;
     }
-    if !report.passed() {
-        return Ok(Verdict::Violations);
-    }
-    let shortfalls = report.shortfalls();
-    if !shortfalls.is_empty() {
-        return Ok(Verdict::Incomplete(shortfalls.join("; ")));
-    }
-    Ok(Verdict::Passed)
-}
-
-/// How a run ended, for the exit status.
-enum Verdict {
-    /// No violation, and everything asked for was done (exit 0).
-    Passed,
-    /// The checker found violations (exit 1).
-    Violations,
-    /// No violation, but the run did not do all it was asked to (exit 2).
-    Incomplete(String),
+    Ok(report.verdict())
 }
 
 /// An error and its causes on one line. The harness's error types spell

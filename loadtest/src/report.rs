@@ -168,6 +168,17 @@ pub struct CheckerStats {
     pub list: Vec<Violation>,
 }
 
+/// How a run ended (the harness's exit status: 0, 1, 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// No violation, and everything asked for was done.
+    Passed,
+    /// The checker found violations.
+    Violations,
+    /// No violation, but the run did not do all it was asked to; why.
+    Incomplete(String),
+}
+
 /// Everything about one run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -224,9 +235,33 @@ fn opt(v: Option<f64>, unit: &str) -> String {
 }
 
 impl Report {
-    /// Whether the checker found nothing wrong.
+    /// Whether the run did all it was asked to and the checker found
+    /// nothing wrong.
     pub fn passed(&self) -> bool {
-        self.checker.violations == 0
+        matches!(self.verdict(), Verdict::Passed)
+    }
+
+    /// How the run ended: violations first, then shortfalls.
+    pub fn verdict(&self) -> Verdict {
+        if self.checker.violations > 0 {
+            return Verdict::Violations;
+        }
+        let shortfalls = self.shortfalls();
+        if shortfalls.is_empty() {
+            Verdict::Passed
+        } else {
+            Verdict::Incomplete(shortfalls.join("; "))
+        }
+    }
+
+    /// The verdict as a benchmark page's label for a case without a
+    /// target: "recorded", or what is wrong.
+    pub fn label(&self) -> &'static str {
+        match self.verdict() {
+            Verdict::Passed => "recorded",
+            Verdict::Violations => "**violations**",
+            Verdict::Incomplete(_) => "**incomplete**",
+        }
     }
 
     /// What the run could not do that it was asked to, so that "no
@@ -408,6 +443,9 @@ impl Report {
             ck.acked_messages,
             ck.deliveries_checked
         );
+        if let Verdict::Incomplete(why) = self.verdict() {
+            let _ = writeln!(s, "  incomplete  {why}");
+        }
         for v in ck.list.iter().take(20) {
             let _ = writeln!(s, "    {v}");
         }
