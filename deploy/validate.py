@@ -772,8 +772,10 @@ def check_compose(root: Path, path: Path, truth: Truth, dockerfile: Dockerfile, 
             cl = p["eff"].get("cluster-listen")
             cluster_listen_ok(cl, f"{r} {name}", rep, r, ips[0] if ips else None,
                               p["eff"].get("cluster-advertise"))
-            if cl:
-                listens[cl] = name
+            hp = parse_hostport(cl or "")
+            if hp:
+                # Peers know a node by the address it announces.
+                listens[f"{p['eff'].get('cluster-advertise') or hp[0]}:{hp[1]}"] = name
                 secret = p["eff"].get("cluster-secret")
                 rep.check(bool(secret) or p["eff"].get("cluster-insecure-dev") in PARLEY_BOOL_VALUES - {"false", "0", "no", "off"},
                           f"{r} {name}: cluster secret set", f"{r} {name}: --cluster-listen without a cluster secret", r)
@@ -786,12 +788,12 @@ def check_compose(root: Path, path: Path, truth: Truth, dockerfile: Dockerfile, 
                 elif s in listens:
                     continue
                 elif not is_ip(hp[0]):
-                    rep.problem(r, f"{r} {name}: seed {s} is a host name: peers are known by their "
-                                   "--cluster-listen IP, so a named seed is never recognised as connected "
-                                   "(node/src/cluster.rs redials it every second); use the nodes' fixed IPs")
+                    # The join loop resolves names every round (node/src/cluster.rs).
+                    if hp[0] not in parley:
+                        rep.problem(r, f"{r} {name}: seed {s} names no Parley service ({sorted(parley)})")
                 else:
-                    rep.problem(r, f"{r} {name}: seed {s} is no node's --cluster-listen ({sorted(listens)})")
-            if seeds and all(s in listens for s in seeds):
+                    rep.problem(r, f"{r} {name}: seed {s} is no node's cluster address ({sorted(listens)})")
+            if seeds and all(s in listens or parse_hostport(s)[0] in parley for s in seeds):
                 rep.ok(f"{r} {name}: seeds {seeds} are the nodes' cluster addresses")
         for key in ("jwt-secret", "cluster-secret", "storage"):
             vals = {p["eff"].get(key) for p in parley.values()}

@@ -87,6 +87,10 @@ EOF
         "is not one of ['json', 'pretty']" "invalid enum value in compose"
     mutate deploy/docker-compose.yml '"--cluster-listen", "10.213.0.11:9080"' '"--cluster-listen", "0.0.0.0:9080"' \
         "parley1: --cluster-listen 0.0.0.0:9080 is an unspecified address" "compose node clustering on 0.0.0.0"
+    mutate deploy/docker-compose.yml '"--cluster-listen", "10.213.0.11:9080"' \
+        '"--cluster-listen", "0.0.0.0:9080", "--cluster-advertise", "10.213.0.12"' \
+        "parley1: --cluster-advertise 10.213.0.12 is not this container's address 10.213.0.11" \
+        "compose node announcing another container's address"
     mutate deploy/docker-compose.yml $'      parley1:\n        condition: service_healthy' \
         $'      parley9:\n        condition: service_healthy' \
         "depends_on parley9, which is not a service" "depends_on a missing service"

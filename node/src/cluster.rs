@@ -38,7 +38,7 @@ pub struct ClusterPlan {
     advertised: SocketAddr,
     cookie: String,
     node_name: String,
-    /// Seeds other than this node's own address.
+    /// Seeds as given (the join loop skips this node's own address).
     seeds: Vec<String>,
     dialer: Dialer,
     handshake_timeout: Duration,
@@ -70,15 +70,7 @@ impl ClusterPlan {
             advertised,
             cookie: cookie(config)?,
             node_name: config.node_name(),
-            seeds: config
-                .seeds
-                .iter()
-                .filter(|s| {
-                    let addr = s.parse::<SocketAddr>().ok();
-                    addr != Some(listen) && addr != Some(advertised)
-                })
-                .cloned()
-                .collect(),
+            seeds: config.seeds.clone(),
             dialer: tls.map_or(Dialer::Plain, |t| Dialer::Tls(Arc::new(t))),
             handshake_timeout: Duration::from_millis(config.cluster_handshake_timeout_ms.max(100)),
         }))
