@@ -319,55 +319,21 @@ async fn sync_replays_exactly_the_missed_messages_in_order() {
     }
     // Bob saw r1 up to 2 and nothing of r2.
     let mut b = Client::connect(&node, &bob.token).await;
-    b.send(json!({"type": "sync", "ref": "s1", "rooms": {r1: 2, r2: 0}}))
-        .await;
-    let mut got = Vec::new();
-    let done = loop {
-        let f = b
-            .expect(|f| f["type"] == "message" || f["type"] == "synced")
-            .await;
-        if f["type"] == "synced" {
-            break f;
-        }
-        got.push((
-            f["room_id"].as_str().unwrap().to_string(),
-            f["seq"].as_u64().unwrap(),
-        ));
-    };
-    assert_eq!(done["ref"], "s1");
+    let (got, done) = sync(&mut b, "s1", json!({r1: 2, r2: 0})).await;
     assert_eq!(done["rooms"][r1], 5);
     assert_eq!(done["rooms"][r2], 3);
-    let one: Vec<u64> = got
-        .iter()
-        .filter(|(r, _)| r == r1)
-        .map(|(_, s)| *s)
-        .collect();
-    let two: Vec<u64> = got
-        .iter()
-        .filter(|(r, _)| r == r2)
-        .map(|(_, s)| *s)
-        .collect();
-    assert_eq!(one, vec![3, 4, 5]);
-    assert_eq!(two, vec![1, 2, 3]);
+    assert_eq!(seqs(&got, r1), vec![3, 4, 5]);
+    assert_eq!(seqs(&got, r2), vec![1, 2, 3]);
 
-    // Without `rooms`: everything of every room from 0.
+    // Without `rooms` (or with null): everything of every room from 0.
     let mut b2 = Client::connect(&node, &bob.token).await;
-    b2.send(json!({"type": "sync", "ref": "all"})).await;
-    let mut n = 0;
-    loop {
-        let f = b2
-            .expect(|f| f["type"] == "message" || f["type"] == "synced")
-            .await;
-        if f["type"] == "synced" {
-            break;
-        }
-        n += 1;
-    }
-    assert_eq!(n, 8);
+    let (all, _) = sync(&mut b2, "all", Value::Null).await;
+    assert_eq!(all.len(), 8);
 }
 
-/// Sends `sync` of `rooms` and returns the seqs replayed and the `synced`.
-async fn sync(c: &mut Client, r: &str, rooms: Value) -> (Vec<u64>, Value) {
+/// Sends `sync` of `rooms` and returns the (room, seq) of each message
+/// replayed, and the `synced`.
+async fn sync(c: &mut Client, r: &str, rooms: Value) -> (Vec<(String, u64)>, Value) {
     c.send(json!({"type": "sync", "ref": r, "rooms": rooms}))
         .await;
     let mut seqs = Vec::new();
@@ -379,8 +345,18 @@ async fn sync(c: &mut Client, r: &str, rooms: Value) -> (Vec<u64>, Value) {
             assert_eq!(f["ref"], r, "{f}");
             return (seqs, f);
         }
-        seqs.push(f["seq"].as_u64().unwrap());
+        let room = f["room_id"].as_str().unwrap_or_default().to_string();
+        seqs.push((room, f["seq"].as_u64().unwrap_or_default()));
     }
+}
+
+/// The seqs of `room` among `replayed`, in the order they came.
+fn seqs(replayed: &[(String, u64)], room: &str) -> Vec<u64> {
+    replayed
+        .iter()
+        .filter(|(r, _)| r == room)
+        .map(|(_, s)| *s)
+        .collect()
 }
 
 /// A `sync` gets every message after its cursor, also on a connection that
@@ -403,17 +379,17 @@ async fn a_sync_on_the_same_connection_sends_what_its_cursor_asks_for() {
         ("s2", 0, vec![1, 2, 3, 4, 5]),
         ("s3", 3, vec![4, 5]),
     ] {
-        let (seqs, done) = sync(&mut b, r, json!({&room: cursor})).await;
-        assert_eq!(seqs, expected, "{r}");
+        let (got, done) = sync(&mut b, r, json!({&room: cursor})).await;
+        assert_eq!(seqs(&got, &room), expected, "{r}");
         assert_eq!(done["rooms"][&room], 5, "{r}: {done}");
     }
-    let (seqs, done) = sync(&mut b, "ahead", json!({&room: 1000})).await;
-    assert!(seqs.is_empty(), "{seqs:?}");
+    let (got, done) = sync(&mut b, "ahead", json!({&room: 1000})).await;
+    assert!(got.is_empty(), "{got:?}");
     assert_eq!(done["rooms"][&room], 5, "the head, not the cursor: {done}");
     // A sync sent the moment `synced` arrives is never "already running".
     for i in 0..50 {
-        let (seqs, _) = sync(&mut b, &format!("again{i}"), json!({&room: 4})).await;
-        assert_eq!(seqs, vec![5]);
+        let (got, _) = sync(&mut b, &format!("again{i}"), json!({&room: 4})).await;
+        assert_eq!(seqs(&got, &room), vec![5]);
     }
     // Live delivery goes on, once.
     a.send_message(&room, "x6", "hi").await;
