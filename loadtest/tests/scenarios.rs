@@ -573,5 +573,10 @@ fn a_chaos_run_that_injects_no_failure_is_incomplete() {
         text.contains("incomplete: no node was killed or paused"),
         "{text}"
     );
+    // The table (and so a bench page) says it too.
+    assert!(
+        text.contains("  incomplete  no node was killed or paused"),
+        "{text}"
+    );
     assert!(text.contains("0 violations"), "{text}");
 }
