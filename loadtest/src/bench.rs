@@ -32,6 +32,22 @@ pub enum BenchError {
         /// The failure.
         source: std::io::Error,
     },
+    /// `--only` names a benchmark this run does not have.
+    #[error("--only {name}: no such benchmark with these options; the set is {known}")]
+    UnknownCase {
+        /// The name given.
+        name: String,
+        /// The benchmarks there are, comma-separated.
+        known: String,
+    },
+    /// A benchmark's options name no sensible run.
+    #[error("{case}: {reason}")]
+    Args {
+        /// The benchmark.
+        case: String,
+        /// What is wrong, naming the scenario option.
+        reason: String,
+    },
 }
 
 /// One benchmark's outcome.
@@ -524,6 +540,36 @@ fn rel_link(out: &Path, file: &str) -> String {
         .unwrap_or_else(|_| file.to_string())
 }
 
+/// The benchmarks `--only` picks (all without it), each with options it
+/// can run: a name the set lacks, or options a scenario refuses, end the
+/// bench before any node starts rather than after the others ran.
+fn selected(b: &BenchArgs, fd_soft: u64) -> Result<Vec<Case>, BenchError> {
+    let all = cases(b, fd_soft);
+    if let Some(name) = b.only.iter().find(|n| !all.iter().any(|c| &c.name == *n)) {
+        return Err(BenchError::UnknownCase {
+            name: name.clone(),
+            known: all
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    let picked: Vec<Case> = all
+        .into_iter()
+        .filter(|c| b.only.is_empty() || b.only.contains(&c.name))
+        .collect();
+    for case in &picked {
+        case.args
+            .check(case.scenario)
+            .map_err(|reason| BenchError::Args {
+                case: case.name.clone(),
+                reason,
+            })?;
+    }
+    Ok(picked)
+}
+
 /// Runs the benchmark set and writes the markdown; returns whether every
 /// run was free of violations.
 pub async fn run(b: &BenchArgs, command: String) -> Result<bool, BenchError> {
@@ -538,11 +584,13 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<bool, BenchError> {
     if !node_bin.exists() {
         return Err(BenchError::NoNodeBinary(node_bin.display().to_string()));
     }
+    let picked = selected(b, machine.fd_limit.0)?;
     let write_err = |path: &Path| {
         let path = path.display().to_string();
         move |source| BenchError::Write { path, source }
     };
     std::fs::create_dir_all(&b.assets).map_err(write_err(&b.assets))?;
+    crate::outfile::check_writable(&b.out).map_err(write_err(&b.out))?;
     let scratch = b
         .scratch
         .clone()
@@ -559,10 +607,7 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<bool, BenchError> {
     let mut all_clean = true;
     let mut earlier: HashMap<String, Report> = HashMap::new();
     let repeat = b.repeat.max(1);
-    for case in cases(b, machine.fd_limit.0) {
-        if !b.only.is_empty() && !b.only.contains(&case.name) {
-            continue;
-        }
+    for case in picked {
         let mut runs = Vec::with_capacity(repeat);
         for k in 1..=repeat {
             let run = (repeat > 1).then_some(k);

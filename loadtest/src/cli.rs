@@ -55,6 +55,13 @@ impl Command {
     }
 }
 
+/// The node options a load test needs (cheap password hashing, rate and
+/// session limits off), as the help text gives them; named again whenever
+/// a node's limits refused the harness.
+pub const NODE_FLAGS: &str = "--argon2-memory-kib 64 --argon2-iterations 1 \
+--login-rate-per-ip 0 --login-rate-per-user 0 --register-rate-per-ip 0 --ws-rate 0 \
+--max-sessions-per-user 0 --api-rate-per-user 0";
+
 /// The longest time any option may name, seconds (about 11.6 days): more
 /// is a typo, and would overflow the timers.
 pub const MAX_SECS: f64 = 1e6;
@@ -62,11 +69,13 @@ pub const MAX_SECS: f64 = 1e6;
 pub const MAX_SESSIONS: usize = 1_000_000;
 
 impl RunArgs {
-    /// Checks the numbers before anything starts: every time a finite
+    /// Checks the options before anything starts, so that a run never
+    /// does less than it was asked without saying so: every time a finite
     /// number of seconds from 0 to [`MAX_SECS`], rates finite and not
     /// negative, fractions within 0..=1, session counts within
-    /// [`MAX_SESSIONS`].
-    pub fn check(&self) -> Result<(), String> {
+    /// [`MAX_SESSIONS`], a shape the scenario can build as given (nothing
+    /// silently raised or cut), and chaos options only for `chaos`.
+    pub fn check(&self, scenario: Scenario) -> Result<(), String> {
         let times = [
             ("--duration", self.duration),
             ("--warmup", self.warmup),
@@ -97,6 +106,80 @@ impl RunArgs {
             return Err(format!(
                 "at most {MAX_SESSIONS} sessions (--sessions, or --rooms x --members) in one run"
             ));
+        }
+        self.check_shape(scenario)?;
+        self.check_chaos(scenario)
+    }
+
+    /// The scenario's layout options name a run it can build as given.
+    fn check_shape(&self, scenario: Scenario) -> Result<(), String> {
+        let name = scenario.name();
+        match scenario {
+            Scenario::Connect | Scenario::Idle => {
+                if self.sessions == 0 {
+                    return Err(format!("{name} needs --sessions of at least 1"));
+                }
+                match self.users {
+                    Some(0) => return Err("--users must be at least 1".into()),
+                    Some(u) if u > self.sessions => {
+                        return Err(format!(
+                        "--users ({u}) cannot exceed --sessions ({}): each user needs a session",
+                        self.sessions
+                    ))
+                    }
+                    _ => {}
+                }
+            }
+            Scenario::Dm => {
+                if self.sessions < 2 || self.sessions % 2 == 1 {
+                    return Err(format!(
+                        "dm pairs sessions two by two: --sessions must be even and at least 2 (got {})",
+                        self.sessions
+                    ));
+                }
+            }
+            Scenario::Fanout | Scenario::Mixed | Scenario::Chaos => {
+                if self.rooms == 0 || self.members == 0 {
+                    return Err(format!("{name} needs --rooms and --members of at least 1"));
+                }
+                if self.senders == 0 {
+                    return Err(format!(
+                        "{name} needs --senders of at least 1 (idle holds sessions without sending)"
+                    ));
+                }
+                if self.senders > self.members {
+                    return Err(format!(
+                        "--senders ({}) cannot exceed --members ({}): senders are members",
+                        self.senders, self.members
+                    ));
+                }
+            }
+        }
+        if scenario.sends() && self.rate == 0.0 {
+            return Err(format!(
+                "{name} needs --rate above 0: at 0 nothing is sent and nothing checked"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Chaos options only for `chaos`, and a pause is resumed, never restarted.
+    fn check_chaos(&self, scenario: Scenario) -> Result<(), String> {
+        if scenario != Scenario::Chaos {
+            let given = [
+                ("--kill-pid", self.kill_pid.is_some()),
+                ("--restart-cmd", self.restart_cmd.is_some()),
+                ("--pause-for", self.pause_for > 0.0),
+            ];
+            if let Some((flag, _)) = given.iter().find(|(_, on)| *on) {
+                return Err(format!("{flag} is for the chaos scenario only"));
+            }
+        }
+        if self.pause_for > 0.0 && self.restart_cmd.is_some() {
+            return Err(
+                "--pause-for and --restart-cmd exclude each other: a paused node is resumed, not restarted"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -141,7 +224,8 @@ pub struct RunArgs {
     /// Write the JSON report here.
     #[arg(long)]
     pub report: Option<PathBuf>,
-    /// Write SVG plots as PREFIX-latency.svg and PREFIX-cdf.svg.
+    /// Write SVG plots as PREFIX-latency.svg and PREFIX-cdf.svg (connect
+    /// and idle: PREFIX-cdf.svg of connect latency).
     #[arg(long)]
     pub plot: Option<PathBuf>,
     /// Concurrent connection attempts.
@@ -217,7 +301,8 @@ pub struct BenchArgs {
     /// runs of the same code differ several-fold.
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
-    /// Only these benchmarks (comma-separated names; default all).
+    /// Only these benchmarks (comma-separated names; default all). A name
+    /// the set lacks is refused before any node starts, and the set named.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Measured seconds of each message benchmark.

@@ -17,6 +17,7 @@ mod client;
 mod diskprobe;
 mod metrics;
 mod nodeproc;
+mod outfile;
 mod plan;
 mod plot;
 mod ports;

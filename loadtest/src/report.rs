@@ -28,11 +28,13 @@ pub struct Params {
     pub sessions: usize,
     /// Users created.
     pub users: usize,
-    /// Rooms created.
+    /// Group rooms created.
     pub rooms: usize,
-    /// Members per group room.
+    /// Direct (one-to-one) rooms created: dm's pairs, mixed's pairs.
+    pub direct_rooms: usize,
+    /// Members per group room (0 without group rooms).
     pub members: usize,
-    /// Senders per room.
+    /// Senders per group room (dm: 2 per direct room; 0 when nothing is sent).
     pub senders: usize,
     /// Messages per second per sender.
     pub rate: f64,
@@ -134,6 +136,9 @@ pub struct ChaosStats {
     pub restarted_at_s: Option<f64>,
     /// The restart command's process id (a shell that `exec`s keeps the node's pid).
     pub restart_pid: Option<u32>,
+    /// Why the killed node was not brought back: the restart command could
+    /// not start, or ended with a failure status during the run.
+    pub restart_error: Option<String>,
     /// Paused process (`--pause-for`).
     pub paused_pid: Option<u32>,
     /// Seconds after the run start it was paused.
@@ -292,6 +297,9 @@ impl Report {
             if ch.killed_pid.is_none() && ch.paused_pid.is_none() {
                 out.push("no node was killed or paused".into());
             }
+            if let Some(e) = &ch.restart_error {
+                out.push(format!("the killed node was not restarted: {e}"));
+            }
         }
         out
     }
@@ -300,14 +308,24 @@ impl Report {
     pub fn table(&self) -> String {
         let mut s = String::new();
         let p = &self.params;
+        let mut rooms = Vec::new();
+        if p.rooms > 0 {
+            rooms.push(format!("{} rooms x {} members", p.rooms, p.members));
+        }
+        if p.direct_rooms > 0 {
+            rooms.push(format!("{} direct rooms", p.direct_rooms));
+        }
+        let rooms = if rooms.is_empty() {
+            "no rooms".to_string()
+        } else {
+            rooms.join(" + ")
+        };
         let _ = writeln!(
             s,
-            "scenario {}: {} sessions, {} users, {} rooms x {} members, {} senders x {} msg/s, {}s (+{}s warm-up)",
+            "scenario {}: {} sessions, {} users, {rooms}, {} senders x {} msg/s, {}s (+{}s warm-up)",
             self.scenario.name(),
             p.sessions,
             p.users,
-            p.rooms,
-            p.members,
             p.sending_sessions,
             p.rate,
             p.duration_s,

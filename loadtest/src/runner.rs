@@ -13,12 +13,12 @@ use crate::checker::{self, CheckInput, SessionStreams};
 use crate::cli::RunArgs;
 use crate::client::{self, Phase, SessionResult, SessionSpec, Shared};
 use crate::metrics::{cdf_points, Metrics, Percentiles};
+use crate::outfile;
 use crate::plan::{self, Scenario, Shape};
 use crate::plot;
 use crate::progress::Progress;
 use crate::report::{
-    ChaosStats, CheckerStats, ConnectStats, CpuPoint, IdleStats, MessageStats, Params, ProcStats,
-    Report,
+    CheckerStats, ConnectStats, CpuPoint, IdleStats, MessageStats, Params, ProcStats, Report,
 };
 use crate::setup::{self, SetupError};
 use crate::sysinfo::{self, CpuMeter};
@@ -39,6 +39,14 @@ pub enum RunError {
     /// Bad arguments.
     #[error("{0}")]
     Args(String),
+    /// An output file cannot be written (found before the run).
+    #[error("cannot write {path}: {source}")]
+    Output {
+        /// The file.
+        path: String,
+        /// The failure.
+        source: std::io::Error,
+    },
 }
 
 /// Samples process memory during the run.
@@ -117,9 +125,14 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
     if args.nodes.is_empty() {
         return Err(RunError::Args("--nodes is empty".into()));
     }
-    args.check().map_err(RunError::Args)?;
+    args.check(scenario).map_err(RunError::Args)?;
+    check_outputs(args)?;
     let fd_limit = sysinfo::raise_fd_limit();
     let mut notes = Vec::new();
+    let mut chaos_driver = match scenario {
+        Scenario::Chaos => chaos::Driver::new(args, &mut notes).map_err(RunError::Args)?,
+        _ => None,
+    };
     let progress = Progress::new(!args.quiet);
     let mut nodes = Vec::new();
     for n in &args.nodes {
@@ -253,76 +266,23 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
     let send_until_us = run_start_us + secs(run_len).as_micros() as u64;
     let _ = phase_tx.send(Phase::Run { send_until_us });
     let clock = progress.clock(scenario.name(), run_len.ceil() as u64);
-    let mut chaos_stats = (scenario == Scenario::Chaos).then(ChaosStats::default);
-    let kill_pid = args.kill_pid.or_else(|| args.pids.first().copied());
-    if scenario == Scenario::Chaos && kill_pid.is_none() {
-        notes.push("chaos without --kill-pid or --pids: nothing was killed".into());
+    if let Some(driver) = chaos_driver.as_mut() {
+        driver.start();
+        if driver.needs_interrupt_guard() {
+            chaos::repair_on_interrupt();
+        }
     }
-    let mut killed_at: Option<Instant> = None;
-    let mut kill_us: Option<u64> = None;
-    let mut restarted = false;
-    // With --pause-for the node is stopped and continued instead of killed.
-    let pause = (args.pause_for > 0.0).then(|| secs(args.pause_for));
-    if chaos_stats.is_some() && pause.is_some() {
-        chaos::resume_on_interrupt();
-    }
-    let mut resumed = false;
     let mut last_delivered = 0u64;
     let mut last_tick = Instant::now();
     let mut idle_end_rss: Option<Vec<Option<u64>>> = None;
     while run_start.elapsed() < secs(run_len) {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let t = run_start.elapsed().as_secs_f64();
-        if let Some(stats) = chaos_stats.as_mut() {
-            if killed_at.is_none() && t >= args.kill_at {
-                if let Some(pid) = kill_pid {
-                    let sig = if pause.is_some() { "STOP" } else { "KILL" };
-                    if pause.is_some() {
-                        // Before the signal, so an interrupt in between still resumes it.
-                        chaos::set_paused(Some(pid));
-                    }
-                    match chaos::signal(pid, sig) {
-                        Ok(()) => {
-                            killed_at = Some(Instant::now());
-                            kill_us = Some(metrics.now_us());
-                            if pause.is_some() {
-                                stats.paused_pid = Some(pid);
-                                stats.paused_at_s = Some(t);
-                            } else {
-                                stats.killed_pid = Some(pid);
-                                stats.killed_at_s = Some(t);
-                            }
-                        }
-                        Err(e) => {
-                            chaos::set_paused(None);
-                            notes.push(e.to_string());
-                            killed_at = Some(Instant::now());
-                        }
-                    }
-                }
-            }
-            if let (Some(k), Some(p), false) = (killed_at, pause, resumed) {
-                if k.elapsed() >= p {
-                    resumed = true;
-                    resume(stats, &mut notes, run_start);
-                }
-            }
-            // A paused node is resumed, never restarted.
-            if let (None, Some(k), Some(cmd), false) =
-                (pause, killed_at, &args.restart_cmd, restarted)
-            {
-                if k.elapsed() >= secs(args.restart_after) {
-                    restarted = true;
-                    match chaos::restart(cmd) {
-                        Ok(child) => {
-                            stats.restart_pid = Some(child.id());
-                            stats.restarted_at_s = Some(run_start.elapsed().as_secs_f64());
-                            if let Some(i) = args.pids.iter().position(|p| Some(*p) == kill_pid) {
-                                sampler.pids[i] = child.id();
-                            }
-                        }
-                        Err(e) => notes.push(e.to_string()),
-                    }
+        if let Some(driver) = chaos_driver.as_mut() {
+            if let Some(pid) = driver.tick(metrics.now_us(), &mut notes) {
+                // Sample the restarted node in place of the killed one.
+                if let Some(i) = args.pids.iter().position(|p| *p == driver.target()) {
+                    sampler.pids[i] = pid;
                 }
             }
         }
@@ -343,9 +303,8 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
             ));
         }
     }
-    if let (Some(stats), false) = (chaos_stats.as_mut(), resumed) {
-        // A pause longer than the run ends with it: never leave a node stopped.
-        resume(stats, &mut notes, run_start);
+    if let Some(driver) = chaos_driver.as_mut() {
+        driver.end_run(&mut notes);
     }
     sampler.sample();
     if scenario == Scenario::Idle {
@@ -536,51 +495,25 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
             },
         }
     });
-    if let (Some(stats), Some(k)) = (chaos_stats.as_mut(), kill_us) {
-        let (longest, first) = chaos::ack_pauses(&ack_times, k);
-        stats.longest_room_ack_pause_ms = longest;
-        stats.first_ack_after_kill_ms = first;
-    }
-    let _ = killed_at;
+    // A chaos run without a process to signal still reports (and is judged by) its stats.
+    let chaos_stats = (scenario == Scenario::Chaos).then(|| {
+        chaos_driver
+            .map(|d| d.finish(&ack_times))
+            .unwrap_or_default()
+    });
 
-    // Plots.
-    let mut plots = Vec::new();
-    if let Some(prefix) = &args.plot {
-        if scenario.sends() {
-            let lat = prefix.with_file_name(format!(
-                "{}-latency.svg",
-                prefix
-                    .file_name()
-                    .map(|f| f.to_string_lossy())
-                    .unwrap_or_default()
-            ));
-            let cdf = prefix.with_file_name(format!(
-                "{}-cdf.svg",
-                prefix
-                    .file_name()
-                    .map(|f| f.to_string_lossy())
-                    .unwrap_or_default()
-            ));
-            if let Some(dir) = lat.parent().filter(|d| !d.as_os_str().is_empty()) {
-                let _ = std::fs::create_dir_all(dir);
-            }
-            let title = format!("{}: send to receipt latency per second", scenario.name());
-            match plot::latency_over_time(&lat, &title, &snap.timeline) {
-                Ok(()) => plots.push(lat.display().to_string()),
-                Err(e) => notes.push(e.to_string()),
-            }
-            let title = format!("{}: latency CDF", scenario.name());
-            let curves = [
-                ("send to receipt", cdf_points(&snap.e2e)),
-                ("send to ack", cdf_points(&snap.ack)),
-            ];
-            match plot::cdf(&cdf, &title, &curves) {
-                Ok(()) => plots.push(cdf.display().to_string()),
-                Err(e) => notes.push(e.to_string()),
-            }
-        }
-    }
+    let plots = match &args.plot {
+        Some(prefix) => write_plots(prefix, scenario, &snap, &mut notes),
+        None => Vec::new(),
+    };
 
+    let errors = metrics.errors();
+    notes.extend(limits_note(&errors));
+    let group_rooms = plan
+        .rooms
+        .iter()
+        .filter(|r| r.kind == plan::RoomKind::Group)
+        .count();
     let list = outcome.violations.iter().take(200).cloned().collect();
     let report = Report {
         scenario,
@@ -589,9 +522,14 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
         params: Params {
             sessions: n_sessions,
             users: plan.users,
-            rooms: plan.rooms.len(),
-            members: if scenario.sends() { args.members } else { 0 },
-            senders: args.senders,
+            rooms: group_rooms,
+            direct_rooms: plan.rooms.len() - group_rooms,
+            members: if group_rooms > 0 { args.members } else { 0 },
+            senders: match scenario {
+                Scenario::Connect | Scenario::Idle => 0,
+                Scenario::Dm => 2,
+                Scenario::Fanout | Scenario::Mixed | Scenario::Chaos => args.senders,
+            },
             rate: args.rate,
             sending_sessions,
             duration_s: args.duration,
@@ -629,7 +567,7 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
             catch_up: Percentiles::of(&snap.catch_up),
             ack: Percentiles::of(&snap.ack),
         },
-        errors: metrics.errors(),
+        errors,
         other_events: metrics.other_events(),
         reconnects: metrics.reconnects.load(Ordering::Relaxed),
         client: ProcStats {
@@ -663,6 +601,74 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
     Ok(report)
 }
 
+/// The plot files of a run under `prefix`: for runs that send, latency over
+/// time and the CDF of send-to-receipt and send-to-ack latency; for
+/// `connect` and `idle`, the CDF of connect latency. Returns the files
+/// written; a plot that fails is noted.
+fn write_plots(
+    prefix: &std::path::Path,
+    scenario: Scenario,
+    snap: &crate::metrics::Snapshot,
+    notes: &mut Vec<String>,
+) -> Vec<String> {
+    let mut written = Vec::new();
+    let mut keep = |path: std::path::PathBuf, result: Result<(), plot::PlotError>| match result {
+        Ok(()) => written.push(path.display().to_string()),
+        Err(e) => notes.push(e.to_string()),
+    };
+    let cdf = outfile::beside(prefix, "cdf.svg");
+    if scenario.sends() {
+        let lat = outfile::beside(prefix, "latency.svg");
+        let title = format!("{}: send to receipt latency per second", scenario.name());
+        let result = plot::latency_over_time(&lat, &title, &snap.timeline);
+        keep(lat, result);
+        let curves = [
+            ("send to receipt", cdf_points(&snap.e2e)),
+            ("send to ack", cdf_points(&snap.ack)),
+        ];
+        let title = format!("{}: latency CDF", scenario.name());
+        let result = plot::cdf(&cdf, &title, &curves);
+        keep(cdf, result);
+    } else {
+        let curves = [("connect", cdf_points(&snap.connect))];
+        let title = format!("{}: connect latency CDF", scenario.name());
+        let result = plot::cdf(&cdf, &title, &curves);
+        keep(cdf, result);
+    }
+    written
+}
+
+/// Errors that mean the node's own limits refused the harness (frames
+/// over `--ws-rate`, a flood close, an upgrade over
+/// `--max-sessions-per-user`): a note naming the options that lift them,
+/// so the numbers are not mistaken for the node's capacity.
+fn limits_note(errors: &std::collections::BTreeMap<String, u64>) -> Option<String> {
+    let hits: Vec<String> = ["rate_limited", "close_1008", "connect_http_429"]
+        .iter()
+        .filter_map(|k| errors.get(*k).map(|n| format!("{k} x{n}")))
+        .collect();
+    (!hits.is_empty()).then(|| {
+        format!(
+            "the node's limits refused the harness ({}); run the nodes for load tests with {}",
+            hits.join(", "),
+            crate::cli::NODE_FLAGS
+        )
+    })
+}
+
+/// The files a run will write (the report and the first plot), checked
+/// before it starts.
+fn check_outputs(args: &RunArgs) -> Result<(), RunError> {
+    let plot = args.plot.as_ref().map(|p| outfile::beside(p, "cdf.svg"));
+    for path in args.report.iter().chain(plot.as_ref()) {
+        outfile::check_writable(path).map_err(|source| RunError::Output {
+            path: path.display().to_string(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 /// Writes the report as pretty JSON.
 pub fn write_report(path: &std::path::Path, report: &Report) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -672,15 +678,22 @@ pub fn write_report(path: &std::path::Path, report: &Report) -> std::io::Result<
     std::fs::write(path, text)
 }
 
-/// Resumes (SIGCONT) the node a chaos run paused, if it paused one.
-fn resume(stats: &mut ChaosStats, notes: &mut Vec<String>, run_start: Instant) {
-    let Some(pid) = stats.paused_pid else {
-        return;
-    };
-    match chaos::signal(pid, "CONT") {
-        Ok(()) => stats.resumed_at_s = Some(run_start.elapsed().as_secs_f64()),
-        Err(e) => notes.push(e.to_string()),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nodes_limits_are_named_only_when_they_refused() {
+        let mut errors = std::collections::BTreeMap::new();
+        errors.insert("connection_closed".to_string(), 3);
+        assert_eq!(limits_note(&errors), None);
+        errors.insert("connect_http_429".to_string(), 7);
+        errors.insert("close_1008".to_string(), 1);
+        let note = limits_note(&errors).unwrap_or_default();
+        assert!(
+            note.contains("(close_1008 x1, connect_http_429 x7)"),
+            "{note}"
+        );
+        assert!(note.contains("--max-sessions-per-user 0"), "{note}");
     }
-    // After the signal, so an interrupt in between still resumes it.
-    chaos::set_paused(None);
 }

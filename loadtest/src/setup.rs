@@ -13,6 +13,7 @@ use parley_protocol::http::HISTORY_MAX_LIMIT;
 
 use crate::api::{Api, ApiError};
 use crate::checker::HistoryEntry;
+use crate::cli::NODE_FLAGS;
 use crate::plan::{Plan, RoomKind};
 use crate::progress::Progress;
 
@@ -25,7 +26,7 @@ const MEMBERS_PER_CREATE: usize = 999;
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     /// A call failed.
-    #[error("{step}: {source}")]
+    #[error("{step}: {source}{hint}", hint = rate_limit_hint(source))]
     Api {
         /// What was being done.
         step: &'static str,
@@ -35,6 +36,16 @@ pub enum SetupError {
     /// No node to talk to.
     #[error("no nodes given")]
     NoNodes,
+}
+
+/// For an answer of the node's rate limits, how to run the node for load
+/// tests; otherwise nothing.
+fn rate_limit_hint(e: &ApiError) -> String {
+    if e.code() == Some("rate_limited") {
+        format!(" (the node limits this rate; run it for load tests with {NODE_FLAGS})")
+    } else {
+        String::new()
+    }
 }
 
 fn at(step: &'static str) -> impl Fn(ApiError) -> SetupError {

@@ -24,6 +24,20 @@ pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
     Some((utime + stime) / clock_ticks())
 }
 
+/// The parent of a process (field 4 of `/proc/PID/stat`).
+pub fn parent_pid(pid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = text.get(text.rfind(')')? + 2..)?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The command name of a process (`/proc/PID/comm`), `None` when there is
+/// no such process.
+pub fn command_name(pid: u32) -> Option<String> {
+    let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(name.trim_end().to_string())
+}
+
 fn clock_ticks() -> f64 {
     // SAFETY: sysconf only reads a system constant.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -226,6 +240,14 @@ pub fn filesystem_of(path: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_parent_and_name() {
+        let me = std::process::id();
+        assert_eq!(parent_pid(me), Some(std::os::unix::process::parent_id()));
+        assert!(command_name(me).is_some_and(|n| !n.is_empty()));
+        assert_eq!(command_name(u32::MAX - 1), None);
+    }
 
     #[test]
     fn reads_own_process() {

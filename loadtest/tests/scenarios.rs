@@ -91,6 +91,11 @@ struct Node {
 
 impl Node {
     fn start(dir: &Path) -> Node {
+        Node::start_with(dir, LOAD_FLAGS)
+    }
+
+    /// A node run with `flags` in place of the load-test flags.
+    fn start_with(dir: &Path, flags: &[&str]) -> Node {
         let port = free_port();
         let mut args = vec![
             "--listen".to_string(),
@@ -100,7 +105,7 @@ impl Node {
             "--log-format".to_string(),
             "pretty".to_string(),
         ];
-        args.extend(LOAD_FLAGS.iter().map(|s| s.to_string()));
+        args.extend(flags.iter().map(|s| s.to_string()));
         let child = Command::new(node_bin())
             .args(&args)
             .env("RUST_LOG", "warn")
@@ -222,6 +227,9 @@ fn connect_scenario() {
     assert_clean(code, &r, &out);
     assert_eq!(r["connect"]["connected"], 200, "{out}");
     assert!(r["connect"]["rate_per_s"].as_f64().unwrap() > 0.0);
+    // --plot draws the connect latency CDF (it used to be ignored here).
+    assert!(node.dir.join("connect-cdf.svg").exists(), "{out}");
+    assert_eq!(r["plots"].as_array().map(Vec::len), Some(1), "{out}");
 }
 
 #[test]
@@ -290,7 +298,13 @@ fn dm_scenario() {
         ],
     );
     assert_clean(code, &r, &out);
-    assert_eq!(r["params"]["rooms"], 30);
+    assert_eq!(r["params"]["direct_rooms"], 30, "{out}");
+    assert_eq!(r["params"]["rooms"], 0, "{out}");
+    // The header names the pairs, not the unused --members default.
+    assert!(
+        out.contains("60 users, 30 direct rooms, 60 senders"),
+        "{out}"
+    );
     assert!(r["messages"]["acked"].as_u64().unwrap() > 200, "{out}");
 }
 
@@ -415,33 +429,11 @@ fn an_interrupted_pause_leaves_the_node_running() {
     let pid = node.pid();
     let mut args = CHAOS_TRAFFIC.to_vec();
     args.extend(["--duration", "30", "--kill-at", "1", "--pause-for", "20"]);
-    let mut harness = Command::new(env!("CARGO_BIN_EXE_parley-loadtest"))
-        .arg("chaos")
-        .args(["--nodes", &node.url(), "--quiet"])
-        .args(["--pids", &pid.to_string()])
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run parley-loadtest");
+    let mut harness = spawn_chaos(&node, &args);
     // Wait for the pause (set-up, then one second of traffic).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while process_state(pid) != 'T' {
-        assert!(Instant::now() < deadline, "the node was never paused");
-        assert!(
-            harness.try_wait().expect("wait").is_none(),
-            "the harness ended before pausing"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let status = Command::new("kill")
-        .args(["-INT", &harness.id().to_string()])
-        .status()
-        .expect("kill -INT");
-    assert!(status.success());
-    let out = harness.wait_with_output().expect("harness exit");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    wait_for(&mut harness, "paused", || process_state(pid) == 'T');
+    let (code, stderr) = interrupt(harness);
+    assert_eq!(code, Some(130), "{stderr}");
     assert!(stderr.contains("continued (SIGCONT)"), "{stderr}");
     assert_ne!(process_state(pid), 'T', "the node was left stopped");
     assert!(
@@ -455,6 +447,117 @@ fn an_interrupted_pause_leaves_the_node_running() {
     let mut answer = String::new();
     s.read_to_string(&mut answer).expect("read");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// Starts a chaos run against `node` (sampling and signalling its pid)
+/// in the background, its stderr piped.
+fn spawn_chaos(node: &Node, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_parley-loadtest"))
+        .arg("chaos")
+        .args(["--nodes", &node.url(), "--quiet"])
+        .args(["--pids", &node.pid().to_string()])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run parley-loadtest")
+}
+
+/// Waits (at most a minute) until `done`, while the harness runs on.
+fn wait_for(harness: &mut Child, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "the node was never {what}");
+        assert!(
+            harness.try_wait().expect("wait").is_none(),
+            "the harness ended before the node was {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends SIGINT to the harness; its exit code and stderr.
+fn interrupt(harness: Child) -> (Option<i32>, String) {
+    let status = Command::new("kill")
+        .args(["-INT", &harness.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(status.success());
+    let out = harness.wait_with_output().expect("harness exit");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A run interrupted after its kill and before its restart runs the
+/// restart command on its way out: the node it would have brought back is
+/// not left dead.
+#[test]
+fn an_interrupted_kill_restarts_the_node() {
+    let mut node = Node::start(&scratch("kill-interrupt"));
+    let pid_file = node.dir.join("restarted.pid");
+    let restart = format!("echo $$ > '{}'; {}", pid_file.display(), node.restart_cmd());
+    let mut args = CHAOS_TRAFFIC.to_vec();
+    args.extend(["--duration", "30", "--kill-at", "1"]);
+    args.extend(["--restart-after", "20", "--restart-cmd", &restart]);
+    let mut harness = spawn_chaos(&node, &args);
+    wait_for(&mut harness, "killed", || {
+        node.child.try_wait().expect("wait").is_some()
+    });
+    let (code, stderr) = interrupt(harness);
+    // The restart command writes its pid at once and execs the node.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut restarted = None;
+    while restarted.is_none() && Instant::now() < deadline {
+        restarted = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let serving = restarted.is_some() && {
+        while !ready(node.port) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ready(node.port)
+    };
+    if let Some(pid) = restarted {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(
+        stderr.contains("its restart command runs as pid"),
+        "{stderr}"
+    );
+    assert!(serving, "the node was not restarted: {stderr}");
+}
+
+/// A restart command that fails makes the run incomplete, with its exit
+/// status; it used to be ignored (its output is discarded).
+#[test]
+fn a_failed_restart_is_reported() {
+    let mut node = Node::start(&scratch("restart-fails"));
+    let mut args = CHAOS_TRAFFIC.to_vec();
+    args.extend([
+        "--duration",
+        "2",
+        "--kill-at",
+        "0.5",
+        "--drain-timeout",
+        "1",
+    ]);
+    args.extend(["--restart-after", "0.1", "--restart-cmd", "exit 3"]);
+    let (code, _r, out) = loadtest(&node, "chaos", &args);
+    let _ = node.child.wait();
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains(
+            "the killed node was not restarted: the restart command ended with exit status: 3"
+        ),
+        "{out}"
+    );
 }
 
 #[test]
@@ -526,13 +629,18 @@ fn bench_starts_its_own_nodes_repeats_and_writes_its_page() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Numbers that name no sensible run are refused with exit 2 before
-/// anything starts. They used to panic (a time too big for a timer, also
+/// Options that name no sensible run are refused with exit 2 before
+/// anything starts. Numbers used to panic (a time too big for a timer, also
 /// after a chaos kill, leaving the node dead), run for 0 s (NaN), kill the
 /// node where a pause was asked for (`--pause-for NaN`), or abort on an
-/// allocation (a huge session count).
+/// allocation (a huge session count). Shapes were silently changed (zero
+/// members raised to one, senders cut to the members), chaos options
+/// ignored outside chaos, and an unwritable report found only after the
+/// run.
 #[test]
-fn nonsense_numbers_are_refused_before_the_run() {
+fn nonsense_options_are_refused_before_the_run() {
+    // The test process is the harness's parent: never a chaos target.
+    let own_pid = format!("chaos --kill-pid {}", std::process::id());
     let cases = [
         ("fanout --duration 1e20", "--duration"),
         ("fanout --warmup NaN", "--warmup"),
@@ -541,6 +649,34 @@ fn nonsense_numbers_are_refused_before_the_run() {
         ("chaos --kill-at 1 --restart-after 1e30", "--restart-after"),
         ("mixed --reconnect-fraction 2", "--reconnect-fraction"),
         ("connect --sessions 99999999999", "at most"),
+        // Shapes that were silently raised or cut.
+        ("fanout --members 0", "--members"),
+        ("chaos --rooms 0", "--rooms"),
+        ("fanout --senders 0", "--senders"),
+        ("mixed --members 2 --senders 3", "cannot exceed --members"),
+        ("fanout --rate 0", "--rate above 0"),
+        ("dm --sessions 3", "must be even"),
+        ("idle --sessions 10 --users 0", "--users"),
+        (
+            "connect --sessions 10 --users 11",
+            "cannot exceed --sessions",
+        ),
+        // Chaos options outside chaos, and a restart of a paused node.
+        ("fanout --pause-for 1", "chaos scenario only"),
+        ("dm --restart-cmd true", "chaos scenario only"),
+        (
+            "chaos --pause-for 1 --restart-cmd true",
+            "exclude each other",
+        ),
+        // Processes no chaos run may signal.
+        ("chaos --kill-pid 0", "process group"),
+        ("chaos --kill-pid 4294967294", "no process 4294967294"),
+        (own_pid.as_str(), "one of its parents"),
+        // An output that cannot be written, found before the run.
+        (
+            "fanout --report /proc/parley-report.json",
+            "cannot write /proc/parley-report.json",
+        ),
     ];
     for (args, flag) in cases {
         // Nothing listens on port 9: the check must come first.
@@ -553,6 +689,49 @@ fn nonsense_numbers_are_refused_before_the_run() {
         assert_eq!(out.status.code(), Some(2), "{args}: {text}");
         assert!(text.contains(flag), "{args}: {text}");
     }
+}
+
+/// `bench --only` with a name the set lacks is refused before any node
+/// starts, naming the set; it used to write a page with no results.
+#[test]
+fn bench_refuses_an_unknown_benchmark_name() {
+    let dir = scratch("bench-unknown");
+    let out_md = dir.join("benchmarks.md");
+    let out = Command::new(env!("CARGO_BIN_EXE_parley-loadtest"))
+        .arg("bench")
+        .arg("--node-bin")
+        .arg(node_bin())
+        .arg("--out")
+        .arg(&out_md)
+        .arg("--assets")
+        .arg(dir.join("bench"))
+        .args(["--only", "fanout-small-rooms,nosuch", "--quiet"])
+        .output()
+        .expect("run parley-loadtest bench");
+    let text = all_output(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("--only nosuch: no such benchmark"), "{text}");
+    assert!(text.contains("fanout-small-rooms, "), "{text}");
+    assert!(!out_md.exists(), "a page was written");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A node run with its default limits refuses a load test's registrations;
+/// the harness's error names the node options that lift them.
+#[test]
+fn a_node_with_its_limits_on_gets_a_hint() {
+    let node = Node::start_with(&scratch("limits-on"), &[]);
+    let (code, _r, out) = loadtest(
+        &node,
+        "connect",
+        &["--sessions", "100", "--duration", "0.2"],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("rate_limited"), "{out}");
+    assert!(
+        out.contains("run it for load tests with --argon2-memory-kib 64"),
+        "{out}"
+    );
 }
 
 /// A run without violations that did not do what it was asked (here a
