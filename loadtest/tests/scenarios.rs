@@ -581,18 +581,25 @@ fn source_addresses_are_spread_when_asked() {
     assert_eq!(r["connect"]["connected"], 50, "{out}");
 }
 
+/// `parley-loadtest bench` with the test's node binary, writing its page
+/// to `out_md` and its assets under `dir/bench`.
+fn bench(dir: &Path, out_md: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_parley-loadtest"));
+    cmd.arg("bench")
+        .arg("--node-bin")
+        .arg(node_bin())
+        .arg("--out")
+        .arg(out_md)
+        .arg("--assets")
+        .arg(dir.join("bench"));
+    cmd
+}
+
 #[test]
 fn bench_starts_its_own_nodes_repeats_and_writes_its_page() {
     let dir = scratch("bench");
     let out_md = dir.join("benchmarks.md");
-    let out = Command::new(env!("CARGO_BIN_EXE_parley-loadtest"))
-        .arg("bench")
-        .arg("--node-bin")
-        .arg(node_bin())
-        .arg("--out")
-        .arg(&out_md)
-        .arg("--assets")
-        .arg(dir.join("bench"))
+    let out = bench(&dir, &out_md)
         .arg("--scratch")
         .arg(dir.join("data"))
         .args(["--only", "fanout-small-rooms", "--cluster-nodes", "0"])
@@ -697,14 +704,7 @@ fn nonsense_options_are_refused_before_the_run() {
 fn bench_refuses_an_unknown_benchmark_name() {
     let dir = scratch("bench-unknown");
     let out_md = dir.join("benchmarks.md");
-    let out = Command::new(env!("CARGO_BIN_EXE_parley-loadtest"))
-        .arg("bench")
-        .arg("--node-bin")
-        .arg(node_bin())
-        .arg("--out")
-        .arg(&out_md)
-        .arg("--assets")
-        .arg(dir.join("bench"))
+    let out = bench(&dir, &out_md)
         .args(["--only", "fanout-small-rooms,nosuch", "--quiet"])
         .output()
         .expect("run parley-loadtest bench");
