@@ -54,6 +54,10 @@ pub enum PresenceMsg {
     IsOnline(String, RpcReplyPort<bool>),
     /// Number of users online.
     Count(RpcReplyPort<usize>),
+    /// This node is leaving the cluster (a drain): its peers announce its
+    /// users offline when it leaves their view, so from now on its own
+    /// sessions' ends are not announced to them a second time.
+    Leaving,
 }
 
 /// Start-up arguments of the presence actor.
@@ -77,6 +81,8 @@ pub struct PresenceState {
     sessions: HashMap<Arc<str>, usize>,
     remote: HashMap<Arc<str>, HashSet<Arc<str>>>,
     cluster: Cluster,
+    /// The node is draining ([`PresenceMsg::Leaving`]).
+    leaving: bool,
 }
 
 /// Users who share at least one room of at most `max_room` members with
@@ -249,6 +255,7 @@ impl Actor for Presence {
             sessions: HashMap::new(),
             remote: HashMap::new(),
             cluster,
+            leaving: false,
         })
     }
 
@@ -278,6 +285,13 @@ impl Actor for Presence {
                     *n -= 1;
                     if *n == 0 {
                         state.sessions.remove(&user);
+                        if state.leaving {
+                            // The peers announce it when this node leaves
+                            // their view; here only last_seen is kept (and
+                            // this node's own clients, closing too, told).
+                            state.announce(user, Status::Offline, now_millis(), Audience::ThisNode);
+                            return Ok(());
+                        }
                         state.cluster.broadcast(&PeerPayload::PresenceChange {
                             node: state.cluster.me().to_string(),
                             user: user.to_string(),
@@ -357,6 +371,7 @@ impl Actor for Presence {
             PresenceMsg::Count(reply) => {
                 let _ = reply.send(state.sessions.len());
             }
+            PresenceMsg::Leaving => state.leaving = true,
         }
         Ok(())
     }

@@ -350,6 +350,8 @@ impl ChatSystem {
     /// them), rooms finish their commits and stop, then every session is
     /// closed with `close_code` (1012: reconnect elsewhere).
     pub async fn shutdown(&self, close_code: u16) {
+        // Before the sessions close: their ends are the peers' to announce.
+        let _ = self.inner.presence.cast(PresenceMsg::Leaving);
         self.inner.cluster.leave().await;
         let _ = ask(&self.inner.directory, DirectoryMsg::StopAll).await;
         let _ = self

@@ -504,11 +504,6 @@ async fn users_of_a_node_that_comes_back_are_online_again() {
     let near = user(&nodes[0], "near").await;
     let far = user(&nodes[0], "far").await;
     group(&nodes[0], &near, "friends", &[&far]).await;
-    let presence_of = |status: &'static str, user_id: String| {
-        move |f: &serde_json::Value| {
-            f["type"] == "presence" && f["user_id"] == user_id.as_str() && f["status"] == status
-        }
-    };
 
     let mut a = Client::connect(&nodes[0], &near.token).await;
     let _b = Client::connect(&nodes[1], &far.token).await;
@@ -525,6 +520,40 @@ async fn users_of_a_node_that_comes_back_are_online_again() {
     wait_members(&nodes[0], 2).await;
     a.expect(presence_of("online", far.user_id.clone())).await;
     assert!(online_as_seen_by(&nodes[0], &near, &far).await);
+}
+
+/// Matches a `presence` event of `user_id` with `status`.
+fn presence_of(status: &'static str, user_id: String) -> impl Fn(&serde_json::Value) -> bool {
+    move |f| f["type"] == "presence" && f["user_id"] == user_id.as_str() && f["status"] == status
+}
+
+/// A drained node's users go offline once. Its peers announce it when the
+/// node leaves their view; the node's own sessions, closed after that,
+/// announced it a second time before.
+#[tokio::test]
+async fn the_users_of_a_drained_node_go_offline_once() {
+    let dir = data_dir();
+    let mut nodes = start_cluster(dir.path(), 2, &[]).await;
+    let near = user(&nodes[0], "near").await;
+    let far = user(&nodes[0], "far").await;
+    group(&nodes[0], &near, "friends", &[&far]).await;
+    let mut a = Client::connect(&nodes[0], &near.token).await;
+    let _b = Client::connect(&nodes[1], &far.token).await;
+    a.expect(presence_of("online", far.user_id.clone())).await;
+
+    nodes[1].terminate().await;
+    let offline = a.expect(presence_of("offline", far.user_id.clone())).await;
+    a.expect_none(
+        Duration::from_secs(3),
+        presence_of("offline", far.user_id.clone()),
+    )
+    .await;
+    assert!(!online_as_seen_by(&nodes[0], &near, &far).await);
+    // last_seen was kept.
+    let path = format!("/api/v1/users/{}", far.user_id);
+    let r = call(&nodes[0], "GET", &path, Some(&near.token), None).await;
+    assert!(r.body["last_seen"].is_string(), "{}", r.body);
+    assert!(offline["last_seen"].is_string(), "{offline}");
 }
 
 /// Whether `node` says `user` is online when `asker` looks them up.
