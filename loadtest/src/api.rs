@@ -129,12 +129,15 @@ impl Api {
             Ok(r) if r.status().is_success())
     }
 
-    /// `GET /metrics`: the node's Prometheus text.
+    /// `GET /metrics`: the node's Prometheus text. A node that does not
+    /// answer within 5 s (stopped, or gone) is given up: the run is over
+    /// and this is only a record of it.
     pub async fn metrics_text(&self) -> Result<String, ApiError> {
         let url = format!("{}/metrics", self.base);
         let resp = self
             .http
             .get(&url)
+            .timeout(Duration::from_secs(5))
             .send()
             .await
             .map_err(|source| ApiError::Transport {

@@ -32,6 +32,14 @@ pub enum BenchError {
         /// The failure.
         source: std::io::Error,
     },
+    /// An input file (`--notes`) cannot be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The failure.
+        source: std::io::Error,
+    },
     /// `--only` names a benchmark this run does not have.
     #[error("--only {name}: no such benchmark with these options; the set is {known}")]
     UnknownCase {
@@ -570,9 +578,10 @@ fn selected(b: &BenchArgs, fd_soft: u64) -> Result<Vec<Case>, BenchError> {
     Ok(picked)
 }
 
-/// Runs the benchmark set and writes the markdown; returns whether every
-/// run was free of violations.
-pub async fn run(b: &BenchArgs, command: String) -> Result<bool, BenchError> {
+/// Runs the benchmark set and writes the markdown; returns the verdict of
+/// all runs together: violations if any run found some, else incomplete if
+/// any run was (or failed), else passed.
+pub async fn run(b: &BenchArgs, command: String) -> Result<Verdict, BenchError> {
     let machine = MachineInfo::read();
     let node_bin = match &b.node_bin {
         Some(p) => p.clone(),
@@ -585,6 +594,19 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<bool, BenchError> {
         return Err(BenchError::NoNodeBinary(node_bin.display().to_string()));
     }
     let picked = selected(b, machine.fd_limit.0)?;
+    if b.repeat == 0 {
+        return Err(BenchError::Args {
+            case: "bench".into(),
+            reason: "--repeat must be at least 1".into(),
+        });
+    }
+    if let Some(notes) = &b.notes {
+        // Read again when the page is written; a missing file is found now.
+        std::fs::read_to_string(notes).map_err(|source| BenchError::Read {
+            path: notes.display().to_string(),
+            source,
+        })?;
+    }
     let write_err = |path: &Path| {
         let path = path.display().to_string();
         move |source| BenchError::Write { path, source }
@@ -604,9 +626,9 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<bool, BenchError> {
     );
     let started = std::time::SystemTime::now();
     let mut rows = Vec::new();
-    let mut all_clean = true;
+    let mut overall = Verdict::Passed;
     let mut earlier: HashMap<String, Report> = HashMap::new();
-    let repeat = b.repeat.max(1);
+    let repeat = b.repeat;
     for case in picked {
         let mut runs = Vec::with_capacity(repeat);
         for k in 1..=repeat {
@@ -623,10 +645,13 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<bool, BenchError> {
         let spread_text = spread(&keys);
         let pick = representative(&keys);
         let RunOutcome { sync, result, json } = runs.swap_remove(pick);
-        all_clean &= result.as_ref().is_ok_and(Report::passed)
-            && runs
-                .iter()
-                .all(|r| r.result.as_ref().is_ok_and(Report::passed));
+        for r in runs.iter().map(|r| &r.result).chain([&result]) {
+            let v = match r {
+                Ok(report) => report.verdict(),
+                Err(e) => Verdict::Incomplete(format!("the run failed: {e}")),
+            };
+            overall = worse(overall, v, &case.name);
+        }
         let row = match result {
             Ok(report) => {
                 let (mut result, verdict) = (case.judge)(&report, b, &earlier);
@@ -680,7 +705,21 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<bool, BenchError> {
     let _ = std::fs::remove_dir_all(&scratch);
     let md = markdown(b, &machine, &command, &rows, started, &node_bin, &data_disk);
     std::fs::write(&b.out, md).map_err(write_err(&b.out))?;
-    Ok(all_clean)
+    Ok(overall)
+}
+
+/// The worse of the verdict so far and one of `case`'s runs (violations,
+/// then incomplete, then passed); the first incomplete one is kept, named
+/// by its benchmark.
+fn worse(a: Verdict, b: Verdict, case: &str) -> Verdict {
+    match (a, b) {
+        (Verdict::Violations, _) | (_, Verdict::Violations) => Verdict::Violations,
+        (Verdict::Incomplete(first), _) => Verdict::Incomplete(first),
+        (Verdict::Passed, Verdict::Incomplete(why)) => {
+            Verdict::Incomplete(format!("{case}: {why}"))
+        }
+        (Verdict::Passed, Verdict::Passed) => Verdict::Passed,
+    }
 }
 
 /// Starts fresh nodes for `case`, runs it once and stops them. `run` numbers
@@ -982,6 +1021,26 @@ mod tests {
             name: "p99",
             unit: "ms",
         })
+    }
+
+    #[test]
+    fn the_bench_verdict_is_the_worst_run() {
+        let inc = |w: &str| Verdict::Incomplete(w.into());
+        assert_eq!(
+            worse(Verdict::Passed, Verdict::Passed, "a"),
+            Verdict::Passed
+        );
+        assert_eq!(worse(Verdict::Passed, inc("x"), "a"), inc("a: x"));
+        // The first incomplete one is kept; violations outrank it.
+        assert_eq!(worse(inc("a: x"), inc("y"), "b"), inc("a: x"));
+        assert_eq!(
+            worse(inc("a: x"), Verdict::Violations, "b"),
+            Verdict::Violations
+        );
+        assert_eq!(
+            worse(Verdict::Violations, Verdict::Passed, "b"),
+            Verdict::Violations
+        );
     }
 
     #[test]

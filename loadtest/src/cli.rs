@@ -160,6 +160,11 @@ impl RunArgs {
                 "{name} needs --rate above 0: at 0 nothing is sent and nothing checked"
             ));
         }
+        if scenario.sends() && self.duration == 0.0 {
+            return Err(format!(
+                "{name} needs --duration above 0: nothing is measured in a window of 0 s"
+            ));
+        }
         Ok(())
     }
 
@@ -174,6 +179,19 @@ impl RunArgs {
             if let Some((flag, _)) = given.iter().find(|(_, on)| *on) {
                 return Err(format!("{flag} is for the chaos scenario only"));
             }
+        }
+        let run = self.warmup + self.duration;
+        if scenario == Scenario::Chaos && self.kill_at >= run {
+            return Err(format!(
+                "--kill-at ({} s) must fall within the run (--warmup + --duration = {run} s)",
+                self.kill_at
+            ));
+        }
+        if self.restart_cmd.is_some() && self.kill_at + self.restart_after >= run {
+            return Err(format!(
+                "--kill-at + --restart-after ({} s) must fall within the run (--warmup + --duration = {run} s): the node would stay dead",
+                self.kill_at + self.restart_after
+            ));
         }
         if self.pause_for > 0.0 && self.restart_cmd.is_some() {
             return Err(

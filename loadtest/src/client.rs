@@ -489,7 +489,12 @@ impl Session {
                     if drop_at.is_some_and(|d| d <= now) {
                         return End::Dropped;
                     }
-                    if sending && next_send <= now {
+                    // Sending ends at its time, not at the next send after it.
+                    let still_sending = match &phase {
+                        Phase::Run { send_until_us } => metrics.now_us() < *send_until_us,
+                        _ => false,
+                    };
+                    if sending && still_sending && next_send <= now {
                         if let Some(p) = period {
                             next_send += p;
                             if next_send + Duration::from_secs(1) < now {

@@ -52,12 +52,7 @@ async fn main_inner() -> anyhow::Result<Verdict> {
     let cli = cli::Cli::parse();
     let command = command_line();
     if let cli::Command::Bench(b) = &cli.command {
-        let clean = bench::run(b, command).await.context("bench")?;
-        return Ok(if clean {
-            Verdict::Passed
-        } else {
-            Verdict::Violations
-        });
+        return bench::run(b, command).await.context("bench");
     }
     let Some((scenario, args)) = cli.command.scenario() else {
         anyhow::bail!("unknown command");

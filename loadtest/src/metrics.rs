@@ -81,6 +81,8 @@ pub struct Metrics {
     shards: Vec<Mutex<Shard>>,
     /// `message` events received.
     pub delivered: AtomicU64,
+    /// `message` events received within the measurement window (by arrival).
+    pub window_delivered: AtomicU64,
     /// `send` frames written (resends included).
     pub sends: AtomicU64,
     /// Resends of unacked messages after a reconnect or `unavailable`.
@@ -126,6 +128,7 @@ impl Metrics {
             window_end_us: AtomicU64::new(u64::MAX),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
             delivered: AtomicU64::new(0),
+            window_delivered: AtomicU64::new(0),
             sends: AtomicU64::new(0),
             resends: AtomicU64::new(0),
             acks: AtomicU64::new(0),
@@ -200,6 +203,9 @@ impl Metrics {
     pub fn record_delivery(&self, session: usize, sent_us: Option<u64>, catch_up: bool) {
         self.delivered.fetch_add(1, Ordering::Relaxed);
         let now = self.now_us();
+        if self.in_window(now) {
+            self.window_delivered.fetch_add(1, Ordering::Relaxed);
+        }
         let second = self.second_of(now);
         let latency = sent_us
             .filter(|&t| self.in_window(t))

@@ -86,17 +86,19 @@ pub fn latency_over_time(
 /// Cumulative distribution of latency: (ms, fraction) points, log x axis.
 pub fn cdf(path: &Path, title: &str, curves: &[(&str, Vec<(f64, f64)>)]) -> Result<(), PlotError> {
     let e = err(path);
-    let all = curves.iter().flat_map(|(_, pts)| pts.iter());
-    let x_min = all
-        .clone()
-        .map(|(x, _)| *x)
-        .fold(f64::INFINITY, f64::min)
-        .max(0.01);
-    let x_max = all
-        .map(|(x, _)| *x)
-        .fold(0.0f64, f64::max)
-        .max(x_min * 10.0);
-    let x_min = if x_min.is_finite() { x_min * 0.9 } else { 0.01 };
+    let mut xs = curves
+        .iter()
+        .flat_map(|(_, pts)| pts.iter().map(|(x, _)| *x))
+        .filter(|x| x.is_finite());
+    // Without a sample the log axis has no range (and plotters would loop
+    // forever looking for its ticks): say so instead of drawing.
+    let Some(first) = xs.next() else {
+        return Err(e("no samples to plot".into()));
+    };
+    let (lo, hi) = xs.fold((first, first), |(lo, hi), x| (lo.min(x), hi.max(x)));
+    let x_min = lo.max(0.01);
+    let x_max = hi.max(x_min * 10.0);
+    let x_min = x_min * 0.9;
     let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
     let mut chart = ChartBuilder::on(&root)
@@ -164,6 +166,9 @@ mod tests {
             &[("e2e", vec![(0.5, 0.1), (1.0, 0.5), (9.0, 1.0)])],
         )
         .unwrap();
+        // No samples (a run whose every send was refused): an error, at once.
+        let none = cdf(&b, "test", &[("e2e", Vec::new()), ("ack", Vec::new())]);
+        assert!(none.is_err_and(|x| x.to_string().contains("no samples")));
         assert!(std::fs::read_to_string(&a).unwrap().contains("<svg"));
         assert!(std::fs::read_to_string(&b).unwrap().contains("<svg"));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -271,8 +271,10 @@ impl Report {
 
     /// What the run could not do that it was asked to, so that "no
     /// violations" would claim more than was checked: rooms whose history
-    /// could not be read, sessions that never connected, messages never
-    /// acked, a chaos run that injected no failure. Empty for a full run.
+    /// could not be read, sessions that never connected, messages the node
+    /// refused, sessions that ended behind, messages never acked, a chaos
+    /// run that injected no failure or whose restart failed. Empty for a
+    /// full run.
     pub fn shortfalls(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.checker.rooms_without_history > 0 {
@@ -285,6 +287,18 @@ impl Report {
             out.push(format!(
                 "{} session(s) never connected",
                 self.connect.failed
+            ));
+        }
+        if self.messages.failed > 0 {
+            out.push(format!(
+                "the node refused {} message(s) (see errors)",
+                self.messages.failed
+            ));
+        }
+        if self.scenario.sends() && self.checker.incomplete_sessions > 0 {
+            out.push(format!(
+                "{} session(s) ended disconnected or behind (checked as a prefix only)",
+                self.checker.incomplete_sessions
             ));
         }
         if self.messages.unacked_at_end > 0 {
@@ -320,16 +334,20 @@ impl Report {
         } else {
             rooms.join(" + ")
         };
+        let traffic = if self.scenario.sends() {
+            format!(
+                "{}, {} senders x {} msg/s, {}s (+{}s warm-up)",
+                rooms, p.sending_sessions, p.rate, p.duration_s, p.warmup_s
+            )
+        } else {
+            format!("{}s", p.duration_s)
+        };
         let _ = writeln!(
             s,
-            "scenario {}: {} sessions, {} users, {rooms}, {} senders x {} msg/s, {}s (+{}s warm-up)",
+            "scenario {}: {} sessions, {} users, {traffic}",
             self.scenario.name(),
             p.sessions,
             p.users,
-            p.sending_sessions,
-            p.rate,
-            p.duration_s,
-            p.warmup_s
         );
         let c = &self.connect;
         let _ = writeln!(

@@ -679,6 +679,16 @@ fn nonsense_options_are_refused_before_the_run() {
         ("chaos --kill-pid 0", "process group"),
         ("chaos --kill-pid 4294967294", "no process 4294967294"),
         (own_pid.as_str(), "one of its parents"),
+        // Runs that would measure nothing, or leave a node dead.
+        ("fanout --duration 0", "--duration above 0"),
+        (
+            "chaos --duration 2 --warmup 1 --kill-at 5",
+            "must fall within the run",
+        ),
+        (
+            "chaos --duration 3 --warmup 1 --kill-at 2 --restart-after 20 --restart-cmd true",
+            "would stay dead",
+        ),
         // An output that cannot be written, found before the run.
         (
             "fanout --report /proc/parley-report.json",
@@ -698,22 +708,78 @@ fn nonsense_options_are_refused_before_the_run() {
     }
 }
 
-/// `bench --only` with a name the set lacks is refused before any node
-/// starts, naming the set; it used to write a page with no results.
+/// Bench options that cannot run as given are refused before any node
+/// starts: an `--only` name the set lacks (the set is named), a chaos
+/// benchmark whose kill falls after its run, `--repeat 0`, unreadable
+/// `--notes`. They used to write a page with no results, run 500 sessions
+/// and then report "incomplete", or be ignored.
 #[test]
-fn bench_refuses_an_unknown_benchmark_name() {
-    let dir = scratch("bench-unknown");
+fn bench_refuses_options_it_cannot_run() {
+    let dir = scratch("bench-refused");
     let out_md = dir.join("benchmarks.md");
-    let out = bench(&dir, &out_md)
-        .args(["--only", "fanout-small-rooms,nosuch", "--quiet"])
-        .output()
-        .expect("run parley-loadtest bench");
-    let text = all_output(&out);
-    assert_eq!(out.status.code(), Some(2), "{text}");
-    assert!(text.contains("--only nosuch: no such benchmark"), "{text}");
-    assert!(text.contains("fanout-small-rooms, "), "{text}");
-    assert!(!out_md.exists(), "a page was written");
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--only", "fanout-small-rooms,nosuch"],
+            "--only nosuch: no such benchmark",
+        ),
+        (
+            &[
+                "--only",
+                "chaos-single-node",
+                "--duration",
+                "2",
+                "--warmup",
+                "1",
+            ],
+            "chaos-single-node: --kill-at (10 s) must fall within the run",
+        ),
+        (&["--repeat", "0"], "--repeat must be at least 1"),
+        (
+            &["--notes", "/nonexistent/notes.md"],
+            "reading /nonexistent/notes.md",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = bench(&dir, &out_md)
+            .args(args)
+            .arg("--quiet")
+            .output()
+            .expect("run parley-loadtest bench");
+        let text = all_output(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
+        assert!(text.contains(expected), "{args:?}: {text}");
+        assert!(!out_md.exists(), "{args:?}: a page was written");
+    }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Messages the node refuses (here bodies over its 4,000 characters) make
+/// the run incomplete; it used to pass with "0 violations" and nothing sent.
+#[test]
+fn a_run_whose_messages_are_refused_is_incomplete() {
+    let node = Node::start(&scratch("refused-sends"));
+    let (code, r, out) = loadtest(
+        &node,
+        "fanout",
+        &[
+            "--rooms",
+            "1",
+            "--members",
+            "3",
+            "--rate",
+            "5",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--body-bytes",
+            "4001",
+        ],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("incomplete: the node refused"), "{out}");
+    assert!(r["messages"]["failed"].as_u64().unwrap_or(0) > 0, "{out}");
+    assert_eq!(r["messages"]["acked"], 0, "{out}");
 }
 
 /// A node run with its default limits refuses a load test's registrations;
