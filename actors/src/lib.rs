@@ -29,6 +29,7 @@ pub mod room_cache;
 pub mod session;
 pub mod system;
 pub mod trace;
+pub mod typing_watch;
 
 pub use config::ActorConfig;
 pub use error::ChatError;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, Notify};
 
-use parley_protocol::ws::CLOSE_TRY_AGAIN;
+use parley_protocol::ws::{ServerEvent, CLOSE_TRY_AGAIN};
 
 /// A live `message` event as queued for every recipient: one allocation
 /// shared by all of them.
@@ -49,8 +49,11 @@ pub struct SyncStart {
 /// items up front, and that block is part of every idle connection's memory.
 #[derive(Debug, Clone)]
 pub enum Outbound {
-    /// A ready JSON text frame (any event but `message`).
+    /// A ready JSON text frame (any event but `message` and `typing`).
     Frame(Arc<str>),
+    /// A `typing` event; carries its room, typist and state so the writer
+    /// can end an indicator its room never ends (see `typing_watch`).
+    Typing(Arc<TypingNotice>),
     /// A live `message` event; carries its room and seq so the writer can
     /// order it against `sync` replays and drop duplicates.
     Message(Arc<LiveMessage>),
@@ -63,6 +66,37 @@ pub enum Outbound {
     /// just came into its view): a connection that wrote less of the room
     /// lost deliveries on the way and replays them from storage.
     Head(Arc<RoomSeq>),
+}
+
+/// A `typing` event and what it is about.
+#[derive(Debug)]
+pub struct TypingNotice {
+    /// Room.
+    pub room_id: Arc<str>,
+    /// The typist.
+    pub user_id: Arc<str>,
+    /// Typing (`true`) or stopped.
+    pub active: bool,
+    /// The serialized event.
+    pub json: Arc<str>,
+}
+
+impl TypingNotice {
+    /// The notice of `user_id` typing (or not) in `room_id`, with its event.
+    pub fn new(room_id: Arc<str>, user_id: Arc<str>, active: bool) -> Self {
+        let json = ServerEvent::Typing {
+            room_id: room_id.to_string(),
+            user_id: user_id.to_string(),
+            active,
+        }
+        .to_json();
+        TypingNotice {
+            room_id,
+            user_id,
+            active,
+            json: Arc::from(json),
+        }
+    }
 }
 
 /// One item of a `sync` replay (as small as [`Outbound`], for the same reason).

@@ -36,7 +36,7 @@ use crate::directory::DirectoryMsg;
 use crate::dispatcher::DispatcherMsg;
 use crate::error::ChatError;
 use crate::metrics::{add, METRICS};
-use crate::outbound::{LiveMessage, Outbound, OutboundTx};
+use crate::outbound::{LiveMessage, Outbound, OutboundTx, TypingNotice};
 use crate::ActorConfig;
 
 /// Where a room's answers (acks, errors) for one request go.
@@ -411,12 +411,13 @@ impl RoomState {
         .to_json()
     }
 
-    fn broadcast_frame(&self, event: &ServerEvent, except_user: Option<Arc<str>>) {
-        let json: Arc<str> = Arc::from(event.to_json());
+    /// Tells the other members that `user` is typing (or stopped).
+    fn broadcast_typing(&self, user: Arc<str>, active: bool) {
+        let notice = TypingNotice::new(self.room_id.clone(), user.clone(), active);
         self.deliver(
             self.member_ids.clone(),
-            vec![Outbound::Frame(json)],
-            except_user,
+            vec![Outbound::Typing(Arc::new(notice))],
+            Some(user),
         );
     }
 
@@ -905,23 +906,13 @@ impl Actor for RoomActor {
                 } else {
                     state.typing.remove(&from.user_id);
                 }
-                let event = ServerEvent::Typing {
-                    room_id: state.room_id.to_string(),
-                    user_id: from.user_id.to_string(),
-                    active,
-                };
-                state.broadcast_frame(&event, Some(from.user_id));
+                state.broadcast_typing(from.user_id, active);
             }
             RoomMsg::TypingExpired(user) => {
                 if let Some(deadline) = state.typing.get(&user) {
                     if *deadline <= Instant::now() {
                         state.typing.remove(&user);
-                        let event = ServerEvent::Typing {
-                            room_id: state.room_id.to_string(),
-                            user_id: user.to_string(),
-                            active: false,
-                        };
-                        state.broadcast_frame(&event, Some(user));
+                        state.broadcast_typing(user, false);
                     }
                 }
             }

@@ -387,6 +387,11 @@ impl Config {
         }
     }
 
+    /// How long a typing indicator lasts without a refresh (at least 100 ms).
+    pub fn typing_ttl(&self) -> Duration {
+        Duration::from_millis(self.typing_ttl_ms.max(100))
+    }
+
     /// The actor tunables from this configuration.
     pub fn actor_config(&self) -> parley_actors::ActorConfig {
         parley_actors::ActorConfig {
@@ -395,7 +400,7 @@ impl Config {
             room_queue_max: self.room_queue_max.max(1),
             commit_batch_max: self.commit_batch_max.max(1),
             room_idle: Duration::from_secs(self.room_idle_secs.max(1)),
-            typing_ttl: Duration::from_millis(self.typing_ttl_ms.max(100)),
+            typing_ttl: self.typing_ttl(),
             receipt_flush: Duration::from_millis(self.receipt_flush_ms.max(1)),
             receipt_fanout_max_members: self.receipt_fanout_max_members,
             presence_fanout_max_members: self.presence_fanout_max_members,

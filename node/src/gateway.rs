@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -28,6 +28,7 @@ use tracing::Instrument;
 use parley_actors::ordering::{DeliveryOrder, Verdict};
 use parley_actors::outbound::{self, Outbound, OutboundRx, OutboundTx, SyncItem};
 use parley_actors::session::SessionMsg;
+use parley_actors::typing_watch::TypingWatch;
 use parley_protocol::ids::new_id;
 use parley_protocol::ws::{
     parse_client_frame, peek_ref, ClientFrame, ClientRequest, ServerEvent, CLOSE_INVALID_DATA,
@@ -146,6 +147,7 @@ async fn run(state: AppState, socket: WebSocket, claims: Claims) {
             sink,
             rx,
             state.config.outbound_queue.max(16),
+            state.config.typing_ttl(),
             session.clone(),
         ));
         read_loop(&state, stream, &tx, &session, claims).await;
@@ -380,15 +382,31 @@ fn flow(ok: bool) -> Flow {
     }
 }
 
+/// What the writer keeps about its connection besides the socket.
+struct Shown {
+    /// Live messages against `sync` replays.
+    order: DeliveryOrder,
+    /// Typing indicators the client shows.
+    typing: TypingWatch,
+}
+
 async fn live_item(
     sink: &mut Sink,
-    order: &mut DeliveryOrder,
+    shown: &mut Shown,
     session: &ActorRef<SessionMsg>,
     item: Outbound,
     hold_max: usize,
 ) -> Flow {
+    let Shown { order, typing } = shown;
     let ok = match item {
         Outbound::Frame(json) => put(sink, &json).await,
+        Outbound::Typing(t) => {
+            if typing.pass(&t.room_id, &t.user_id, t.active, Instant::now()) {
+                put(sink, &t.json).await
+            } else {
+                true
+            }
+        }
         Outbound::Message(m) => match order.live(&m.room_id, m.seq, &m.json) {
             Verdict::Write => put(sink, &m.json).await,
             Verdict::Duplicate => true,
@@ -463,7 +481,7 @@ async fn sync_item(
 async fn flush_queued(
     sink: &mut Sink,
     rx: &mut OutboundRx,
-    order: &mut DeliveryOrder,
+    shown: &mut Shown,
     session: &ActorRef<SessionMsg>,
 ) {
     for _ in 0..256 {
@@ -471,7 +489,7 @@ async fn flush_queued(
             break;
         };
         if !matches!(
-            live_item(sink, order, session, item, usize::MAX).await,
+            live_item(sink, shown, session, item, usize::MAX).await,
             Flow::Go
         ) {
             break;
@@ -485,9 +503,13 @@ async fn write_loop(
     mut sink: Sink,
     mut rx: OutboundRx,
     hold_max: usize,
+    typing_ttl: Duration,
     session: ActorRef<SessionMsg>,
 ) {
-    let mut order = DeliveryOrder::gated();
+    let mut shown = Shown {
+        order: DeliveryOrder::gated(),
+        typing: TypingWatch::new(typing_ttl),
+    };
     let gate_deadline = tokio::time::Instant::now() + FIRST_SYNC_GRACE;
     let close_signal = rx.close.clone();
     // One close waiter for the whole connection, registered once (creating
@@ -495,13 +517,17 @@ async fn write_loop(
     let close_wait = close_signal.wait();
     tokio::pin!(close_wait);
     loop {
+        let typing_end = shown
+            .typing
+            .next_deadline()
+            .map(tokio::time::Instant::from_std);
         let mut next = tokio::select! {
             biased;
             code = &mut close_wait => {
                 if code != CLOSE_TRY_AGAIN {
                     // Say what is already queued (e.g. the errors that led to a
                     // 1008) before closing; a slow client (1013) gets nothing more.
-                    let drain = flush_queued(&mut sink, &mut rx, &mut order, &session);
+                    let drain = flush_queued(&mut sink, &mut rx, &mut shown, &session);
                     let _ = tokio::time::timeout(FLUSH_BEFORE_CLOSE, drain).await;
                 }
                 close(&mut sink, code).await;
@@ -510,14 +536,33 @@ async fn write_loop(
             item = rx.live.recv() => match item {
                 Some(item) => {
                     outbound::dequeued();
-                    live_item(&mut sink, &mut order, &session, item, hold_max).await
+                    live_item(&mut sink, &mut shown, &session, item, hold_max).await
                 }
                 None => Flow::Stop,
             },
-            Some(item) = rx.sync.recv() => sync_item(&mut sink, &mut order, &session, item).await,
-            _ = tokio::time::sleep_until(gate_deadline), if order.is_gated() => {
-                let now = order.open_gate();
+            Some(item) = rx.sync.recv() => sync_item(&mut sink, &mut shown.order, &session, item).await,
+            _ = tokio::time::sleep_until(gate_deadline), if shown.order.is_gated() => {
+                let now = shown.order.open_gate();
                 flow(put_all(&mut sink, now).await)
+            }
+            _ = tokio::time::sleep_until(typing_end.unwrap_or(gate_deadline)), if typing_end.is_some() => {
+                // Indicators whose room never ended them (it moved to
+                // another node meanwhile): end them here.
+                let ended = shown.typing.expired(Instant::now());
+                let frames = ended
+                    .into_iter()
+                    .map(|(room_id, user_id)| {
+                        Arc::from(
+                            ServerEvent::Typing {
+                                room_id: room_id.to_string(),
+                                user_id: user_id.to_string(),
+                                active: false,
+                            }
+                            .to_json(),
+                        )
+                    })
+                    .collect();
+                flow(put_all(&mut sink, frames).await)
             }
         };
         // Write whatever else is ready too, then flush once.
@@ -527,7 +572,7 @@ async fn write_loop(
             }
             match rx.try_next_live() {
                 Some(item) => {
-                    next = live_item(&mut sink, &mut order, &session, item, hold_max).await
+                    next = live_item(&mut sink, &mut shown, &session, item, hold_max).await
                 }
                 None => break,
             }

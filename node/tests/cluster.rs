@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
@@ -554,6 +555,56 @@ async fn the_users_of_a_drained_node_go_offline_once() {
     let r = call(&nodes[0], "GET", &path, Some(&near.token), None).await;
     assert!(r.body["last_seen"].is_string(), "{}", r.body);
     assert!(offline["last_seen"].is_string(), "{offline}");
+}
+
+/// Typing indicators end even in rooms whose owner died: the room, started
+/// again on the live node, has no timer for them, so each connection ends
+/// the indicators it shows itself. Every room gets exactly one end; before,
+/// the rooms the dead node had owned never ended theirs.
+#[tokio::test]
+async fn typing_ends_in_rooms_whose_owner_died() {
+    let dir = data_dir();
+    let mut nodes = start_cluster(dir.path(), 2, &["--typing-ttl-ms", "2000"]).await;
+    let near = user(&nodes[0], "near").await;
+    let far = user(&nodes[0], "far").await;
+    let mut rooms = Vec::new();
+    for i in 0..8 {
+        let room = group(&nodes[0], &near, &format!("r{i}"), &[&far]).await;
+        rooms.push(room_id(&room));
+    }
+    let mut a = Client::connect(&nodes[0], &near.token).await;
+    let mut b = Client::connect(&nodes[1], &far.token).await;
+    for r in &rooms {
+        b.send(json!({"type": "typing", "room_id": r, "active": true}))
+            .await;
+    }
+    for r in &rooms {
+        let r = r.clone();
+        a.expect(move |f| {
+            f["type"] == "typing" && f["room_id"] == r.as_str() && f["active"] == true
+        })
+        .await;
+    }
+    nodes[1].kill().await;
+    // TTL 2 s, the connection's grace 1 s, then a margin.
+    let mut ends: HashMap<String, usize> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match a.read(left).await {
+            Read::Frame(f) if f["type"] == "typing" => {
+                assert_eq!(f["active"], false, "{f}");
+                let room = f["room_id"].as_str().unwrap_or_default().to_string();
+                *ends.entry(room).or_default() += 1;
+            }
+            Read::Frame(_) => {}
+            Read::Timeout => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    for r in &rooms {
+        assert_eq!(ends.get(r), Some(&1), "room {r}: ends {ends:?}");
+    }
 }
 
 /// Whether `node` says `user` is online when `asker` looks them up.

@@ -10,7 +10,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use thiserror::Error;
 
 /// Version of the inter-node protocol; bump on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// A payload tagged with the sender's protocol version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use parley_protocol::http::RoomInfo;
 
 use crate::error::ChatError;
-use crate::outbound::{LiveMessage, Outbound, RoomSeq};
+use crate::outbound::{LiveMessage, Outbound, RoomSeq, TypingNotice};
 use crate::room::ManageCmd;
 
 /// An encoded [`PeerPayload`] travelling to another node's inbox.
@@ -61,6 +61,15 @@ pub enum WireItem {
         /// The room's highest committed seq.
         seq: u64,
     },
+    /// A `typing` event (its JSON is made again on the far side).
+    Typing {
+        /// Room.
+        room_id: String,
+        /// The typist.
+        user_id: String,
+        /// Typing or stopped.
+        active: bool,
+    },
 }
 
 impl WireItem {
@@ -77,6 +86,11 @@ impl WireItem {
             Outbound::Head(h) => Some(WireItem::Head {
                 room_id: h.room_id.to_string(),
                 seq: h.seq,
+            }),
+            Outbound::Typing(t) => Some(WireItem::Typing {
+                room_id: t.room_id.to_string(),
+                user_id: t.user_id.to_string(),
+                active: t.active,
             }),
             Outbound::SyncStart(_) | Outbound::OpenGate => None,
         }
@@ -95,6 +109,15 @@ impl WireItem {
                 room_id: Arc::from(room_id),
                 seq,
             })),
+            WireItem::Typing {
+                room_id,
+                user_id,
+                active,
+            } => Outbound::Typing(Arc::new(TypingNotice::new(
+                Arc::from(room_id),
+                Arc::from(user_id),
+                active,
+            ))),
         }
     }
 }
@@ -350,7 +373,12 @@ mod tests {
             seq: 7,
             json: Arc::from("{\"type\":\"message\"}"),
         }));
-        let frame = Outbound::Frame(Arc::from("{\"type\":\"typing\"}"));
+        let frame = Outbound::Frame(Arc::from("{\"type\":\"presence\"}"));
+        let typing = Outbound::Typing(Arc::new(TypingNotice::new(
+            Arc::from("r1"),
+            Arc::from("bob"),
+            true,
+        )));
         let head = Outbound::Head(Arc::new(RoomSeq {
             room_id: Arc::from("r1"),
             seq: 9,
@@ -364,18 +392,24 @@ mod tests {
                 client: true,
             })),
             head,
+            typing,
         ];
         let wire: Vec<WireItem> = items.iter().filter_map(WireItem::from_outbound).collect();
-        assert_eq!(wire.len(), 3, "sync and gate markers are local only");
+        assert_eq!(wire.len(), 4, "sync and gate markers are local only");
         let back: Vec<Outbound> = wire.into_iter().map(WireItem::into_outbound).collect();
         match &back[..] {
-            [Outbound::Message(m), Outbound::Frame(f), Outbound::Head(h)] => {
+            [Outbound::Message(m), Outbound::Frame(f), Outbound::Head(h), Outbound::Typing(t)] => {
                 assert_eq!(
                     (&*m.room_id, m.seq, &*m.json),
                     ("r1", 7, "{\"type\":\"message\"}")
                 );
-                assert_eq!(&**f, "{\"type\":\"typing\"}");
+                assert_eq!(&**f, "{\"type\":\"presence\"}");
                 assert_eq!((&*h.room_id, h.seq), ("r1", 9));
+                assert_eq!((&*t.room_id, &*t.user_id, t.active), ("r1", "bob", true));
+                assert_eq!(
+                    &*t.json,
+                    r#"{"type":"typing","room_id":"r1","user_id":"bob","active":true}"#
+                );
             }
             other => panic!("{other:?}"),
         }
