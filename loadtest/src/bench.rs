@@ -799,8 +799,9 @@ fn key_metric(run: &RunOutcome) -> Option<Key> {
     (r.messages.e2e.count > 0).then(|| key(r.messages.e2e.p99_ms, "p99", "ms"))
 }
 
-/// The run to show for a repeated benchmark: the one with the median key
-/// (the first run when no run has a key).
+/// The run to show for a repeated benchmark: the one with the median key,
+/// the higher of the middle two for an even count (the first run when no
+/// run has a key).
 fn representative(keys: &[Option<Key>]) -> usize {
     let mut keyed: Vec<(usize, f64)> = keys
         .iter()
@@ -876,15 +877,16 @@ fn markdown(
     let mut s = String::new();
     let when = started
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .map(parley_protocol::time::to_rfc3339)
+        .unwrap_or_else(|_| "an unknown time".into());
     let _ = writeln!(s, "# Parley benchmarks\n");
     let _ = writeln!(
         s,
         "Measured with the load-test harness `parley-loadtest` (crate `loadtest/`), \
          harness and node on the same machine. Every run also ran the correctness \
          checker (no loss, no duplicates, seq order per room, history matches acks). \
-         Written by `parley-loadtest bench` (started at Unix time {when}).\n"
+         Written by `parley-loadtest bench` (started at {when}).\n"
     );
     let _ = writeln!(s, "## Machine\n");
     let _ = writeln!(s, "- CPUs (`nproc`): {}", m.nproc);
@@ -899,9 +901,9 @@ fn markdown(
     let _ = writeln!(s, "- memory (`free -h`):\n\n```\n{}\n```\n", m.memory);
     let _ = writeln!(
         s,
-        "The machine is shared with other developers' builds and tests, so CPU time \
-         was not exclusive; the harness reports its own CPU use next to the node's so \
-         a saturated harness is visible.\n"
+        "Other work on the machine may share its CPUs (each row gives the load during \
+         its run); the harness reports its own CPU use next to the node's so a \
+         saturated harness is visible.\n"
     );
     let _ = writeln!(s, "## Command\n");
     let _ = writeln!(s, "```sh\n{command}\n```\n");

@@ -314,7 +314,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3.0)]
     pub sync_probe: f64,
     /// Runs of each benchmark (fresh nodes each time). With more than one,
-    /// the run with the median p99 (or pause, or memory) is shown and the
+    /// the run with the median p99 (or pause, or memory; of two middle runs,
+    /// the higher) is shown and the
     /// spread over all runs is added to its result: on a shared machine
     /// runs of the same code differ several-fold.
     #[arg(long, default_value_t = 1)]
