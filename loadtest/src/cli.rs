@@ -92,6 +92,9 @@ impl RunArgs {
                 ));
             }
         }
+        if self.connect_timeout == 0.0 {
+            return Err("--connect-timeout must be above 0 s".into());
+        }
         if !(self.rate.is_finite() && self.rate >= 0.0) {
             return Err("--rate must be a number >= 0".into());
         }

@@ -108,7 +108,8 @@ pub struct ProcStats {
     pub rss_start_kib: Option<u64>,
     /// Highest RSS sampled, KiB.
     pub rss_max_kib: Option<u64>,
-    /// RSS at the end of the run (before sessions closed), KiB.
+    /// RSS at the end of the run (before sessions closed), KiB; none when
+    /// the process is gone (a chaos kill without restart).
     pub rss_end_kib: Option<u64>,
 }
 
@@ -395,12 +396,14 @@ impl Report {
         for n in &self.node_procs {
             let _ = writeln!(
                 s,
-                "  node {:<6} cpu {}, rss start {} KiB, max {} KiB, end {} KiB",
+                "  node {:<6} cpu {}, rss start {} KiB, max {} KiB, end {}",
                 n.pid.unwrap_or(0),
                 opt(n.cpu_percent, "%"),
                 n.rss_start_kib.unwrap_or(0),
                 n.rss_max_kib.unwrap_or(0),
-                n.rss_end_kib.unwrap_or(0)
+                n.rss_end_kib
+                    .map(|k| format!("{k} KiB"))
+                    .unwrap_or_else(|| "- (process gone)".into())
             );
         }
         if let Some(i) = &self.idle {

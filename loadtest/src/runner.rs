@@ -473,7 +473,8 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
             cpu_percent: node_cpu_pct.get(i).copied().flatten(),
             rss_start_kib: sampler.start[i],
             rss_max_kib: sampler.max[i],
-            rss_end_kib: sampler.last[i],
+            // Read now: a node that is gone (killed, not restarted) has none.
+            rss_end_kib: sysinfo::rss_kib(Some(sampler.pids[i])),
         })
         .collect();
     let idle = idle_end_rss.map(|end| {

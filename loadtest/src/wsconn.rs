@@ -21,8 +21,8 @@ pub type Ws = WebSocketStream<TcpStream>;
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The node address is not `http://host:port` (or `ws://`).
-    #[error("bad node address {0}")]
-    BadAddress(String),
+    #[error("bad node address {0}: {1}")]
+    BadAddress(String, &'static str),
     /// Socket creation, binding or TCP connect failed.
     #[error("tcp: {0}")]
     Tcp(#[from] std::io::Error),
@@ -38,7 +38,7 @@ impl ConnectError {
     /// A short code for error counters.
     pub fn code(&self) -> String {
         match self {
-            ConnectError::BadAddress(_) => "connect_bad_address".into(),
+            ConnectError::BadAddress(..) => "connect_bad_address".into(),
             ConnectError::Tcp(e) => format!("connect_tcp_{:?}", e.kind()).to_lowercase(),
             ConnectError::Upgrade(tokio_tungstenite::tungstenite::Error::Http(r)) => {
                 format!("connect_http_{}", r.status().as_u16())
@@ -64,17 +64,23 @@ impl NodeAddr {
     /// Parses and resolves `http://host:port`.
     pub async fn resolve(url: &str) -> Result<Self, ConnectError> {
         let trimmed = url.trim().trim_end_matches('/');
+        let bad = |why| ConnectError::BadAddress(url.to_string(), why);
         let authority = trimmed
             .strip_prefix("http://")
             .or_else(|| trimmed.strip_prefix("ws://"))
-            .ok_or_else(|| ConnectError::BadAddress(url.to_string()))?;
-        if authority.is_empty() || authority.contains('/') {
-            return Err(ConnectError::BadAddress(url.to_string()));
+            .ok_or_else(|| {
+                bad("give http://host:port (the harness speaks plain HTTP and WebSocket; no TLS)")
+            })?;
+        if authority.is_empty() {
+            return Err(bad("no host:port"));
+        }
+        if authority.contains('/') {
+            return Err(bad("give the node's base URL, without a path"));
         }
         let addr = tokio::net::lookup_host(authority)
             .await?
             .next()
-            .ok_or_else(|| ConnectError::BadAddress(url.to_string()))?;
+            .ok_or_else(|| bad("the host name has no address"))?;
         Ok(NodeAddr {
             http: format!("http://{authority}"),
             authority: authority.to_string(),

@@ -689,6 +689,16 @@ fn nonsense_options_are_refused_before_the_run() {
             "chaos --duration 3 --warmup 1 --kill-at 2 --restart-after 20 --restart-cmd true",
             "would stay dead",
         ),
+        (
+            "connect --connect-timeout 0",
+            "--connect-timeout must be above 0",
+        ),
+        // Node addresses the harness cannot use, with the reason.
+        ("connect --nodes https://127.0.0.1:9", "no TLS"),
+        (
+            "connect --nodes http://127.0.0.1:9/api/v1",
+            "without a path",
+        ),
         // An output that cannot be written, found before the run.
         (
             "fanout --report /proc/parley-report.json",

@@ -26,7 +26,7 @@ use futures_util::{SinkExt, StreamExt};
 use tracing::Instrument;
 
 use parley_actors::ordering::{DeliveryOrder, Verdict};
-use parley_actors::outbound::{self, Outbound, OutboundRx, OutboundTx, SyncItem};
+use parley_actors::outbound::{self, Outbound, OutboundRx, OutboundTx, SyncItem, TypingNotice};
 use parley_actors::session::SessionMsg;
 use parley_actors::typing_watch::TypingWatch;
 use parley_protocol::ids::new_id;
@@ -548,19 +548,11 @@ async fn write_loop(
             _ = tokio::time::sleep_until(typing_end.unwrap_or(gate_deadline)), if typing_end.is_some() => {
                 // Indicators whose room never ended them (it moved to
                 // another node meanwhile): end them here.
-                let ended = shown.typing.expired(Instant::now());
-                let frames = ended
+                let frames = shown
+                    .typing
+                    .expired(Instant::now())
                     .into_iter()
-                    .map(|(room_id, user_id)| {
-                        Arc::from(
-                            ServerEvent::Typing {
-                                room_id: room_id.to_string(),
-                                user_id: user_id.to_string(),
-                                active: false,
-                            }
-                            .to_json(),
-                        )
-                    })
+                    .map(|(room_id, user_id)| TypingNotice::new(room_id, user_id, false).json)
                     .collect();
                 flow(put_all(&mut sink, frames).await)
             }
