@@ -500,15 +500,14 @@ async fn a_delivery_lost_while_a_node_was_away_is_replayed_when_it_returns() {
 /// sessions (they never left).
 #[tokio::test]
 async fn users_of_a_node_that_comes_back_are_online_again() {
-    let dir = data_dir();
-    let nodes = start_cluster(dir.path(), 2, PAUSABLE).await;
-    let near = user(&nodes[0], "near").await;
-    let far = user(&nodes[0], "far").await;
-    group(&nodes[0], &near, "friends", &[&far]).await;
-
-    let mut a = Client::connect(&nodes[0], &near.token).await;
-    let _b = Client::connect(&nodes[1], &far.token).await;
-    a.expect(presence_of("online", far.user_id.clone())).await;
+    let NearAndFar {
+        dir: _dir,
+        nodes,
+        near,
+        far,
+        mut a,
+        b: _b,
+    } = near_and_far(PAUSABLE).await;
 
     // Far's node stops answering: near's node drops it and says far left.
     nodes[1].signal("STOP");
@@ -523,6 +522,36 @@ async fn users_of_a_node_that_comes_back_are_online_again() {
     assert!(online_as_seen_by(&nodes[0], &near, &far).await);
 }
 
+/// Two nodes; `near` connected to the first (`a`), `far` to the second
+/// (`b`), sharing a room; `a` has seen far come online.
+struct NearAndFar {
+    dir: tempfile::TempDir,
+    nodes: Vec<Node>,
+    near: User,
+    far: User,
+    a: Client,
+    b: Client,
+}
+
+async fn near_and_far(flags: &[&str]) -> NearAndFar {
+    let dir = data_dir();
+    let nodes = start_cluster(dir.path(), 2, flags).await;
+    let near = user(&nodes[0], "near").await;
+    let far = user(&nodes[0], "far").await;
+    group(&nodes[0], &near, "friends", &[&far]).await;
+    let mut a = Client::connect(&nodes[0], &near.token).await;
+    let b = Client::connect(&nodes[1], &far.token).await;
+    a.expect(presence_of("online", far.user_id.clone())).await;
+    NearAndFar {
+        dir,
+        nodes,
+        near,
+        far,
+        a,
+        b,
+    }
+}
+
 /// Matches a `presence` event of `user_id` with `status`.
 fn presence_of(status: &'static str, user_id: String) -> impl Fn(&serde_json::Value) -> bool {
     move |f| f["type"] == "presence" && f["user_id"] == user_id.as_str() && f["status"] == status
@@ -533,14 +562,14 @@ fn presence_of(status: &'static str, user_id: String) -> impl Fn(&serde_json::Va
 /// announced it a second time before.
 #[tokio::test]
 async fn the_users_of_a_drained_node_go_offline_once() {
-    let dir = data_dir();
-    let mut nodes = start_cluster(dir.path(), 2, &[]).await;
-    let near = user(&nodes[0], "near").await;
-    let far = user(&nodes[0], "far").await;
-    group(&nodes[0], &near, "friends", &[&far]).await;
-    let mut a = Client::connect(&nodes[0], &near.token).await;
-    let _b = Client::connect(&nodes[1], &far.token).await;
-    a.expect(presence_of("online", far.user_id.clone())).await;
+    let NearAndFar {
+        dir: _dir,
+        mut nodes,
+        near,
+        far,
+        mut a,
+        b: _b,
+    } = near_and_far(&[]).await;
 
     nodes[1].terminate().await;
     let offline = a.expect(presence_of("offline", far.user_id.clone())).await;
