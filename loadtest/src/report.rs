@@ -149,7 +149,9 @@ pub struct ChaosStats {
     /// Longest pause between two acks of one room around the kill (or the
     /// node's pause), ms (max over rooms).
     pub longest_room_ack_pause_ms: Option<f64>,
-    /// From the kill (or the node's pause) to the first ack after it, ms.
+    /// From the kill (or the node's pause) to the first ack after it, ms:
+    /// any room's, so in a cluster it may come from a room the failed node
+    /// never owned; `longest_room_ack_pause_ms` shows the recovery.
     pub first_ack_after_kill_ms: Option<f64>,
 }
 

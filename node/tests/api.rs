@@ -1033,12 +1033,20 @@ async fn the_owner_makes_admins_who_can_then_manage_members() {
         "forbidden",
     );
 
-    // Not a role.
-    assert_error(
-        &set_role(&node, &alice, &rid, &bob.user_id, "superuser").await,
-        400,
-        "invalid_request",
-    );
+    // Not a role, or one that is never given: the rule, not serde's list
+    // of every variant (which named `owner`).
+    for role in ["superuser", "owner"] {
+        let message = assert_error(
+            &set_role(&node, &alice, &rid, &bob.user_id, role).await,
+            400,
+            "invalid_request",
+        );
+        assert!(
+            message.contains("role must be admin or member"),
+            "{message}"
+        );
+        assert!(!message.contains("owner"), "{message}");
+    }
 }
 
 // ---------------------------------------------------------------- history

@@ -81,8 +81,19 @@ pub struct UsernameRequest {
 /// `PUT /rooms/{room_id}/members/{user_id}/role` body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RoleRequest {
-    /// `admin` or `member`.
+    /// `admin` or `member` (`owner` is never given, only passed on).
+    #[serde(deserialize_with = "assignable_role")]
     pub role: Role,
+}
+
+/// A role a room's owner may give: `admin` or `member`. Anything else is
+/// refused with that rule, not with serde's list of every variant.
+fn assignable_role<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Role, D::Error> {
+    match String::deserialize(d)?.as_str() {
+        "admin" => Ok(Role::Admin),
+        "member" => Ok(Role::Member),
+        _ => Err(serde::de::Error::custom("role must be admin or member")),
+    }
 }
 
 /// A member's role in a room.
