@@ -279,31 +279,23 @@ impl Report {
     /// or whose restart failed. Empty for a full run. (Sessions that end
     /// behind are a note for now: see `runner`.)
     pub fn shortfalls(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if self.checker.rooms_without_history > 0 {
-            out.push(format!(
-                "the history of {} room(s) could not be read",
-                self.checker.rooms_without_history
-            ));
-        }
-        if self.connect.failed > 0 {
-            out.push(format!(
-                "{} session(s) never connected",
-                self.connect.failed
-            ));
-        }
-        if self.messages.failed > 0 {
-            out.push(format!(
-                "the node refused {} message(s) (see errors)",
-                self.messages.failed
-            ));
-        }
-        if self.messages.unacked_at_end > 0 {
-            out.push(format!(
-                "{} message(s) were never acked",
-                self.messages.unacked_at_end
-            ));
-        }
+        let counted = [
+            (
+                self.checker.rooms_without_history as u64,
+                "room(s) whose history could not be read (their history checks were skipped)",
+            ),
+            (self.connect.failed, "session(s) never connected"),
+            (
+                self.messages.failed,
+                "message(s) the node refused (see errors)",
+            ),
+            (self.messages.unacked_at_end, "message(s) never acked"),
+        ];
+        let mut out: Vec<String> = counted
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}"))
+            .collect();
         if let Some(ch) = &self.chaos {
             if ch.killed_pid.is_none() && ch.paused_pid.is_none() {
                 out.push("no node was killed or paused".into());

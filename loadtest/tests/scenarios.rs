@@ -787,7 +787,10 @@ fn a_run_whose_messages_are_refused_is_incomplete() {
         ],
     );
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("incomplete: the node refused"), "{out}");
+    assert!(
+        out.contains("message(s) the node refused (see errors)"),
+        "{out}"
+    );
     assert!(r["messages"]["failed"].as_u64().unwrap_or(0) > 0, "{out}");
     assert_eq!(r["messages"]["acked"], 0, "{out}");
 }
