@@ -600,13 +600,16 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<Verdict, BenchError> 
             reason: "--repeat must be at least 1".into(),
         });
     }
-    if let Some(notes) = &b.notes {
-        // Read again when the page is written; a missing file is found now.
-        std::fs::read_to_string(notes).map_err(|source| BenchError::Read {
-            path: notes.display().to_string(),
-            source,
-        })?;
-    }
+    // Read now: a missing file is found before any node starts.
+    let notes = match &b.notes {
+        Some(path) => Some(
+            std::fs::read_to_string(path).map_err(|source| BenchError::Read {
+                path: path.display().to_string(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
     let write_err = |path: &Path| {
         let path = path.display().to_string();
         move |source| BenchError::Write { path, source }
@@ -703,7 +706,13 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<Verdict, BenchError> 
         rows.push(row);
     }
     let _ = std::fs::remove_dir_all(&scratch);
-    let md = markdown(b, &machine, &command, &rows, started, &node_bin, &data_disk);
+    let facts = PageFacts {
+        started,
+        node_bin: &node_bin,
+        data_disk,
+        notes,
+    };
+    let md = markdown(b, &machine, &command, &rows, &facts);
     std::fs::write(&b.out, md).map_err(write_err(&b.out))?;
     Ok(overall)
 }
@@ -865,15 +874,31 @@ async fn probe_sync(dir: &Path, secs: f64) -> Option<Percentiles> {
     }
 }
 
+/// What the page says about the bench run itself.
+struct PageFacts<'a> {
+    /// When the bench started.
+    started: std::time::SystemTime,
+    /// The node binary measured.
+    node_bin: &'a Path,
+    /// Where the nodes kept their data, and its filesystem.
+    data_disk: String,
+    /// The `--notes` text, shown under "Observations".
+    notes: Option<String>,
+}
+
 fn markdown(
     b: &BenchArgs,
     m: &MachineInfo,
     command: &str,
     rows: &[Row],
-    started: std::time::SystemTime,
-    node_bin: &Path,
-    data_disk: &str,
+    facts: &PageFacts,
 ) -> String {
+    let PageFacts {
+        started,
+        node_bin,
+        data_disk,
+        notes,
+    } = facts;
     let mut s = String::new();
     let when = started
         .duration_since(std::time::UNIX_EPOCH)
@@ -971,11 +996,7 @@ fn markdown(
          missed while away) are timed apart as catch-up. JSON reports with per-second \
          timelines are next to the plots.\n"
     );
-    if let Some(notes) = b
-        .notes
-        .as_ref()
-        .and_then(|p| std::fs::read_to_string(p).ok())
-    {
+    if let Some(notes) = notes {
         let _ = writeln!(s, "## Observations\n\n{}\n", notes.trim_end());
     }
     let _ = writeln!(s, "## Details\n");
