@@ -166,7 +166,6 @@ pub struct Driver {
     hit_at: Option<Instant>,
     /// The harness clock (µs) at the failure, for the ack pauses.
     hit_us: Option<u64>,
-    restart_tried: bool,
     restarted: Option<Child>,
     resumed: bool,
     stats: ChaosStats,
@@ -193,7 +192,6 @@ impl Driver {
             run_start: Instant::now(),
             hit_at: None,
             hit_us: None,
-            restart_tried: false,
             restarted: None,
             resumed: false,
             stats: ChaosStats::default(),
@@ -231,10 +229,11 @@ impl Driver {
             return None;
         }
         let cmd = self.restart_cmd.as_deref()?;
-        if self.restart_tried || since < self.restart_after || self.stats.killed_pid.is_none() {
+        // Run once: afterwards there is a child or a recorded error.
+        let tried = self.restarted.is_some() || self.stats.restart_error.is_some();
+        if tried || since < self.restart_after || self.stats.killed_pid.is_none() {
             return None;
         }
-        self.restart_tried = true;
         let started = restart(cmd);
         set_pending(None);
         match started {
