@@ -460,6 +460,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn deliveries_before_a_fractional_warm_up_ends_are_not_in_the_window() {
+        let m = Metrics::new();
+        m.start_run(Duration::from_millis(500), Duration::from_secs(60));
+        // Arrives during the warm-up, inside the first whole second: the
+        // old per-second window counted it.
+        m.record_delivery(0, None, false);
+        assert_eq!(m.window_delivered.load(Ordering::Relaxed), 0);
+        assert_eq!(m.delivered.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
     fn window_and_timeline() {
         let m = Metrics::new();
         // Before the run: counted, not timed.
@@ -474,6 +485,8 @@ mod tests {
         m.settle();
         let s = m.snapshot();
         assert_eq!(m.delivered.load(Ordering::Relaxed), 4);
+        // Only arrivals inside the window count toward deliveries/s.
+        assert_eq!(m.window_delivered.load(Ordering::Relaxed), 3);
         // The catch-up delivery counts in the second, but is timed apart.
         assert_eq!(Percentiles::of(&s.e2e).count, 2);
         assert_eq!(Percentiles::of(&s.catch_up).count, 1);
