@@ -5,11 +5,20 @@
 //! too slow, and the session is closed with 1013 through its [`CloseSignal`]
 //! instead of growing memory. `sync` replays use a second, small queue that
 //! the replaying task does wait on ([`SyncItem`]).
+//!
+//! Nothing orders the two queues against each other: with several producers
+//! on the live queue, the writer can find it empty (a slot claimed by one
+//! producer and not yet written hides a finished push of another) while a
+//! later sync item is already there. So a replay puts its start on the live
+//! queue and waits until the writer has taken it in
+//! ([`OutboundTx::start_sync`]) before it sends anything on the sync queue,
+//! and the writer takes a start only after the sync items already queued,
+//! which are the previous replay's ([`OutboundRx::next`]).
 
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use parley_protocol::ws::{ServerEvent, CLOSE_TRY_AGAIN};
 
@@ -41,6 +50,29 @@ pub struct SyncStart {
     pub rooms: Vec<(Arc<str>, u64)>,
     /// A client's `sync` (not a gap repair).
     pub client: bool,
+    /// Tells the replay that the writer holds the rooms now (see [`SyncStart::taken`]).
+    taken: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl SyncStart {
+    /// A start, and what its replay waits on until the writer has taken it in.
+    pub fn new(rooms: Vec<(Arc<str>, u64)>, client: bool) -> (Arc<Self>, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let start = SyncStart {
+            rooms,
+            client,
+            taken: std::sync::Mutex::new(Some(tx)),
+        };
+        (Arc::new(start), rx)
+    }
+
+    /// The writer has taken the start in (its rooms are held): the replay
+    /// may send its items now.
+    pub fn taken(&self) {
+        if let Some(tx) = self.taken.lock().ok().and_then(|mut t| t.take()) {
+            let _ = tx.send(());
+        }
+    }
 }
 
 /// One item for the socket writer.
@@ -167,31 +199,71 @@ pub struct OutboundTx {
 #[derive(Debug)]
 pub struct OutboundRx {
     /// Live events.
-    pub live: mpsc::Receiver<Outbound>,
+    live: mpsc::Receiver<Outbound>,
     /// Sync replays.
-    pub sync: mpsc::Receiver<SyncItem>,
+    sync: mpsc::Receiver<SyncItem>,
     /// Close requests.
     pub close: Arc<CloseSignal>,
+    /// A replay's start taken from `live` and not yet handed out.
+    start: Option<Outbound>,
 }
 
-/// Counts an item taken from a live queue out of the queued-frames gauge
-/// (for readers that call `live.recv()` themselves).
-pub fn dequeued() {
+/// Counts an item taken from a live queue out of the queued-frames gauge.
+fn dequeued() {
     crate::metrics::METRICS
         .outbound_queued
         .fetch_sub(1, Ordering::Relaxed);
 }
 
+/// An item the writer takes next, from either queue.
+#[derive(Debug)]
+pub enum Next {
+    /// From the live queue.
+    Live(Outbound),
+    /// From the sync queue.
+    Sync(SyncItem),
+}
+
 impl OutboundRx {
-    /// The next live item if one is ready now.
-    pub fn try_next_live(&mut self) -> Option<Outbound> {
-        let item = self.live.try_recv().ok();
-        if item.is_some() {
-            crate::metrics::METRICS
-                .outbound_queued
-                .fetch_sub(1, Ordering::Relaxed);
+    /// Waits for the next item, live ones first, except that a replay's
+    /// start waits until the items earlier replays already queued are out
+    /// (a replay's last items are sent before the next replay starts, but
+    /// on the other queue). `None` once no live item can come any more (the
+    /// session is gone). Cancel-safe: nothing is lost if it is dropped.
+    pub async fn next(&mut self) -> Option<Next> {
+        loop {
+            if self.start.is_some() {
+                if let Ok(item) = self.sync.try_recv() {
+                    return Some(Next::Sync(item));
+                }
+                return self.start.take().map(Next::Live);
+            }
+            let item = tokio::select! {
+                biased;
+                item = self.live.recv() => item?,
+                Some(item) = self.sync.recv() => return Some(Next::Sync(item)),
+            };
+            dequeued();
+            match item {
+                Outbound::SyncStart(_) => self.start = Some(item),
+                item => return Some(Next::Live(item)),
+            }
         }
-        item
+    }
+
+    /// The next live item if one is ready now; a replay's start is left
+    /// for [`OutboundRx::next`] (it may have to wait).
+    pub fn try_next_live(&mut self) -> Option<Outbound> {
+        if self.start.is_some() {
+            return None;
+        }
+        let item = self.live.try_recv().ok()?;
+        dequeued();
+        if let Outbound::SyncStart(_) = item {
+            self.start = Some(item);
+            return None;
+        }
+        Some(item)
     }
 }
 
@@ -228,6 +300,7 @@ pub fn channel(capacity: usize) -> (OutboundTx, OutboundRx) {
             live: live_rx,
             sync: sync_rx,
             close,
+            start: None,
         },
     )
 }
@@ -260,6 +333,19 @@ impl OutboundTx {
         self.sync.send(item).await.is_ok()
     }
 
+    /// Starts a replay of `rooms` (see [`SyncStart`]): queues the start on
+    /// the live queue and waits until the writer has taken it in, so that
+    /// no sync item can overtake it. False when the session is gone (or was
+    /// just closed for a full queue).
+    pub async fn start_sync(&self, rooms: Vec<(Arc<str>, u64)>, client: bool) -> bool {
+        let (start, taken) = SyncStart::new(rooms, client);
+        if self.push(Outbound::SyncStart(start)) != Push::Queued {
+            return false;
+        }
+        // A writer that stops drops the start unanswered: `Err`.
+        taken.await.is_ok()
+    }
+
     /// Asks the writer to close the socket with `code`.
     pub fn close(&self, code: u16) {
         self.close.close(code);
@@ -286,6 +372,107 @@ mod tests {
     fn queue_items_stay_small() {
         assert!(std::mem::size_of::<Outbound>() <= 24);
         assert!(std::mem::size_of::<SyncItem>() <= 24);
+    }
+
+    #[tokio::test]
+    async fn a_replay_starts_only_once_the_writer_took_its_start_in() {
+        let (tx, mut rx) = channel(4);
+        let starting = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.start_sync(Vec::new(), true).await }
+        });
+        let Some(Outbound::SyncStart(start)) = rx.live.recv().await else {
+            panic!("the start is queued live");
+        };
+        tokio::task::yield_now().await;
+        assert!(!starting.is_finished(), "the replay waits for the writer");
+        start.taken();
+        assert!(starting.await.unwrap());
+        // A writer that goes away without taking the start in ends the replay.
+        let starting = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.start_sync(Vec::new(), false).await }
+        });
+        while rx.live.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        drop(rx);
+        assert!(!starting.await.unwrap());
+        assert!(!tx.start_sync(Vec::new(), true).await, "no writer at all");
+    }
+
+    /// The writer finds the live queue empty now and then while a finished
+    /// push waits behind another producer's unwritten slot. A replay's items
+    /// must still never overtake its start (which left rooms held for
+    /// ever: CI saw a live session get none of its room's messages).
+    #[test]
+    fn no_sync_item_overtakes_its_start() {
+        use std::sync::atomic::AtomicBool;
+        const REPLAYS: u64 = 1_000;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let (tx, mut rx) = channel(4096);
+        let stop = Arc::new(AtomicBool::new(false));
+        // Other producers (rooms, presence) pushing all the while.
+        let noise: Vec<_> = (0..2)
+            .map(|_| {
+                let (tx, stop) = (tx.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        if tx.live.capacity() > 4096 - 32 {
+                            tx.frame("noise");
+                        } else {
+                            std::thread::yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let overtaken = runtime.block_on(async move {
+            let replays = tokio::spawn(async move {
+                for i in 0..REPLAYS {
+                    let room: Arc<str> = Arc::from(i.to_string());
+                    if !tx.start_sync(vec![(room.clone(), 0)], true).await {
+                        break;
+                    }
+                    let done = SyncItem::RoomDone(Arc::new(RoomSeq {
+                        room_id: room,
+                        seq: 0,
+                    }));
+                    if !tx.sync(done).await {
+                        break;
+                    }
+                }
+            });
+            let (mut started, mut done, mut overtaken) = (None, 0, 0);
+            while done < REPLAYS {
+                match rx.next().await {
+                    Some(Next::Live(Outbound::SyncStart(start))) => {
+                        started = start.rooms.first().map(|(r, _)| r.clone());
+                        start.taken();
+                    }
+                    Some(Next::Sync(SyncItem::RoomDone(end))) => {
+                        done += 1;
+                        if started.as_ref() != Some(&end.room_id) {
+                            overtaken += 1;
+                        }
+                    }
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            assert_eq!(rx.close.requested(), None, "the queue never overflowed");
+            drop(rx);
+            let _ = replays.await;
+            overtaken
+        });
+        stop.store(true, Ordering::Relaxed);
+        for t in noise {
+            t.join().unwrap();
+        }
+        assert_eq!(overtaken, 0, "of {REPLAYS} replays");
     }
 
     #[test]

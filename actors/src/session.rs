@@ -19,7 +19,7 @@ use crate::cluster::wire::{AckKey, PeerPayload, WireCaller, WireRoomOp};
 use crate::convert;
 use crate::dispatcher::SessionEntry;
 use crate::error::ChatError;
-use crate::outbound::{LiveMessage, Outbound, OutboundTx, RoomSeq, SyncItem, SyncStart};
+use crate::outbound::{LiveMessage, Outbound, OutboundTx, RoomSeq, SyncItem};
 use crate::replay_queue::{ReplayQueue, ReplayRooms, StartReplay, SyncBusy};
 use crate::room::{Caller, ReplyTo};
 use crate::room_cache::RoomCache;
@@ -386,10 +386,9 @@ impl Replay {
             }
         }
         // Hold live messages of these rooms before reading anything.
-        self.tx.push(Outbound::SyncStart(Arc::new(SyncStart {
-            rooms: allowed.clone(),
-            client: !self.repair,
-        })));
+        if !self.tx.start_sync(allowed.clone(), !self.repair).await {
+            return Ok(None);
+        }
         if !self.repair {
             started.extend(allowed.iter().map(|(r, _)| r.clone()));
         }

@@ -26,7 +26,9 @@ use futures_util::{SinkExt, StreamExt};
 use tracing::Instrument;
 
 use parley_actors::ordering::{DeliveryOrder, Verdict};
-use parley_actors::outbound::{self, Outbound, OutboundRx, OutboundTx, SyncItem, TypingNotice};
+use parley_actors::outbound::{
+    self, Next, Outbound, OutboundRx, OutboundTx, SyncItem, TypingNotice,
+};
 use parley_actors::session::SessionMsg;
 use parley_actors::typing_watch::TypingWatch;
 use parley_protocol::ids::new_id;
@@ -426,6 +428,7 @@ async fn live_item(
         },
         Outbound::SyncStart(start) => {
             let now = order.start_sync(&start.rooms, start.client);
+            start.taken();
             put_all(sink, now).await
         }
         Outbound::OpenGate => {
@@ -533,14 +536,15 @@ async fn write_loop(
                 close(&mut sink, code).await;
                 return;
             }
-            item = rx.live.recv() => match item {
-                Some(item) => {
-                    outbound::dequeued();
+            item = rx.next() => match item {
+                Some(Next::Live(item)) => {
                     live_item(&mut sink, &mut shown, &session, item, hold_max).await
+                }
+                Some(Next::Sync(item)) => {
+                    sync_item(&mut sink, &mut shown.order, &session, item).await
                 }
                 None => Flow::Stop,
             },
-            Some(item) = rx.sync.recv() => sync_item(&mut sink, &mut shown.order, &session, item).await,
             _ = tokio::time::sleep_until(gate_deadline), if shown.order.is_gated() => {
                 let now = shown.order.open_gate();
                 flow(put_all(&mut sink, now).await)

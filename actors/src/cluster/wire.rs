@@ -387,10 +387,7 @@ mod tests {
             msg,
             frame,
             Outbound::OpenGate,
-            Outbound::SyncStart(Arc::new(crate::outbound::SyncStart {
-                rooms: Vec::new(),
-                client: true,
-            })),
+            Outbound::SyncStart(crate::outbound::SyncStart::new(Vec::new(), true).0),
             head,
             typing,
         ];
