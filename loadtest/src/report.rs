@@ -275,10 +275,16 @@ impl Report {
     /// What the run could not do that it was asked to, so that "no
     /// violations" would claim more than was checked: rooms whose history
     /// could not be read, sessions that never connected, messages the node
-    /// refused, messages never acked, a chaos run that injected no failure
-    /// or whose restart failed. Empty for a full run. (Sessions that end
-    /// behind are a note for now: see `runner`.)
+    /// refused, sessions that ended disconnected or behind, messages never
+    /// acked, a chaos run that injected no failure or whose restart failed.
+    /// Empty for a full run.
     pub fn shortfalls(&self) -> Vec<String> {
+        // Sessions only fall behind in runs that send.
+        let behind = if self.scenario.sends() {
+            self.checker.incomplete_sessions as u64
+        } else {
+            0
+        };
         let counted = [
             (
                 self.checker.rooms_without_history as u64,
@@ -288,6 +294,10 @@ impl Report {
             (
                 self.messages.failed,
                 "message(s) the node refused (see errors)",
+            ),
+            (
+                behind,
+                "session(s) ended disconnected or behind (checked as a prefix only)",
             ),
             (self.messages.unacked_at_end, "message(s) never acked"),
         ];
@@ -487,5 +497,53 @@ impl Report {
             let _ = writeln!(s, "  note        {n}");
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report of a run that did everything, with `incomplete` sessions
+    /// that ended disconnected or behind.
+    fn run(scenario: Scenario, incomplete: usize) -> Report {
+        Report {
+            scenario,
+            command: String::new(),
+            nodes: Vec::new(),
+            params: Params::default(),
+            setup_s: 0.0,
+            connect: ConnectStats::default(),
+            messages: MessageStats::default(),
+            errors: BTreeMap::new(),
+            other_events: BTreeMap::new(),
+            reconnects: 0,
+            client: ProcStats::default(),
+            node_procs: Vec::new(),
+            idle: None,
+            chaos: None,
+            checker: CheckerStats {
+                incomplete_sessions: incomplete,
+                ..CheckerStats::default()
+            },
+            timeline: Vec::new(),
+            cpu_timeline: Vec::new(),
+            plots: Vec::new(),
+            node_metrics: Vec::new(),
+            fd_limit: (0, 0),
+            host_load: HostLoad::default(),
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_session_that_ends_behind_makes_a_sending_run_incomplete() {
+        assert_eq!(run(Scenario::Fanout, 0).verdict(), Verdict::Passed);
+        let Verdict::Incomplete(why) = run(Scenario::Fanout, 1).verdict() else {
+            panic!("one session behind is a shortfall");
+        };
+        assert!(why.starts_with("1 session(s) ended disconnected or behind"), "{why}");
+        // Runs that send nothing have nothing to fall behind on.
+        assert_eq!(run(Scenario::Idle, 1).verdict(), Verdict::Passed);
     }
 }
