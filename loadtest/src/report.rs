@@ -542,7 +542,10 @@ mod tests {
         let Verdict::Incomplete(why) = run(Scenario::Fanout, 1).verdict() else {
             panic!("one session behind is a shortfall");
         };
-        assert!(why.starts_with("1 session(s) ended disconnected or behind"), "{why}");
+        assert!(
+            why.starts_with("1 session(s) ended disconnected or behind"),
+            "{why}"
+        );
         // Runs that send nothing have nothing to fall behind on.
         assert_eq!(run(Scenario::Idle, 1).verdict(), Verdict::Passed);
     }
