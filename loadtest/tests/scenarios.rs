@@ -602,7 +602,7 @@ fn bench_starts_its_own_nodes_repeats_and_writes_its_page() {
     let out = bench(&dir, &out_md)
         .arg("--scratch")
         .arg(dir.join("data"))
-        .args(["--only", "fanout-small-rooms", "--cluster-nodes", "0"])
+        .args(["--only", "fanout-small-rooms", "--cluster-nodes", "1"])
         .args(["--duration", "1", "--warmup", "0.5", "--sync-probe", "0.2"])
         .args(["--repeat", "2"])
         .args(["--small-rooms", "2", "--small-members", "3"])
@@ -617,6 +617,12 @@ fn bench_starts_its_own_nodes_repeats_and_writes_its_page() {
         .find(|l| l.starts_with("| fanout-small-rooms |"))
         .unwrap_or_else(|| panic!("no result row:\n{md}"));
     assert!(row.contains("0 violations"), "{row}");
+    // The cluster rows say why they were not run, with the value given.
+    let cluster = md
+        .lines()
+        .find(|l| l.starts_with("| cluster-chaos |"))
+        .unwrap_or_else(|| panic!("no cluster row:\n{md}"));
+    assert!(cluster.contains("not run (--cluster-nodes 1)"), "{cluster}");
     // Two runs: the spread of their p99 is in the row, each run has its report.
     assert!(row.contains("p99 over 2 runs: "), "{row}");
     // The data disk was probed and named, and its sync p99 is in the row.
