@@ -267,10 +267,23 @@ impl OutboundRx {
     }
 }
 
+impl OutboundRx {
+    /// Takes out every live item still queued (a replay's start included,
+    /// which `try_next_live` would stop at); returns how many.
+    fn drain_live(&mut self) -> usize {
+        let mut n = 0;
+        while self.live.try_recv().is_ok() {
+            dequeued();
+            n += 1;
+        }
+        n
+    }
+}
+
 impl Drop for OutboundRx {
     fn drop(&mut self) {
         // What was queued and never written leaves the gauge too.
-        while self.try_next_live().is_some() {}
+        self.drain_live();
     }
 }
 
@@ -473,6 +486,19 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(overtaken, 0, "of {REPLAYS} replays");
+    }
+
+    /// A closing connection counts every item it never wrote out of the
+    /// queued-frames gauge, past a replay's start too.
+    #[test]
+    fn a_closing_writer_drains_past_a_replay_start() {
+        let (tx, mut rx) = channel(8);
+        tx.frame("a");
+        tx.push(Outbound::SyncStart(SyncStart::new(Vec::new(), true).0));
+        tx.frame("b");
+        assert!(matches!(rx.try_next_live(), Some(Outbound::Frame(_))));
+        assert!(rx.try_next_live().is_none(), "the start waits for `next`");
+        assert_eq!(rx.drain_live(), 1, "b, after the start");
     }
 
     #[test]
