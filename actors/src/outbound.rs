@@ -232,21 +232,34 @@ impl OutboundRx {
     /// session is gone). Cancel-safe: nothing is lost if it is dropped.
     pub async fn next(&mut self) -> Option<Next> {
         loop {
-            if self.start.is_some() {
-                if let Ok(item) = self.sync.try_recv() {
-                    return Some(Next::Sync(item));
-                }
-                return self.start.take().map(Next::Live);
+            if let Some(next) = self.held_start() {
+                return Some(next);
             }
             let item = tokio::select! {
                 biased;
                 item = self.live.recv() => item?,
                 Some(item) = self.sync.recv() => return Some(Next::Sync(item)),
             };
-            dequeued();
-            match item {
-                Outbound::SyncStart(_) => self.start = Some(item),
-                item => return Some(Next::Live(item)),
+            if let Some(item) = self.admit(item) {
+                return Some(Next::Live(item));
+            }
+        }
+    }
+
+    /// The next item ready now, in the order of [`OutboundRx::next`]
+    /// (for a closing connection writing what is still queued).
+    pub fn try_next(&mut self) -> Option<Next> {
+        loop {
+            if let Some(next) = self.held_start() {
+                return Some(next);
+            }
+            match self.live.try_recv() {
+                Ok(item) => {
+                    if let Some(item) = self.admit(item) {
+                        return Some(Next::Live(item));
+                    }
+                }
+                Err(_) => return self.sync.try_recv().ok().map(Next::Sync),
             }
         }
     }
@@ -258,6 +271,21 @@ impl OutboundRx {
             return None;
         }
         let item = self.live.try_recv().ok()?;
+        self.admit(item)
+    }
+
+    /// The sync items queued before the held-back start, then the start.
+    fn held_start(&mut self) -> Option<Next> {
+        self.start.as_ref()?;
+        if let Ok(item) = self.sync.try_recv() {
+            return Some(Next::Sync(item));
+        }
+        self.start.take().map(Next::Live)
+    }
+
+    /// Counts an item taken from the live queue out of the gauge; holds a
+    /// replay's start back (`None`).
+    fn admit(&mut self, item: Outbound) -> Option<Outbound> {
         dequeued();
         if let Outbound::SyncStart(_) = item {
             self.start = Some(item);
@@ -499,6 +527,25 @@ mod tests {
         assert!(matches!(rx.try_next_live(), Some(Outbound::Frame(_))));
         assert!(rx.try_next_live().is_none(), "the start waits for `next`");
         assert_eq!(rx.drain_live(), 1, "b, after the start");
+    }
+
+    /// A closing connection writes everything still queued, in `next`'s
+    /// order: earlier sync items, the held-back start, then what follows.
+    #[tokio::test]
+    async fn a_closing_writer_takes_everything_past_a_replay_start() {
+        let (tx, mut rx) = channel(8);
+        tx.push(Outbound::SyncStart(SyncStart::new(Vec::new(), true).0));
+        tx.frame("a");
+        assert!(tx.sync(SyncItem::Done(Arc::from("synced"))).await);
+        assert!(rx.try_next_live().is_none());
+        let kinds: Vec<&str> = std::iter::from_fn(|| rx.try_next())
+            .map(|n| match n {
+                Next::Sync(_) => "sync",
+                Next::Live(Outbound::SyncStart(_)) => "start",
+                Next::Live(_) => "live",
+            })
+            .collect();
+        assert_eq!(kinds, ["sync", "start", "live"]);
     }
 
     #[test]

@@ -488,13 +488,12 @@ async fn flush_queued(
     session: &ActorRef<SessionMsg>,
 ) {
     for _ in 0..256 {
-        let Some(item) = rx.try_next_live() else {
-            break;
+        let flow = match rx.try_next() {
+            Some(Next::Live(item)) => live_item(sink, shown, session, item, usize::MAX).await,
+            Some(Next::Sync(item)) => sync_item(sink, &mut shown.order, session, item).await,
+            None => break,
         };
-        if !matches!(
-            live_item(sink, shown, session, item, usize::MAX).await,
-            Flow::Go
-        ) {
+        if !matches!(flow, Flow::Go) {
             break;
         }
     }
