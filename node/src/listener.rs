@@ -14,6 +14,9 @@
 //!   left idle. Upgraded WebSockets are no longer HTTP and are not subject
 //!   to it. The body then has as long again ([`BodyDeadline`]).
 //!
+//! hyper's own answers to requests it cannot parse get the contract's JSON
+//! error body on the way out ([`JsonParseErrors`]).
+//!
 //! It also turns on TCP keepalive (`--tcp-keepalive-secs`): a client that
 //! vanished without closing (a laptop lid shut, a phone out of coverage)
 //! leaves a socket that never reads EOF, and its user would show online
@@ -45,6 +48,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
 use crate::metrics::{inc, Metrics};
+use crate::parse_errors::JsonParseErrors;
 
 /// Descriptors kept back from client connections when the cap is derived
 /// from the open-file limit: the store's files, cluster and ScyllaDB
@@ -246,7 +250,7 @@ async fn connection(
         .header_read_timeout(header_timeout)
         .keep_alive(true);
     let conn = builder
-        .serve_connection(TokioIo::new(io), service)
+        .serve_connection(TokioIo::new(JsonParseErrors::new(io)), service)
         .with_upgrades();
     tokio::pin!(conn);
     let mut stopping = false;

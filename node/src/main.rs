@@ -14,6 +14,7 @@ mod config;
 mod gateway;
 mod listener;
 mod metrics;
+mod parse_errors;
 mod ratelimit;
 mod server;
 mod session_cap;

@@ -1,6 +1,6 @@
 //! The bad-input suite against real nodes: malformed, mistyped, oversized,
 //! binary and flooding WebSocket frames; missing, forged and expired
-//! tokens; malformed and oversized HTTP bodies; unknown endpoints; SQL
+//! tokens; malformed and oversized HTTP bodies and heads; unknown endpoints; SQL
 //! metacharacters and Unicode edge cases that must round-trip byte for
 //! byte; login rate limiting. Each part runs on its own node, and once more
 //! all together on one node, which must still serve afterwards with its
@@ -847,6 +847,101 @@ async fn http_wrong_methods(node: &Node) {
     }
 }
 
+/// Sends `request` over a fresh TCP connection and reads the answer to
+/// the end (the node closes after these answers): (status, head, body).
+async fn raw_http(node: &Node, request: &[u8]) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(&node.addr).await.unwrap();
+    // The node may answer and close before it has read all of a huge head.
+    let _ = socket.write_all(request).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer));
+    let _ = read.await.expect("the node did not close after its answer");
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+/// Requests the HTTP layer cannot parse (a malformed head, a URI over
+/// 64 KiB, too many or too large header fields) still answer with the
+/// contract's JSON error body.
+async fn http_unparseable_heads(node: &Node) {
+    let many_headers: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "a URI over 64 KiB",
+            format!(
+                "GET /api/v1/{} HTTP/1.1\r\nhost: x\r\n\r\n",
+                "a".repeat(70_000)
+            )
+            .into_bytes(),
+            414,
+            "too_large",
+        ),
+        (
+            "150 header fields",
+            format!("GET /api/v1/rooms HTTP/1.1\r\nhost: x\r\n{many_headers}\r\n").into_bytes(),
+            431,
+            "too_large",
+        ),
+        (
+            "a 500 KB header",
+            format!(
+                "GET /health HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+                "a".repeat(500_000)
+            )
+            .into_bytes(),
+            431,
+            "too_large",
+        ),
+        (
+            "not HTTP",
+            b"GARBAGE\r\n\r\n".to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "a header line without a colon",
+            b"GET /health HTTP/1.1\r\nhost: x\r\nno colon here\r\n\r\n".to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "a malformed content-length",
+            b"POST /api/v1/auth/login HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n".to_vec(),
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (what, request, status, code) in cases {
+        let (got, head, body) = raw_http(node, &request).await;
+        assert_eq!(got, status, "{what}: answered {head:?}");
+        let json: Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{what}: body {body:?} is not JSON ({e})"));
+        assert_eq!(json["error"]["code"], code, "{what}: {json}");
+        assert!(json["error"]["message"].is_string(), "{what}: {json}");
+        let length = format!("content-length: {}", body.len());
+        assert!(
+            head.to_ascii_lowercase().contains(&length),
+            "{what}: {head:?}"
+        );
+    }
+    // A malformed second request on a kept-alive connection: the first
+    // answer is the router's, the second hyper's, both whole.
+    let two = b"GET /health HTTP/1.1\r\nhost: x\r\n\r\nGARBAGE\r\n\r\n";
+    let (status, _, rest) = raw_http(node, two).await;
+    assert_eq!(status, 200);
+    assert!(
+        rest.contains("HTTP/1.1 400 ") && rest.ends_with(r#""message":"malformed HTTP request"}}"#),
+        "second answer: {rest:?}"
+    );
+}
+
 /// Bodies that must round-trip byte for byte.
 fn nasty_bodies() -> Vec<String> {
     [
@@ -1283,6 +1378,13 @@ async fn http_wrong_methods_answer_contract_errors() {
 }
 
 #[tokio::test]
+async fn http_unparseable_heads_answer_json_errors() {
+    let dir = data_dir();
+    let node = start(dir.path()).await;
+    http_unparseable_heads(&node).await;
+}
+
+#[tokio::test]
 async fn sql_metacharacters_and_unicode_round_trip_byte_for_byte() {
     let dir = data_dir();
     let node = start(dir.path()).await;
@@ -1401,6 +1503,10 @@ async fn node_survives_the_whole_suite_with_data_intact() {
                 Box::pin(http_unknown_endpoints(n)),
             ),
             ("http wrong methods", Box::pin(http_wrong_methods(n))),
+            (
+                "http unparseable heads",
+                Box::pin(http_unparseable_heads(n)),
+            ),
             ("sql and unicode", Box::pin(sql_and_unicode(n))),
             (
                 "login rate limit",
