@@ -11,10 +11,12 @@ are replaced by the loopback ones. Then, through nginx:
 - /nginx-health, /health, the web client, /metrics refused;
 - register and login; requests spread over the nodes (no stickiness);
 - WebSocket upgrade, `hello`, `ping` -> `pong` (frames both ways);
-- the access log never contains the token of /ws?token=...;
+- neither the access log nor the error log ever contains the token of /ws?token=...;
 - nginx's login and refresh rate limits answer 429 with the node's JSON error shape;
+- nginx's own 400, 404, 413, 414 and 431 (its 494) answers have that JSON shape too;
 - SIGTERM to one node: its sockets are closed with 1012 and new upgrades
   through nginx keep succeeding (nginx skips the draining/stopped node);
+- every node stopped: nginx answers 503 `unavailable` in the JSON shape;
 
 and directly: `parley-node --help` lists every flag the deploy files use,
 and every series the Grafana dashboard queries is in each node's /metrics.
@@ -91,6 +93,44 @@ def http(method: str, url: str, body: dict | None = None, headers: dict | None =
             return r.status, dict(r.headers), r.read().decode(errors="replace")
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), e.read().decode(errors="replace")
+
+
+def raw_http(port: int, request: bytes) -> tuple[int, str, str]:
+    """Sends `request` as raw bytes and reads the answer: (status, head, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        try:
+            s.sendall(request)
+        except OSError:
+            pass  # answered and closed before reading all of it
+        answer = b""
+        try:
+            while b"\r\n\r\n" not in answer or not answer_complete(answer):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        except OSError:
+            pass
+    head, _, body = answer.decode(errors="replace").partition("\r\n\r\n")
+    parts = head.split(" ")
+    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    return status, head, body
+
+
+def answer_complete(answer: bytes) -> bool:
+    """Whether `answer` holds its whole body (by Content-Length)."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    m = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+    return m is None or len(body) >= int(m.group(1))
+
+
+def json_error(body: str) -> str | None:
+    """The code of a contract error body, None if `body` is not one."""
+    try:
+        err = json.loads(body)["error"]
+        return err["code"] if isinstance(err.get("message"), str) else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class WS:
@@ -406,6 +446,21 @@ def main() -> int:
             check(json.loads(body)["error"]["code"] == "rate_limited" and "Retry-After" in hdrs,
                   "the refresh 429 has the node's JSON error shape and Retry-After", f"429 answer: {hdrs} {body}")
 
+        # nginx's own answers carry the contract's JSON error body too.
+        for what, req, status, code in [
+            ("a malformed request", b"GARBAGE\r\n\r\n", 400, "invalid_request"),
+            ("a 9 KiB URI", b"GET /api/v1/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "too_large"),
+            ("a 9 KiB header line", b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n",
+             431, "too_large"),
+            ("a 2 MB body", b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             b"Content-Length: 2000000\r\n\r\n", 413, "too_large"),
+            ("the internal error URI from outside", b"GET /.nginx-error/400 HTTP/1.1\r\nHost: x\r\n\r\n",
+             404, "not_found"),
+        ]:
+            st, hdrs, body = raw_http(lb_port, req)
+            check(st == status and json_error(body) == code,
+                  f"{what} through nginx: {status} {code} (JSON)", f"{what} through nginx: {st} {hdrs[:120]!r} {body[:120]!r}")
+
         # Drain: SIGTERM the node of one open socket.
         victim = socks[0][0] if socks else "live1"
         procs[victim].send_signal(signal.SIGTERM)
@@ -450,11 +505,32 @@ def main() -> int:
         for n, w in socks:
             w.close()
 
+        # No node left: nginx's own 503, with the JSON error body.
+        for n, p in procs.items():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            p.wait(timeout=30)
+        st, hdrs, body = http("GET", lb + "/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})
+        check(st == 503 and json_error(body) == "unavailable" and "Retry-After" in hdrs,
+              "every node stopped: nginx answers 503 unavailable (JSON, Retry-After)",
+              f"every node stopped: {st} {hdrs} {body[:120]!r}")
+        # An upgrade no node can take: nginx logs the failure (quoting the
+        # request line with its token unless /ws logs only critical errors).
+        w = WS(lb_port, f"/ws?token={token}")
+        check(w.status == 503, "every node stopped: a WebSocket upgrade through nginx gets 503",
+              f"every node stopped: upgrade answered {w.status}")
+        w.close()
+
         log = (tmp / "access.log").read_text()
         retried = [ln for ln in log.splitlines() if "/ws" in ln and re.search(r"upstream_status=\S*,", ln)]
         ok(f"nginx retried {len(retried)} upgrade(s) on another node (draining node answered 503 or refused)")
         check("/ws" in log and token not in log and "token=" not in log,
               "access log has /ws requests but no token", "the access log contains a token or no /ws line")
+        errors = (tmp / "nginx/stderr.log").read_text()
+        check("upstream" in errors and token not in errors and "token=" not in errors,
+              "error log has upstream errors but no token",
+              "the error log (nginx's stderr) contains a token, or no upstream error at all")
     finally:
         if nginx:
             nginx.terminate()
