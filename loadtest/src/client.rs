@@ -265,7 +265,7 @@ impl Session {
             let mut ws = match conn {
                 Ok(ws) => ws,
                 Err(code) => {
-                    metrics.connect_failures.fetch_add(1, Ordering::Relaxed);
+                    metrics.record_connect_failure(self.spec.index, t0.elapsed());
                     metrics.error(code);
                     attempt += 1;
                     if !ever && attempt >= 5 {

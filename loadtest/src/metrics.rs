@@ -48,6 +48,7 @@ struct Shard {
     catch_up: Option<Histogram<u64>>,
     ack: Option<Histogram<u64>>,
     connect: Option<Histogram<u64>>,
+    connect_failed: Option<Histogram<u64>>,
     seconds: Vec<Second>,
 }
 
@@ -58,6 +59,7 @@ impl Shard {
             catch_up: histogram(3),
             ack: histogram(3),
             connect: histogram(3),
+            connect_failed: histogram(3),
             seconds: Vec::new(),
         }
     }
@@ -272,6 +274,16 @@ impl Metrics {
         record(&mut self.shard(session).connect, took.as_micros() as u64);
     }
 
+    /// A connection attempt failed after `took` (refused at once, or given
+    /// up at the connect timeout): counted and timed apart from successes.
+    pub fn record_connect_failure(&self, session: usize, took: Duration) {
+        self.connect_failures.fetch_add(1, Ordering::Relaxed);
+        record(
+            &mut self.shard(session).connect_failed,
+            took.as_micros() as u64,
+        );
+    }
+
     /// Counts an event of another type than `message`, `sent` or `error`.
     pub fn other_event(&self, kind: &str) {
         let i = OTHER_EVENTS
@@ -311,6 +323,7 @@ impl Metrics {
         let mut catch_up = histogram(3);
         let mut ack = histogram(3);
         let mut connect = histogram(3);
+        let mut connect_failed = histogram(3);
         let mut seconds: Vec<Second> = Vec::new();
         for m in &self.shards {
             let s = m.lock().unwrap_or_else(|p| p.into_inner());
@@ -318,6 +331,7 @@ impl Metrics {
             merge(&mut catch_up, &s.catch_up);
             merge(&mut ack, &s.ack);
             merge(&mut connect, &s.connect);
+            merge(&mut connect_failed, &s.connect_failed);
             for (i, sec) in s.seconds.iter().enumerate() {
                 if seconds.len() <= i {
                     seconds.resize_with(i + 1, Second::default);
@@ -352,6 +366,7 @@ impl Metrics {
             catch_up,
             ack,
             connect,
+            connect_failed,
             timeline,
         }
     }
@@ -397,8 +412,10 @@ pub struct Snapshot {
     pub catch_up: Option<Histogram<u64>>,
     /// Send-to-ack latency (µs), measurement window.
     pub ack: Option<Histogram<u64>>,
-    /// Connect latency (µs).
+    /// Connect latency (µs) of the attempts that succeeded.
     pub connect: Option<Histogram<u64>>,
+    /// How long (µs) the attempts that failed took.
+    pub connect_failed: Option<Histogram<u64>>,
     /// Per-second counters.
     pub timeline: Vec<TimelinePoint>,
 }

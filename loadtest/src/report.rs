@@ -59,8 +59,12 @@ pub struct ConnectStats {
     pub seconds: f64,
     /// Sessions connected per second.
     pub rate_per_s: f64,
-    /// Per-connection latency (TCP, upgrade, `hello`).
+    /// Per-connection latency (TCP, upgrade, `hello`) of the attempts
+    /// that succeeded.
     pub latency: Percentiles,
+    /// Connection attempts that failed (a session may retry and then
+    /// connect), and how long each took to fail.
+    pub failed_attempts: Percentiles,
     /// Machine-wide SYNs dropped because a listen queue was full during the
     /// connect phase (`ListenDrops` of `/proc/net/netstat`).
     pub listen_drops: Option<u64>,
@@ -360,6 +364,14 @@ impl Report {
             c.latency.p99_ms,
             c.listen_drops.map(|d| d.to_string()).unwrap_or_else(|| "-".into())
         );
+        let f = &c.failed_attempts;
+        if f.count > 0 {
+            let _ = writeln!(
+                s,
+                "  connect     {} failed attempt(s), retries included; they failed after p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
+                f.count, f.p50_ms, f.p99_ms, f.max_ms
+            );
+        }
         let m = &self.messages;
         if m.sent > 0 {
             let _ = writeln!(
@@ -548,5 +560,23 @@ mod tests {
         );
         // Runs that send nothing have nothing to fall behind on.
         assert_eq!(run(Scenario::Idle, 1).verdict(), Verdict::Passed);
+    }
+
+    #[test]
+    fn failed_connect_attempts_get_a_line_of_their_own() {
+        let mut r = run(Scenario::Connect, 0);
+        assert!(!r.table().contains("failed attempt"), "{}", r.table());
+        r.connect.failed_attempts = Percentiles {
+            count: 3,
+            p50_ms: 1.5,
+            p99_ms: 10_000.0,
+            max_ms: 10_000.0,
+            ..Percentiles::default()
+        };
+        let table = r.table();
+        assert!(
+            table.contains("3 failed attempt(s), retries included; they failed after p50 1.5 ms p99 10000.0 ms max 10000.0 ms"),
+            "{table}"
+        );
     }
 }

@@ -540,6 +540,7 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
                 0.0
             },
             latency: Percentiles::of(&snap.connect),
+            failed_attempts: Percentiles::of(&snap.connect_failed),
             listen_drops,
         },
         messages: MessageStats {

@@ -392,6 +392,14 @@ fn chaos_scenario_kills_and_restarts_the_node() {
     assert!(r["reconnects"].as_u64().unwrap() >= 30, "{out}");
     assert_eq!(r["checker"]["incomplete_sessions"], 0, "{out}");
     assert!(r["messages"]["acked"].as_u64().unwrap() > 50, "{out}");
+    // The first reconnects (after 50-150 ms) find the port closed until the
+    // restart (after 300 ms): failed attempts, timed apart, every session
+    // connected in the end.
+    let failed = &r["connect"]["failed_attempts"];
+    assert!(failed["count"].as_u64().unwrap() >= 1, "{out}");
+    assert!(failed["max_ms"].as_f64().unwrap() > 0.0, "{out}");
+    assert_eq!(r["connect"]["failed"], 0, "{out}");
+    assert!(out.contains("failed attempt(s), retries included"), "{out}");
 }
 
 #[test]
