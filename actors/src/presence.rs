@@ -1,8 +1,12 @@
 //! Presence: who is online, and telling the people who share a room.
 //!
-//! A user is online while at least one of their sessions exists. The first
-//! session makes them `online`, the last one leaving makes them `offline`
-//! and persists `last_seen`. Each change is sent only to users who share a
+//! A user is online while at least one of their sessions exists, on any
+//! node. The first session makes them `online`, the last one leaving makes
+//! them `offline` and persists `last_seen`. Each node tells every other when
+//! a user's first session on it starts and its last one ends; one node per
+//! user (placed by [`View::announces_presence_of`]) turns these into the
+//! announcements, so sessions that start or end together on different nodes
+//! still make one change each. Each change is sent only to users who share a
 //! room with that user (looked up from storage off the actor's thread, by an
 //! announcer that drains a [`PresenceQueue`]).
 
@@ -209,6 +213,15 @@ impl PresenceState {
         self.remote.values().any(|users| users.contains(user))
     }
 
+    fn online_anywhere(&self, user: &str) -> bool {
+        self.sessions.contains_key(user) || self.online_elsewhere(user)
+    }
+
+    /// Whether this node announces the user's changes (see the module doc).
+    fn announces(&self, user: &str) -> bool {
+        self.cluster.view().announces_presence_of(user)
+    }
+
     /// This node's users with a session, for another node; `reply` asks
     /// it for its own.
     fn snapshot(&self, reply: bool) -> PeerPayload {
@@ -275,7 +288,7 @@ impl Actor for Presence {
                         user: user.to_string(),
                         online: true,
                     });
-                    if !state.online_elsewhere(&user) {
+                    if !state.online_elsewhere(&user) && state.announces(&user) {
                         state.announce(user, Status::Online, now_millis(), Audience::Everyone);
                     }
                 }
@@ -297,16 +310,14 @@ impl Actor for Presence {
                             user: user.to_string(),
                             online: false,
                         });
-                        if !state.online_elsewhere(&user) {
+                        if !state.online_elsewhere(&user) && state.announces(&user) {
                             state.announce(user, Status::Offline, now_millis(), Audience::Everyone);
                         }
                     }
                 }
             }
             PresenceMsg::IsOnline(user, reply) => {
-                let online =
-                    state.sessions.contains_key(user.as_str()) || state.online_elsewhere(&user);
-                let _ = reply.send(online);
+                let _ = reply.send(state.online_anywhere(&user));
             }
             PresenceMsg::RemoteSnapshot { node, users, reply } => {
                 if reply {
@@ -335,11 +346,24 @@ impl Actor for Presence {
                 }
             }
             PresenceMsg::RemoteChange { node, user, online } => {
+                let before = state.online_anywhere(&user);
+                let user: Arc<str> = Arc::from(user.as_str());
                 let set = state.remote.entry(Arc::from(node.as_str())).or_default();
                 if online {
-                    set.insert(Arc::from(user.as_str()));
+                    set.insert(user.clone());
                 } else {
-                    set.remove(user.as_str());
+                    set.remove(&user);
+                }
+                // The node that announces this user's changes makes one
+                // announcement per change, in the order the nodes' reports
+                // reach it.
+                if state.online_anywhere(&user) != before && state.announces(&user) {
+                    let status = if online {
+                        Status::Online
+                    } else {
+                        Status::Offline
+                    };
+                    state.announce(user, status, now_millis(), Audience::Everyone);
                 }
             }
             PresenceMsg::Membership(up, down, view) => {
@@ -355,15 +379,12 @@ impl Actor for Presence {
                         gone.extend(users);
                     }
                 }
-                // The users of a dead node go offline unless connected elsewhere;
-                // one node (the first live one) announces it.
-                let announcer = view.members.first().is_some_and(|m| *m == view.me);
+                // The users of a dead node go offline unless connected
+                // elsewhere; the node that announces each user's changes
+                // (in the new view) announces it.
                 let now = now_millis();
                 for user in gone {
-                    if announcer
-                        && !state.sessions.contains_key(&user)
-                        && !state.online_elsewhere(&user)
-                    {
+                    if view.announces_presence_of(&user) && !state.online_anywhere(&user) {
                         state.announce(user, Status::Offline, now, Audience::Everyone);
                     }
                 }

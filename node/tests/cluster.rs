@@ -130,6 +130,49 @@ async fn presence_spans_the_cluster() {
     assert_eq!(p["user_id"], bob.user_id.as_str());
 }
 
+/// A user whose sessions on two nodes start together, or end together, is
+/// announced online once and offline once, to watchers on either node, and
+/// their last-seen is kept. Before, each node saw the other's session still
+/// there: both announced the start, and neither announced the end.
+#[tokio::test]
+async fn sessions_on_two_nodes_that_start_or_end_together_are_announced_once() {
+    let dir = data_dir();
+    let nodes = start_cluster(dir.path(), 2, &[]).await;
+    let roamer = user(&nodes[0], "roamer").await;
+    let watchers = [user(&nodes[0], "w0").await, user(&nodes[0], "w1").await];
+    group(&nodes[0], &roamer, "watched", &[&watchers[0], &watchers[1]]).await;
+    let mut w0 = Client::connect(&nodes[0], &watchers[0].token).await;
+    let mut w1 = Client::connect(&nodes[1], &watchers[1].token).await;
+    let quiet = Duration::from_millis(400);
+    for round in 0..8 {
+        let (s0, s1) = tokio::join!(
+            Client::connect(&nodes[0], &roamer.token),
+            Client::connect(&nodes[1], &roamer.token)
+        );
+        for w in [&mut w0, &mut w1] {
+            w.expect(presence_of("online", roamer.user_id.clone()))
+                .await;
+            w.expect_none(quiet, presence_of("online", roamer.user_id.clone()))
+                .await;
+        }
+        tokio::join!(s0.close(), s1.close());
+        for w in [&mut w0, &mut w1] {
+            let offline = w
+                .expect(presence_of("offline", roamer.user_id.clone()))
+                .await;
+            assert!(offline["last_seen"].is_string(), "round {round}: {offline}");
+            w.expect_none(quiet, presence_of("offline", roamer.user_id.clone()))
+                .await;
+        }
+        for (node, asker) in nodes.iter().zip(&watchers) {
+            let path = format!("/api/v1/users/{}", roamer.user_id);
+            let r = call(node, "GET", &path, Some(&asker.token), None).await;
+            assert_eq!(r.body["online"], false, "round {round}: {}", r.body);
+            assert!(r.body["last_seen"].is_string(), "round {round}: {}", r.body);
+        }
+    }
+}
+
 use std::sync::Arc;
 
 use common::traffic;

@@ -66,6 +66,13 @@ impl View {
             .cloned()
             .unwrap_or_else(|| self.me.clone())
     }
+
+    /// Whether this node announces `user_id`'s presence changes: one node
+    /// per user, placed like a room, sees every node's sessions of the user
+    /// start and end in one order and so announces each change once.
+    pub fn announces_presence_of(&self, user_id: &str) -> bool {
+        placement::owner(user_id, &self.owners).is_none_or(|node| *node == self.me)
+    }
 }
 
 /// Encodes a payload once and sends it to each of these inboxes; returns
