@@ -15,7 +15,9 @@
 //!   to it. The body then has as long again ([`BodyDeadline`]).
 //!
 //! hyper's own answers to requests it cannot parse get the contract's JSON
-//! error body on the way out ([`JsonParseErrors`]).
+//! error body on the way out ([`JsonParseErrors`]), and a closed socket
+//! lingers a moment so its last frames reach a client that is still
+//! sending ([`LingeringClose`]; it no longer counts under the cap then).
 //!
 //! It also turns on TCP keepalive (`--tcp-keepalive-secs`): a client that
 //! vanished without closing (a laptop lid shut, a phone out of coverage)
@@ -47,6 +49,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
+use crate::linger::LingeringClose;
 use crate::metrics::{inc, Metrics};
 use crate::parse_errors::JsonParseErrors;
 
@@ -275,7 +278,7 @@ async fn connection(
 /// A client socket that holds its place under the connection cap until it
 /// is dropped (after the upgrade, that is when the WebSocket closes).
 struct Permitted {
-    stream: TcpStream,
+    stream: LingeringClose,
     _permit: OwnedSemaphorePermit,
     metrics: Arc<Metrics>,
 }
@@ -284,7 +287,7 @@ impl Permitted {
     fn new(stream: TcpStream, permit: OwnedSemaphorePermit, metrics: Arc<Metrics>) -> Self {
         metrics.connections_open.fetch_add(1, Ordering::Relaxed);
         Permitted {
-            stream,
+            stream: LingeringClose::new(stream),
             _permit: permit,
             metrics,
         }

@@ -12,6 +12,7 @@ mod cluster_guard;
 mod cluster_tls;
 mod config;
 mod gateway;
+mod linger;
 mod listener;
 mod metrics;
 mod parse_errors;
