@@ -61,12 +61,14 @@ pub struct Config {
     /// Tablets when the keyspace is created: `auto`, `enabled` or `disabled`.
     #[arg(long, env = "PARLEY_SCYLLA_TABLETS", default_value = "auto")]
     pub scylla_tablets: Tablets,
-    /// Consistency of ScyllaDB reads and writes (`local_quorum`, `quorum`, ...).
-    #[arg(long, env = "PARLEY_SCYLLA_CONSISTENCY", default_value = "local_quorum",
+    /// Consistency of ScyllaDB reads and writes (`quorum`, `local_quorum`, ...;
+    /// `local_*` only when every Parley node is in one datacenter).
+    #[arg(long, env = "PARLEY_SCYLLA_CONSISTENCY", default_value = "quorum",
           value_parser = parse_consistency)]
     pub scylla_consistency: Consistency,
-    /// Consistency of ScyllaDB's Paxos rounds (`local_serial` or `serial`).
-    #[arg(long, env = "PARLEY_SCYLLA_SERIAL_CONSISTENCY", default_value = "local_serial",
+    /// Consistency of ScyllaDB's Paxos rounds (`serial`, or `local_serial`
+    /// when every Parley node is in one datacenter).
+    #[arg(long, env = "PARLEY_SCYLLA_SERIAL_CONSISTENCY", default_value = "serial",
           value_parser = parse_serial_consistency)]
     pub scylla_serial_consistency: SerialConsistency,
     /// Datacenter to send requests to (needed with `local_*` levels in a

@@ -29,8 +29,10 @@
 //!    expire).
 //! 5. **Copy into place.** Write the messages into their `(room, bucket)`
 //!    partitions (one unlogged single-partition batch per bucket, split
-//!    only by size) and their ids into `client_msg_ids`, concurrently.
-//!    Only then does the call return and the room ack the senders.
+//!    only by size, concurrently), and only once they are all there, their
+//!    ids into `client_msg_ids`: an id anyone can read always points at a
+//!    stored message. Only then does the call return and the room ack the
+//!    senders.
 //!
 //! Why this order: seqs are handed out only by the claim, so no two
 //! batches ever write the same seq and an acked message is never
@@ -41,6 +43,12 @@
 //! before the claim, so a committer dying between steps 4 and 5 loses
 //! nothing (the batch was never acked; the next commit in the room copies
 //! it into place, and the senders' retries find it as duplicates).
+//!
+//! A claimed batch whose staging rows cannot all be read is copied only
+//! when the missing seqs are already in place (the usual case: a batch
+//! copied long ago whose staging rows have expired); otherwise the commit
+//! is `Unavailable` and retried, unless the staging rows have expired
+//! for good (see [`roll_forward`]).
 //!
 //! If the claim times out its outcome is unknown; the error goes back to
 //! the room (which answers `unavailable`; clients resend with the same
@@ -54,7 +62,8 @@
 //! one round of concurrent batch writes. After an ownership change, one
 //! Paxos read and one re-copy of the last batch once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -85,7 +94,7 @@ pub trait CommitIo: Send + Sync {
     async fn staged(&self, room_id: &str, batch_id: Uuid) -> StorageResult<Vec<StoredMessage>>;
     /// Stored seqs of the given client ids (absent ids are left out).
     async fn client_ids(&self, room_id: &str, ids: &[&str]) -> StorageResult<HashMap<String, u64>>;
-    /// Stored messages by seq; every seq must be found.
+    /// Stored messages by seq (absent seqs are left out).
     async fn messages_by_seq(
         &self,
         room_id: &str,
@@ -102,12 +111,42 @@ pub trait CommitIo: Send + Sync {
         batch_id: Uuid,
         first_seq: u64,
     ) -> StorageResult<Claim>;
-    /// Writes messages and their client ids into place (idempotent).
-    async fn materialize(&self, msgs: &[StoredMessage]) -> StorageResult<()>;
+    /// Writes messages into their history partitions (idempotent).
+    async fn put_messages(&self, msgs: &[StoredMessage]) -> StorageResult<()>;
+    /// Writes the messages' client ids (idempotent); only ever called once
+    /// the messages themselves are in place.
+    async fn put_client_ids(&self, msgs: &[StoredMessage]) -> StorageResult<()>;
 }
 
-/// Commits a batch; see the module documentation.
+/// How long staging rows live (`message_batches`' `default_time_to_live`).
+pub const STAGING_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Copies messages into place: first the messages, then their ids.
+async fn materialize<I: CommitIo>(io: &I, msgs: &[StoredMessage]) -> StorageResult<()> {
+    if msgs.is_empty() {
+        return Ok(());
+    }
+    io.put_messages(msgs).await?;
+    io.put_client_ids(msgs).await
+}
+
+/// Commits a batch; see the module documentation. On any error the room's
+/// cached head is forgotten, so the next commit reads the head again.
 pub async fn commit<I: CommitIo>(
+    io: &I,
+    heads: &HeadCache,
+    room_id: &str,
+    expected: u64,
+    batch: &[NewMessage],
+) -> StorageResult<Vec<CommitOutcome>> {
+    let result = commit_at(io, heads, room_id, expected, batch).await;
+    if result.is_err() {
+        heads.forget(room_id);
+    }
+    result
+}
+
+async fn commit_at<I: CommitIo>(
     io: &I,
     heads: &HeadCache,
     room_id: &str,
@@ -133,8 +172,28 @@ pub async fn commit<I: CommitIo>(
 
     let ids: Vec<&str> = batch.iter().map(|m| m.client_msg_id.as_str()).collect();
     let stored_ids = io.client_ids(room_id, &ids).await?;
+    if let Some(&above) = stored_ids.values().filter(|s| **s > expected).max() {
+        // Another owner committed one of these after `expected`: the head
+        // has moved, whether or not this batch has anything new.
+        let head = io
+            .head_serial(room_id)
+            .await?
+            .ok_or(StorageError::NotFound)?;
+        return Err(StorageError::HeadMoved {
+            expected,
+            actual: head.last_seq.max(above),
+        });
+    }
     let plan = commit_plan::plan(expected, &ids, &stored_ids)?;
-    let earlier = io.messages_by_seq(room_id, &plan.stored_seqs()).await?;
+    let wanted = plan.stored_seqs();
+    let earlier = io.messages_by_seq(room_id, &wanted).await?;
+    if let Some(seq) = wanted.iter().find(|s| !earlier.contains_key(s)) {
+        // Ids are written only after their messages; a replica that has
+        // the id but not yet the message is behind. Try again later.
+        return Err(StorageError::Unavailable(format!(
+            "client_msg_id of {room_id} points at message {seq}, not readable yet"
+        )));
+    }
 
     let mut fresh = Vec::with_capacity(plan.new_count());
     for (m, slot) in batch.iter().zip(&plan.slots) {
@@ -176,7 +235,7 @@ pub async fn commit<I: CommitIo>(
         Claim::Missing => return Err(StorageError::NotFound),
     }
 
-    io.materialize(&fresh).await.map_err(|e| {
+    materialize(io, &fresh).await.map_err(|e| {
         StorageError::Unavailable(format!(
             "batch claimed at seqs {first}..={} but not yet copied into place \
              (the next commit in the room completes it): {e}",
@@ -189,19 +248,56 @@ pub async fn commit<I: CommitIo>(
 
 /// Copies the room's last claimed batch into place from its staging
 /// partition (idempotent upserts of the same content).
+///
+/// Staging rows that cannot be read are fine when their messages are
+/// already in place (a batch copied long ago, whose staging rows have
+/// expired). Otherwise they may only be behind on this replica (another
+/// datacenter's write not here yet): `Unavailable`, try again. Only when
+/// the staging rows have expired for good (the committer died before the
+/// copy and nothing was committed in the room for [`STAGING_TTL`]) is what
+/// is left copied anyway: those messages were never acknowledged, and the
+/// room must go on.
 async fn roll_forward<I: CommitIo>(io: &I, room_id: &str, head: &RoomHead) -> StorageResult<()> {
     let Some((batch_id, from)) = head.pending else {
         return Ok(());
     };
     let msgs = io.staged(room_id, batch_id).await?;
-    let want = head.last_seq.saturating_sub(from).saturating_add(1);
-    if msgs.len() as u64 != want {
-        // Staging rows expire after 7 days; a batch that old was copied
-        // long ago unless its committer died and the room stayed idle.
-        tracing::warn!(room = %room_id, found = msgs.len(), expected = want,
-            "staged batch incomplete; copying what is there");
+    let staged: HashSet<u64> = msgs.iter().map(|m| m.seq).collect();
+    let unstaged: Vec<u64> = (from..=head.last_seq)
+        .filter(|s| !staged.contains(s))
+        .collect();
+    if !unstaged.is_empty() {
+        let in_place = io.messages_by_seq(room_id, &unstaged).await?;
+        let lost: Vec<u64> = unstaged
+            .into_iter()
+            .filter(|s| !in_place.contains_key(s))
+            .collect();
+        if let (Some(first), Some(last)) = (lost.first(), lost.last()) {
+            if !staging_expired(batch_id, SystemTime::now()) {
+                return Err(StorageError::Unavailable(format!(
+                    "claimed batch {batch_id} of {room_id}: seqs {first}..={last} \
+                     neither staged nor in place on the replicas read"
+                )));
+            }
+            tracing::error!(room = %room_id, %batch_id, first, last, count = lost.len(),
+                "claimed batch lost: its staging rows expired before it was copied \
+                 into place; these seqs (never acknowledged) stay empty");
+        }
     }
-    io.materialize(&msgs).await
+    materialize(io, &msgs).await
+}
+
+/// Whether the staging rows of `batch_id` (a v7 UUID, made when the batch
+/// was staged) have expired by `now`. An id without a time counts as
+/// expired: nothing better can be learnt from it.
+pub fn staging_expired(batch_id: Uuid, now: SystemTime) -> bool {
+    let Some(ts) = batch_id.get_timestamp() else {
+        return true;
+    };
+    let (secs, _) = ts.to_unix();
+    let staged_at = UNIX_EPOCH + Duration::from_secs(secs);
+    now.duration_since(staged_at)
+        .is_ok_and(|age| age >= STAGING_TTL)
 }
 
 /// The outcomes of a plan, given the new messages (in seq order) and the

@@ -109,13 +109,26 @@ impl SimDb {
         self.tables.lock().expect("tables")
     }
 
-    /// Writes one message and its id, checking nothing is ever rewritten
-    /// with other content.
-    fn put(t: &mut Tables, m: &StoredMessage) {
+    /// Writes one message, checking no seq is ever rewritten with other
+    /// content.
+    fn put_message(t: &mut Tables, m: &StoredMessage) {
         if let Some(old) = t.messages.get(&m.seq) {
             assert_eq!(old, m, "seq {} rewritten with other content", m.seq);
         }
         t.messages.insert(m.seq, m.clone());
+    }
+
+    /// Writes one message's id, checking the id is never given another seq
+    /// and never written before its message (so an id read always points at
+    /// a stored message).
+    fn put_id(t: &mut Tables, m: &StoredMessage) {
+        assert_eq!(
+            t.messages.get(&m.seq),
+            Some(m),
+            "client id {} written before its message {}",
+            m.client_msg_id,
+            m.seq
+        );
         if let Some(old) = t.client_ids.get(&m.client_msg_id) {
             assert_eq!(
                 *old, m.seq,
@@ -124,6 +137,33 @@ impl SimDb {
             );
         }
         t.client_ids.insert(m.client_msg_id.clone(), m.seq);
+    }
+}
+
+impl SimDb {
+    /// Concurrent per-partition writes: any subset may land before a
+    /// failure; modelled as a random prefix, with other owners running in
+    /// between.
+    async fn write_part(
+        &self,
+        what: &str,
+        msgs: &[StoredMessage],
+        put: fn(&mut Tables, &StoredMessage),
+    ) -> StorageResult<()> {
+        self.step(what).await?;
+        let n = if self.chance() {
+            self.below(msgs.len() as u64) as usize
+        } else {
+            msgs.len()
+        };
+        for m in msgs.iter().take(n) {
+            put(&mut self.tables(), m);
+            tokio::task::yield_now().await;
+        }
+        if n < msgs.len() {
+            return Err(unavailable(what));
+        }
+        Ok(())
     }
 }
 
@@ -168,14 +208,13 @@ impl CommitIo for SimDb {
     ) -> StorageResult<HashMap<u64, StoredMessage>> {
         self.step("messages read").await?;
         let t = self.tables();
-        let mut out = HashMap::new();
-        for s in seqs {
-            let m = t.messages.get(s).cloned().ok_or_else(|| {
-                StorageError::Schema(format!("client_msg_id points at missing {room_id}/{s}"))
-            })?;
-            out.insert(*s, m);
-        }
-        Ok(out)
+        Ok(if room_id == ROOM {
+            seqs.iter()
+                .filter_map(|s| t.messages.get(s).map(|m| (*s, m.clone())))
+                .collect()
+        } else {
+            HashMap::new()
+        })
     }
 
     async fn stage(&self, batch_id: Uuid, msgs: &[StoredMessage]) -> StorageResult<()> {
@@ -226,26 +265,13 @@ impl CommitIo for SimDb {
         Ok(outcome)
     }
 
-    async fn materialize(&self, msgs: &[StoredMessage]) -> StorageResult<()> {
-        self.step("materialize").await?;
-        // Concurrent per-partition writes: any subset may land before a
-        // failure; model it as a random prefix.
-        let n = if self.chance() {
-            self.below(msgs.len() as u64) as usize
-        } else {
-            msgs.len()
-        };
-        {
-            let mut t = self.tables();
-            for m in msgs.iter().take(n) {
-                Self::put(&mut t, m);
-            }
-        }
-        tokio::task::yield_now().await;
-        if n < msgs.len() {
-            return Err(unavailable("materialize, part written"));
-        }
-        Ok(())
+    async fn put_messages(&self, msgs: &[StoredMessage]) -> StorageResult<()> {
+        self.write_part("put messages", msgs, Self::put_message)
+            .await
+    }
+
+    async fn put_client_ids(&self, msgs: &[StoredMessage]) -> StorageResult<()> {
+        self.write_part("put client ids", msgs, Self::put_id).await
     }
 }
 
@@ -334,15 +360,33 @@ async fn owner(
         loop {
             tries += 1;
             assert!(tries < 1000, "owner {me} cannot make progress");
-            match commit(&*db, &heads, ROOM, head, &batch).await {
+            let expected = head;
+            match commit(&*db, &heads, ROOM, expected, &batch).await {
                 Ok(outcomes) => {
                     assert_eq!(outcomes.len(), batch.len(), "one outcome per message");
+                    let new_here: Vec<u64> = outcomes
+                        .iter()
+                        .filter_map(|o| match o {
+                            CommitOutcome::Committed(c) => Some(c.seq),
+                            CommitOutcome::Duplicate(_) => None,
+                        })
+                        .collect();
                     let mut a = acks.lock().expect("acks");
                     for (o, m) in outcomes.iter().zip(&batch) {
                         assert_eq!(o.message().client_msg_id, m.client_msg_id);
-                        if let CommitOutcome::Committed(c) = o {
-                            assert_eq!(c.message_id, m.message_id, "committed as sent");
-                            head = head.max(c.seq);
+                        match o {
+                            CommitOutcome::Committed(c) => {
+                                assert_eq!(c.message_id, m.message_id, "committed as sent");
+                                assert!(c.seq > expected, "new seqs are above the head");
+                                head = head.max(c.seq);
+                            }
+                            // Success means the head was `expected`: what it
+                            // duplicates lies below it, or is new in this batch.
+                            CommitOutcome::Duplicate(d) => assert!(
+                                d.seq <= expected || new_here.contains(&d.seq),
+                                "owner {me}: duplicate at {} on a commit at head {expected}",
+                                d.seq
+                            ),
                         }
                         a.record(o);
                     }
@@ -495,4 +539,90 @@ async fn unknown_rooms_and_stale_heads() {
         other => panic!("a stale head with only duplicates must be HeadMoved, got {other:?}"),
     }
     assert_eq!(db.tables().messages.len(), 2);
+}
+
+/// A claimed batch whose staging rows cannot all be read: copied when the
+/// missing seqs are in place already; `Unavailable` (and nothing copied)
+/// while the rows may only be behind; copied as far as it goes once they
+/// have expired for good, so the room goes on.
+#[tokio::test(flavor = "current_thread")]
+async fn a_claimed_batch_with_unreadable_staging_rows() {
+    use super::commit::{staging_expired, STAGING_TTL};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    use uuid::{NoContext, Timestamp};
+
+    let at = |age: Duration| {
+        let t = SystemTime::now() - age;
+        let secs = t.duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
+        Uuid::new_v7(Timestamp::from_unix(NoContext, secs, 0))
+    };
+    let stored_at = |seq: u64| StoredMessage {
+        room_id: ROOM.to_owned(),
+        seq,
+        message_id: format!("m{seq}"),
+        sender_id: "u".into(),
+        sender_name: "u".into(),
+        body: format!("b{seq}"),
+        sent_at: 0,
+        client_msg_id: format!("c{seq}"),
+    };
+    assert!(!staging_expired(
+        at(Duration::from_secs(60)),
+        SystemTime::now()
+    ));
+    assert!(staging_expired(
+        at(STAGING_TTL + Duration::from_secs(60)),
+        SystemTime::now()
+    ));
+
+    // Seqs 1-2 in place; a batch 3-4 claimed, with only seq 3 staged.
+    let setup = |batch_id: Uuid, seq_4_in_place: bool| {
+        let db = SimDb::new(9, 0);
+        {
+            let mut t = db.tables();
+            let in_place: Vec<u64> = if seq_4_in_place {
+                vec![1, 2, 3, 4]
+            } else {
+                vec![1, 2]
+            };
+            for s in in_place {
+                SimDb::put_message(&mut t, &stored_at(s));
+                SimDb::put_id(&mut t, &stored_at(s));
+            }
+            t.staged.insert(batch_id, vec![stored_at(3)]);
+            t.head = Some(RoomHead {
+                last_seq: 4,
+                pending: Some((batch_id, 3)),
+            });
+        }
+        db
+    };
+    let next = [new_message(0, 1)];
+
+    // Copied long ago: staging rows gone, messages in place.
+    let db = setup(at(STAGING_TTL * 2), true);
+    let out = commit(&db, &HeadCache::default(), ROOM, 4, &next)
+        .await
+        .expect("nothing is missing");
+    assert_eq!(out[0].message().seq, 5);
+
+    // Seq 4 neither staged nor in place, staged a minute ago: a replica
+    // behind. Nothing is copied, nothing committed.
+    let db = setup(at(Duration::from_secs(60)), false);
+    match commit(&db, &HeadCache::default(), ROOM, 4, &next).await {
+        Err(StorageError::Unavailable(_)) => {}
+        other => panic!("a short staged batch must be Unavailable, got {other:?}"),
+    }
+    assert_eq!(db.tables().messages.len(), 2);
+    assert_eq!(db.tables().head.map(|h| h.last_seq), Some(4));
+
+    // The same, staged beyond the TTL: seq 3 is copied, 4 stays empty,
+    // and the room takes new messages again.
+    let db = setup(at(STAGING_TTL + Duration::from_secs(3600)), false);
+    let out = commit(&db, &HeadCache::default(), ROOM, 4, &next)
+        .await
+        .expect("the room goes on");
+    assert_eq!(out[0].message().seq, 5);
+    let seqs: Vec<u64> = db.tables().messages.keys().copied().collect();
+    assert_eq!(seqs, vec![1, 2, 3, 5]);
 }

@@ -230,16 +230,18 @@ impl fmt::Debug for ScyllaConfig {
 
 impl ScyllaConfig {
     /// A configuration with the defaults (keyspace `parley`, SimpleStrategy
-    /// RF 1, LOCAL_QUORUM, LOCAL_SERIAL, 5 s timeouts, no auth, no TLS) for
-    /// the given contact points.
+    /// RF 1, QUORUM, SERIAL, 5 s timeouts, no auth, no TLS) for the given
+    /// contact points. In one datacenter QUORUM and SERIAL reach the same
+    /// replicas as their `LOCAL_*` forms; across datacenters only they keep
+    /// the split-owner rule and deduplication (see `--scylla-consistency`).
     pub fn new(nodes: Vec<String>) -> Self {
         ScyllaConfig {
             nodes,
             keyspace: DEFAULT_KEYSPACE.to_owned(),
             replication: Replication::default(),
             tablets: Tablets::Auto,
-            consistency: Consistency::LocalQuorum,
-            serial_consistency: SerialConsistency::LocalSerial,
+            consistency: Consistency::Quorum,
+            serial_consistency: SerialConsistency::Serial,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             local_datacenter: None,

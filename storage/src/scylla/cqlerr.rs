@@ -7,7 +7,10 @@
 //! anything else (a rejected statement, a row that does not decode) is
 //! `Internal`.
 
-use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
+use scylla::errors::{
+    DbError, ExecutionError, NextPageError, NextRowError, PagerExecutionError, RequestAttemptError,
+    RequestError,
+};
 
 use crate::error::StorageError;
 
@@ -36,6 +39,9 @@ pub fn classify_db_error(e: &DbError, message: &str) -> FailureClass {
         | DbError::RateLimitReached { .. }
         | DbError::TruncateError
         | DbError::ServerError => FailureClass::Unavailable,
+        // CAS_WRITE_UNKNOWN (Cassandra's code for a lightweight transaction
+        // whose outcome is unknown): as a write timeout.
+        DbError::Other(CAS_WRITE_UNKNOWN) => FailureClass::Unavailable,
         DbError::Invalid | DbError::ConfigError
             if message.contains("unconfigured table")
                 || message.contains("does not exist")
@@ -47,14 +53,59 @@ pub fn classify_db_error(e: &DbError, message: &str) -> FailureClass {
     }
 }
 
+/// The protocol error code of a lightweight transaction whose outcome is
+/// unknown.
+const CAS_WRITE_UNKNOWN: i32 = 0x1700;
+
+/// Classifies the error of one request attempt: the database's answer by
+/// its code, a request the driver could not even serialize as a bug, and
+/// connection trouble as retryable.
+pub fn classify_attempt(e: &RequestAttemptError) -> FailureClass {
+    match e {
+        RequestAttemptError::DbError(db, msg) => classify_db_error(db, msg),
+        RequestAttemptError::SerializationError(_)
+        | RequestAttemptError::CqlRequestSerialization(_) => FailureClass::Internal,
+        _ => FailureClass::Unavailable,
+    }
+}
+
 /// Classifies an execution error.
 pub fn classify(e: &ExecutionError) -> FailureClass {
     match e {
-        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, msg)) => {
-            classify_db_error(db, msg)
-        }
+        ExecutionError::LastAttemptError(a) => classify_attempt(a),
         ExecutionError::BadQuery(_) | ExecutionError::PrepareError(_) => FailureClass::Internal,
         _ => FailureClass::Unavailable,
+    }
+}
+
+/// Classifies a failure to fetch a page of a paged read: the request's
+/// own failure as [`classify_attempt`]; a page whose columns do not match
+/// the expected row type as `Internal`.
+pub fn classify_page(e: &NextPageError) -> FailureClass {
+    match e {
+        NextPageError::RequestFailure(RequestError::LastAttemptError(a)) => classify_attempt(a),
+        NextPageError::RequestFailure(_) => FailureClass::Unavailable,
+        _ => FailureClass::Internal,
+    }
+}
+
+/// Classifies the failure to start a paged read.
+pub fn classify_pager(e: &PagerExecutionError) -> FailureClass {
+    match e {
+        PagerExecutionError::NextPageError(p) => classify_page(p),
+        PagerExecutionError::PrepareError(_) | PagerExecutionError::SerializationError(_) => {
+            FailureClass::Internal
+        }
+        _ => FailureClass::Unavailable,
+    }
+}
+
+/// Classifies a failure while reading the rows of a paged read: a row that
+/// does not decode is `Internal`, not something a retry fixes.
+pub fn classify_row(e: &NextRowError) -> FailureClass {
+    match e {
+        NextRowError::NextPageError(p) => classify_page(p),
+        _ => FailureClass::Internal,
     }
 }
 
@@ -109,6 +160,35 @@ mod tests {
             map_execution("Ping", &e),
             StorageError::Unavailable(m) if m.starts_with("Ping: ")
         ));
+    }
+
+    #[test]
+    fn unknown_lwt_outcomes_are_unavailable_and_bad_requests_internal() {
+        assert_eq!(
+            classify_db_error(&DbError::Other(CAS_WRITE_UNKNOWN), "cas unknown"),
+            FailureClass::Unavailable
+        );
+        assert_eq!(
+            classify_db_error(&DbError::Other(0x1234), ""),
+            FailureClass::Internal
+        );
+        let timeout = RequestError::RequestTimeout(std::time::Duration::from_secs(5));
+        assert_eq!(
+            classify_row(&NextRowError::NextPageError(NextPageError::RequestFailure(
+                timeout
+            ))),
+            FailureClass::Unavailable
+        );
+        let db = RequestError::LastAttemptError(RequestAttemptError::DbError(
+            DbError::Invalid,
+            "unconfigured table messages".into(),
+        ));
+        assert_eq!(
+            classify_pager(&PagerExecutionError::NextPageError(
+                NextPageError::RequestFailure(db)
+            )),
+            FailureClass::Schema
+        );
     }
 
     #[test]

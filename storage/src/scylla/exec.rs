@@ -17,7 +17,7 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row};
 
 use super::binds::{Arity, Bound};
-use super::cqlerr::{map_execution, map_other, FailureClass};
+use super::cqlerr::{classify_pager, classify_row, map_execution, map_other, FailureClass};
 use super::statements::{Stmt, StmtKind};
 use crate::error::{StorageError, StorageResult};
 
@@ -257,14 +257,14 @@ impl Executor {
             .session
             .execute_iter(p, &b.values)
             .await
-            .map_err(|e| map_other(what(), FailureClass::Unavailable, e))?;
+            .map_err(|e| map_other(what(), classify_pager(&e), e))?;
         let stream = pager
             .rows_stream::<R>()
             .map_err(|e| map_other(what(), FailureClass::Internal, e))?;
         stream
             .try_collect::<Vec<R>>()
             .await
-            .map_err(|e| map_other(what(), FailureClass::Unavailable, e))
+            .map_err(|e| map_other(what(), classify_row(&e), e))
     }
 
     /// Runs a lightweight transaction and decodes its outcome.

@@ -92,11 +92,6 @@ impl CommitIo for Executor {
                 out.insert(m.seq, m);
             }
         }
-        if let Some(s) = seqs.iter().find(|s| !out.contains_key(s)) {
-            return Err(StorageError::Schema(format!(
-                "client_msg_id points at missing message {room_id}/{s}"
-            )));
-        }
         Ok(out)
     }
 
@@ -130,12 +125,8 @@ impl CommitIo for Executor {
         })
     }
 
-    async fn materialize(&self, msgs: &[StoredMessage]) -> StorageResult<()> {
-        if msgs.is_empty() {
-            return Ok(());
-        }
+    async fn put_messages(&self, msgs: &[StoredMessage]) -> StorageResult<()> {
         let mut by_bucket: Vec<(i64, WriteBatch<'_>)> = Vec::new();
-        let mut ids = WriteBatch::unlogged();
         for m in msgs {
             let b = bucket_of(m.seq);
             if by_bucket.last().map(|(lb, _)| *lb) != Some(b) {
@@ -144,15 +135,17 @@ impl CommitIo for Executor {
             if let Some((_, wb)) = by_bucket.last_mut() {
                 wb.push(binds::message_insert(m)?, message_bytes(m))?;
             }
+        }
+        try_join_all(by_bucket.into_iter().map(|(_, wb)| self.write_batch(wb))).await?;
+        Ok(())
+    }
+
+    async fn put_client_ids(&self, msgs: &[StoredMessage]) -> StorageResult<()> {
+        let mut ids = WriteBatch::unlogged();
+        for m in msgs {
             ids.push(binds::client_id_insert(m)?, 32 + m.client_msg_id.len())?;
         }
-        let mut writes: Vec<_> = by_bucket
-            .into_iter()
-            .map(|(_, wb)| self.write_batch(wb))
-            .collect();
-        writes.push(self.write_batch(ids));
-        try_join_all(writes).await?;
-        Ok(())
+        self.write_batch(ids).await
     }
 }
 

@@ -9,8 +9,8 @@
 //!   to markers, never formatted into CQL. The only text built at runtime
 //!   is the `CREATE KEYSPACE` statement, from a validated name and
 //!   replication map ([`config`], [`schema`]).
-//! - Consistency: LOCAL_QUORUM reads and writes by default, LOCAL_SERIAL
-//!   for Paxos; idempotency per statement (lightweight transactions are
+//! - Consistency: QUORUM reads and writes by default, SERIAL for Paxos
+//!   (their `LOCAL_*` forms on request, for nodes in one datacenter); idempotency per statement (lightweight transactions are
 //!   not idempotent, plain upserts are), which decides what the driver may
 //!   retry ([`retry`]).
 //! - Uniqueness (usernames, direct-room pairs, room ids) with

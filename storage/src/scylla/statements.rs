@@ -6,8 +6,8 @@
 //!
 //! | kind | consistency | serial | idempotent (driver may retry) |
 //! |---|---|---|---|
-//! | `Read` | configured (LOCAL_QUORUM) | - | yes |
-//! | `SerialRead` | configured serial (LOCAL_SERIAL) as the read level | - | yes |
+//! | `Read` | configured (QUORUM) | - | yes |
+//! | `SerialRead` | configured serial (SERIAL) as the read level | - | yes |
 //! | `Write` (plain upsert/delete) | configured | - | yes |
 //! | `Lwt` (`IF ...`) | configured (commit phase) | configured serial (Paxos) | no |
 //!
