@@ -251,6 +251,9 @@ struct PendingSend {
 #[derive(Default, Clone, Copy)]
 struct Marks {
     current: Watermarks,
+    /// The watermarks the last receipt showed (zero when the room loaded:
+    /// what was shown before is not kept).
+    announced: Watermarks,
     /// Changed since the last flush and should be broadcast as a receipt.
     loud: bool,
     /// Changed since the last flush and should be persisted.
@@ -288,6 +291,7 @@ impl RoomState {
                     Arc::from(u.as_str()),
                     Marks {
                         current: w,
+                        announced: Watermarks::default(),
                         loud: false,
                         dirty: false,
                     },
@@ -440,7 +444,14 @@ impl RoomState {
         self.last_activity = Instant::now();
     }
 
-    /// Raises a user's watermarks; returns whether anything changed.
+    /// Raises a user's watermarks; returns whether there is anything to
+    /// persist or announce.
+    ///
+    /// A `loud` raise (the user's own `delivered` or `read`) is announced
+    /// even when it raises nothing, as long as it asks for more than the
+    /// last receipt showed: a member who replies before reading raised their
+    /// watermarks quietly with the reply, and their `read` that follows must
+    /// still tell the others.
     fn raise(&mut self, user: &Arc<str>, delivered: u64, read: u64, loud: bool) -> bool {
         let read = read.min(self.last_seq);
         let delivered = delivered.max(read).min(self.last_seq);
@@ -456,9 +467,11 @@ impl RoomState {
         }
         if changed {
             m.dirty = true;
-            m.loud |= loud;
         }
-        changed
+        let unshown = delivered > m.announced.delivered_seq || read > m.announced.read_seq;
+        let announce = loud && unshown && !m.loud;
+        m.loud |= announce;
+        changed || announce
     }
 
     fn schedule_flush(&mut self, myself: &ActorRef<RoomMsg>) {
@@ -480,6 +493,7 @@ impl RoomState {
             }
             if m.loud {
                 loud.push((user.clone(), m.current));
+                m.announced = m.current;
                 m.loud = false;
             }
         }

@@ -231,6 +231,55 @@ async fn receipts_rise_and_never_fall() {
     assert_eq!(list.body["rooms"][0]["unread"], 1);
 }
 
+/// A member who replies before saying they read still tells the others
+/// they read: their own message raised their watermarks quietly, and the
+/// `read` that follows, though it raises nothing, is announced because no
+/// receipt has shown those watermarks yet. Before, the others never
+/// learnt that the messages before the reply were read.
+#[tokio::test]
+async fn a_read_after_replying_is_announced() {
+    let dir = data_dir();
+    let node = Node::start(dir.path()).await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let room = group(&node, &alice, "reply", &[&bob]).await;
+    let room_id = room["room_id"].as_str().unwrap();
+    let mut a = Client::connect(&node, &alice.token).await;
+    let mut b = Client::connect(&node, &bob.token).await;
+    let from_bob = |seq: u64| {
+        let bob = bob.user_id.clone();
+        move |f: &serde_json::Value| {
+            f["type"] == "receipt" && f["user_id"] == bob.as_str() && f["read_seq"] == seq
+        }
+    };
+    for i in 1..=3 {
+        a.send_message(room_id, &format!("a{i}"), "x").await;
+    }
+    b.messages_until(room_id, 3).await;
+    b.send(json!({"type": "read", "room_id": room_id, "seq": 3}))
+        .await;
+    a.expect(from_bob(3)).await;
+
+    for i in 4..=6 {
+        a.send_message(room_id, &format!("a{i}"), "x").await;
+    }
+    b.messages_until(room_id, 6).await;
+    let ack = b.send_message(room_id, "b7", "reply").await;
+    assert_eq!(ack["seq"], 7);
+    // The reply's own raise is quiet.
+    a.expect_none(Duration::from_millis(300), |f| f["type"] == "receipt")
+        .await;
+    b.send(json!({"type": "read", "room_id": room_id, "seq": 7}))
+        .await;
+    let r = a.expect(from_bob(7)).await;
+    assert_eq!(r["delivered_seq"], 7);
+    // Said once: the same `read` again raises and announces nothing.
+    b.send(json!({"type": "read", "room_id": room_id, "seq": 7}))
+        .await;
+    a.expect_none(Duration::from_millis(400), |f| f["type"] == "receipt")
+        .await;
+}
+
 #[tokio::test]
 async fn presence_online_offline_and_last_seen() {
     let dir = data_dir();
