@@ -679,6 +679,31 @@ async fn http_malformed_bodies(node: &Node) {
             br#"{"refresh_token":[]}"#.to_vec(),
             true,
         ),
+        // Arrays of the fields in order: serde would fill the struct.
+        (
+            "POST",
+            "/api/v1/auth/register".into(),
+            br#" ["arrayuser","password123"]"#.to_vec(),
+            false,
+        ),
+        (
+            "POST",
+            "/api/v1/auth/login".into(),
+            br#"["alice","password123"]"#.to_vec(),
+            false,
+        ),
+        (
+            "POST",
+            "/api/v1/auth/logout".into(),
+            br#"["token"]"#.to_vec(),
+            true,
+        ),
+        (
+            "POST",
+            "/api/v1/rooms".into(),
+            br#"["array-room",[]]"#.to_vec(),
+            true,
+        ),
         ("POST", "/api/v1/rooms".into(), b"{nope".to_vec(), true),
         (
             "POST",
@@ -736,7 +761,7 @@ async fn http_malformed_bodies(node: &Node) {
         );
         assert_error(&r, 400, "invalid_request");
     }
-    // No content type at all.
+    // No content type at all, or not JSON's.
     let r = call_raw(
         node,
         "POST",
@@ -746,6 +771,32 @@ async fn http_malformed_bodies(node: &Node) {
     )
     .await;
     assert_error(&r, 400, "invalid_request");
+    let text = [
+        ("content-type", "text/plain"),
+        ("authorization", auth.as_str()),
+    ];
+    let logout = json!({"refresh_token": alice.refresh}).to_string();
+    let r = call_raw(
+        node,
+        "POST",
+        "/api/v1/auth/logout",
+        &text,
+        Some(logout.into_bytes()),
+    )
+    .await;
+    assert_error(&r, 400, "invalid_request");
+    // A JSON type with parameters is JSON; the refresh token still works
+    // (the refused logout revoked nothing).
+    let refresh = json!({"refresh_token": alice.refresh}).to_string();
+    let r = call_raw(
+        node,
+        "POST",
+        "/api/v1/auth/refresh",
+        &[("content-type", "application/json; charset=utf-8")],
+        Some(refresh.into_bytes()),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
     // Query strings of the wrong type.
     for q in ["?limit=abc", "?before_seq=-1", "?after_seq=x&limit=5"] {
         let r = history(node, &alice, &rid, q).await;

@@ -1,7 +1,7 @@
 //! `/auth/*`: register, login, refresh, logout.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 
 use parley_protocol::http::{Credentials, RefreshRequest, TokenResponse, UserInfo};
@@ -11,7 +11,7 @@ use parley_protocol::{validate, ErrorCode};
 use parley_storage::{RefreshTokenRecord, StorageError, UserRecord};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{Body, RawBody};
+use super::extract::{is_json, parse_object, Body, RawBody, NOT_JSON};
 use crate::auth::extract::AuthUser;
 use crate::auth::refresh;
 use crate::client_ip::ClientIp;
@@ -166,14 +166,17 @@ pub async fn refresh_tokens(
 pub async fn logout(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> ApiResult<StatusCode> {
-    // The body is optional: empty means "just end this session".
+    // The body is optional: empty means "just end this session". One that
+    // is there follows the rules of every other body.
     let req: RefreshRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RefreshRequest::default()
+    } else if !is_json(&headers) {
+        return Err(ApiError::invalid(NOT_JSON));
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?
+        parse_object(&body)?
     };
     if let Some(token) = req.refresh_token {
         let hash = refresh::hash(&token);

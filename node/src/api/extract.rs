@@ -2,8 +2,9 @@
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use parley_protocol::ErrorCode;
@@ -33,19 +34,47 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        within_deadline(req, async |req| {
-            match axum::Json::<T>::from_request(req, state).await {
-                Ok(axum::Json(v)) => Ok(Body(v)),
-                Err(JsonRejection::BytesRejection(r))
-                    if r.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-                {
-                    Err(ApiError::new(ErrorCode::TooLarge, "request body too large"))
-                }
-                Err(e) => Err(ApiError::invalid(e.body_text())),
-            }
-        })
-        .await
+        let json = is_json(req.headers());
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        if !json {
+            return Err(ApiError::invalid(NOT_JSON));
+        }
+        parse_object(&bytes).map(Body)
     }
+}
+
+/// The answer to a body sent without a JSON content type.
+pub const NOT_JSON: &str = "Expected request with `Content-Type: application/json`";
+
+/// Whether the request says its body is JSON (`application/json`, or an
+/// `application/...+json` type), parameters such as the charset aside.
+pub fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Parses a JSON body that must be one object: serde would also fill a
+/// struct from an array of its fields in order, which the contract does
+/// not allow.
+pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first.is_some_and(|b| *b != b'{') {
+        return Err(ApiError::invalid("the request body must be a JSON object"));
+    }
+    axum::Json::<T>::from_bytes(bytes)
+        .map(|axum::Json(v)| v)
+        .map_err(|e: JsonRejection| ApiError::invalid(e.body_text()))
 }
 
 /// Raw body bytes; an oversized body is `too_large`.
