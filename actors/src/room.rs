@@ -425,6 +425,29 @@ impl RoomState {
         );
     }
 
+    /// Ends the typing indicators around a member just removed: theirs,
+    /// for the members left, and the others' that they were shown, for
+    /// them, before they hear they were removed (after that they get
+    /// nothing more of the room).
+    fn end_typing_of_removed(&mut self, user_id: &str) {
+        let removed: Arc<str> = Arc::from(user_id);
+        let shown: Vec<Outbound> = self
+            .typing
+            .keys()
+            .filter(|typist| **typist != removed)
+            .map(|typist| {
+                let notice = TypingNotice::new(self.room_id.clone(), typist.clone(), false);
+                Outbound::Typing(Arc::new(notice))
+            })
+            .collect();
+        if !shown.is_empty() {
+            self.deliver(Arc::from(vec![removed.clone()]), shown, None);
+        }
+        if self.typing.remove(&removed).is_some() {
+            self.broadcast_typing(removed, false);
+        }
+    }
+
     fn room_event(&self, kind: RoomEventKind, extra: Option<&str>) {
         let event = ServerEvent::Room {
             event: kind,
@@ -758,6 +781,7 @@ impl RoomState {
                 }
                 self.set_members(members);
                 self.marks.remove(user_id.as_str());
+                self.end_typing_of_removed(&user_id);
                 self.room_event(RoomEventKind::MemberRemoved, Some(&user_id));
                 Ok(self.info())
             }

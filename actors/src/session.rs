@@ -53,6 +53,10 @@ pub enum SessionMsg {
 /// Most sends a session may have in flight on other nodes.
 const REMOTE_PENDING_MAX: usize = 10_000;
 
+/// Rooms whose typing indicator a session ends itself when it closes, at
+/// most (the oldest is forgotten past this: its room's TTL ends it).
+const TYPING_ROOMS_MAX: usize = 16;
+
 /// Start-up arguments of a session.
 pub struct SessionArgs {
     /// Connection id.
@@ -83,6 +87,9 @@ pub struct SessionState {
     gate_open: bool,
     /// Sends routed to another node and not yet answered, with that node.
     remote_pending: HashMap<AckKey, (Arc<str>, WireRoomOp)>,
+    /// Rooms this session said it is typing in and has not said it stopped:
+    /// when the session ends, it ends them (see [`TYPING_ROOMS_MAX`]).
+    typing_in: Vec<String>,
 }
 
 impl SessionState {
@@ -179,6 +186,23 @@ impl SessionState {
         ))
     }
 
+    /// Keeps [`SessionState::typing_in`] up to date with a `typing` frame.
+    fn note_typing(&mut self, room_id: &str, active: bool) {
+        let known = self.typing_in.iter().position(|r| r == room_id);
+        match (active, known) {
+            (true, None) => {
+                if self.typing_in.len() >= TYPING_ROOMS_MAX {
+                    self.typing_in.remove(0);
+                }
+                self.typing_in.push(room_id.to_owned());
+            }
+            (false, Some(i)) => {
+                self.typing_in.remove(i);
+            }
+            _ => {}
+        }
+    }
+
     /// Sends routed to nodes that left go to the rooms' new owners.
     async fn reroute(&mut self, down: &[Arc<str>]) {
         let lost: Vec<AckKey> = self
@@ -250,7 +274,10 @@ impl SessionState {
                     body: f.body,
                 },
             ),
-            ClientRequest::Typing(f) => (f.room_id, WireRoomOp::Typing { active: f.active }),
+            ClientRequest::Typing(f) => {
+                self.note_typing(&f.room_id, f.active);
+                (f.room_id, WireRoomOp::Typing { active: f.active })
+            }
             ClientRequest::Delivered(f) => (
                 f.room_id,
                 WireRoomOp::Watermark {
@@ -489,6 +516,7 @@ impl Actor for SessionActor {
             replays: ReplayQueue::default(),
             gate_open: false,
             remote_pending: HashMap::new(),
+            typing_in: Vec::new(),
         })
     }
 
@@ -497,6 +525,13 @@ impl Actor for SessionActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        // A typist who closes the app stops typing now, not when the
+        // indicator's TTL runs out.
+        for room_id in std::mem::take(&mut state.typing_in) {
+            let _ = state
+                .route(&room_id, WireRoomOp::Typing { active: false })
+                .await;
+        }
         state
             .system
             .session_ended(state.caller.user_id.clone(), state.session_id.clone());

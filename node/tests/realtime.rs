@@ -177,6 +177,63 @@ async fn typing_reaches_others_but_not_the_typist() {
         .await;
 }
 
+/// Typing indicators end when their reason goes, not when their TTL
+/// (a minute here) runs out: a typist who closes the app stops typing at
+/// once; a member removed from the room stops typing there, and the
+/// indicators they were shown end before they hear they were removed
+/// (nothing of the room reaches them after that).
+#[tokio::test]
+async fn typing_ends_when_the_typist_leaves_or_is_removed() {
+    let dir = data_dir();
+    let node = Node::start_with(dir.path(), &["--typing-ttl-ms", "60000"]).await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let carol = user(&node, "carol").await;
+    let room = group(&node, &alice, "typing", &[&bob, &carol]).await;
+    let room_id = room["room_id"].as_str().unwrap().to_string();
+    let mut a = Client::connect(&node, &alice.token).await;
+    let mut b = Client::connect(&node, &bob.token).await;
+    let mut c = Client::connect(&node, &carol.token).await;
+    let typing = |user: &User, active: bool| {
+        let user_id = user.user_id.clone();
+        move |f: &serde_json::Value| {
+            f["type"] == "typing" && f["user_id"] == user_id.as_str() && f["active"] == active
+        }
+    };
+    let start = json!({"type": "typing", "room_id": room_id, "active": true});
+
+    // Bob types, then closes his only session.
+    b.send(start.clone()).await;
+    a.expect(typing(&bob, true)).await;
+    b.close().await;
+    a.expect(typing(&bob, false)).await;
+
+    // Alice and carol type; alice removes carol.
+    a.send(start.clone()).await;
+    c.expect(typing(&alice, true)).await;
+    c.send(start).await;
+    a.expect(typing(&carol, true)).await;
+    let r = call(
+        &node,
+        "DELETE",
+        &format!("/api/v1/rooms/{room_id}/members/{}", carol.user_id),
+        Some(&alice.token),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    a.expect(typing(&carol, false)).await;
+    // Carol sees alice's indicator end, then her removal.
+    let alice_stopped = typing(&alice, false);
+    let ended = c
+        .expect(|f| alice_stopped(f) || f["type"] == "room" && f["event"] == "member_removed")
+        .await;
+    assert_eq!(ended["user_id"], alice.user_id.as_str(), "{ended}");
+    assert_eq!(ended["active"], false, "{ended}");
+    c.expect(|f| f["type"] == "room" && f["event"] == "member_removed")
+        .await;
+}
+
 #[tokio::test]
 async fn receipts_rise_and_never_fall() {
     let dir = data_dir();
