@@ -231,6 +231,22 @@ async fn commit_at<I: CommitIo>(
         .await?
     {
         Claim::Applied => {}
+        Claim::Moved(actual) if actual == plan.new_head => {
+            // A coordinator that retried its Paxos round (or whose proposal
+            // another round finished) can report this very claim as a
+            // conflict: the head it shows is the one this batch asked for.
+            // The row says whose batch it is.
+            let head = io
+                .head_serial(room_id)
+                .await?
+                .ok_or(StorageError::NotFound)?;
+            if head.last_seq != plan.new_head || head.pending != Some((batch_id, first)) {
+                return Err(StorageError::HeadMoved {
+                    expected,
+                    actual: head.last_seq,
+                });
+            }
+        }
         Claim::Moved(actual) => return Err(StorageError::HeadMoved { expected, actual }),
         Claim::Missing => return Err(StorageError::NotFound),
     }

@@ -66,6 +66,9 @@ struct SimDb {
     rng: Mutex<Rng>,
     /// Per-mille chance that an operation fails.
     fault_permille: Mutex<u64>,
+    /// Every applied claim answers as a conflict showing its own new head
+    /// (as a coordinator that retried its Paxos round can).
+    applied_as_moved: Mutex<bool>,
 }
 
 fn unavailable(what: &str) -> StorageError {
@@ -84,6 +87,7 @@ impl SimDb {
             }),
             rng: Mutex::new(Rng(seed | 1)),
             fault_permille: Mutex::new(fault_permille),
+            applied_as_moved: Mutex::new(false),
         }
     }
 
@@ -261,6 +265,11 @@ impl CommitIo for SimDb {
         // nothing.
         if outcome == Claim::Applied && self.chance() {
             return Err(unavailable("claim applied, answer lost"));
+        }
+        if outcome == Claim::Applied
+            && (*self.applied_as_moved.lock().expect("flag") || self.chance())
+        {
+            return Ok(Claim::Moved(new_head));
         }
         Ok(outcome)
     }
@@ -625,4 +634,40 @@ async fn a_claimed_batch_with_unreadable_staging_rows() {
     assert_eq!(out[0].message().seq, 5);
     let seqs: Vec<u64> = db.tables().messages.keys().copied().collect();
     assert_eq!(seqs, vec![1, 2, 3, 5]);
+}
+
+/// A claim that applied but answers as a conflict showing its own new head
+/// is recognised by the batch the head names: the commit succeeds with its
+/// messages committed (before, it was `HeadMoved`, and the senders' resends
+/// came back as duplicates that the room never delivered live).
+#[tokio::test(flavor = "current_thread")]
+async fn a_claim_reported_as_its_own_conflict_still_commits() {
+    let db = SimDb::new(11, 0);
+    *db.applied_as_moved.lock().expect("flag") = true;
+    let heads = HeadCache::default();
+    let batch = [new_message(0, 1), new_message(0, 2)];
+    let out = commit(&db, &heads, ROOM, 0, &batch)
+        .await
+        .expect("the batch is this commit's");
+    assert!(out.iter().all(|o| matches!(o, CommitOutcome::Committed(_))));
+    assert_eq!(db.tables().messages.len(), 2);
+    // Another owner (its head cached at 0) whose claim truly lost, on a
+    // conflict showing the very head it asked for, is still refused.
+    let other = HeadCache::default();
+    other.remember(ROOM, 0);
+    match commit(
+        &db,
+        &other,
+        ROOM,
+        0,
+        &[new_message(1, 1), new_message(1, 2)],
+    )
+    .await
+    {
+        Err(StorageError::HeadMoved {
+            expected: 0,
+            actual: 2,
+        }) => {}
+        other => panic!("a real conflict must stay HeadMoved, got {other:?}"),
+    }
 }
