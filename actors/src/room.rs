@@ -218,6 +218,7 @@ pub struct LoadedRoom {
 
 /// Reads everything a room actor starts from.
 pub async fn load_room(store: &dyn Store, room_id: &str) -> Result<LoadedRoom, ChatError> {
+    store.settle_room(room_id).await?;
     let record = store.room(room_id).await?.ok_or(ChatError::NotFound)?;
     let members = store.members(room_id).await?;
     let watermarks = store.room_watermarks(room_id).await?;

@@ -86,6 +86,16 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- messages ----
 
+    /// Finishes whatever a committer of the room left half done (it died
+    /// between making a batch the room's head and writing it into history),
+    /// so history holds every seq up to the room's `last_seq`. Called before
+    /// a room is served; backends whose commits are atomic have nothing to
+    /// do. An unknown room is not an error here.
+    async fn settle_room(&self, room_id: &str) -> StorageResult<()> {
+        let _ = room_id;
+        Ok(())
+    }
+
     /// Commits a batch of messages to a room as one durable write.
     ///
     /// Succeeds only if the room's head is still `expected_last_seq`

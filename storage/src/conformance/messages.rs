@@ -41,6 +41,23 @@ pub async fn commit_gapless(store: &dyn Store) {
         .expect("room")
         .expect("room exists");
     assert_eq!(r.last_seq, 16, "an empty batch leaves the head alone");
+
+    // Settling a room (done before a room is served) changes nothing that
+    // was committed, and an unknown room is no error.
+    store
+        .settle_room(&room_id)
+        .await
+        .unwrap_or_else(|e| panic!("settling a committed room failed: {e}"));
+    assert_eq!(all_history(store, &room_id).await, committed);
+    store
+        .settle_room(&fresh_id())
+        .await
+        .unwrap_or_else(|e| panic!("settling an unknown room failed: {e}"));
+    let next = store
+        .commit_messages(&room_id, 16, &[message("after settling")])
+        .await
+        .unwrap_or_else(|e| panic!("commit after settling failed: {e}"));
+    assert_eq!(next[0].message().seq, 17);
 }
 
 /// A `client_msg_id` seen before (earlier in the batch or in an earlier

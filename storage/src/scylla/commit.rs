@@ -262,6 +262,21 @@ async fn commit_at<I: CommitIo>(
     Ok(outcomes)
 }
 
+/// Reads the room's head linearizably and copies its last claimed batch
+/// into place (see [`roll_forward`]); afterwards history holds every seq up
+/// to that head, and the head is cached. Nothing to do for an unknown room.
+pub async fn settle<I: CommitIo>(io: &I, heads: &HeadCache, room_id: &str) -> StorageResult<()> {
+    let Some(head) = io.head_serial(room_id).await? else {
+        return Ok(());
+    };
+    if let Err(e) = roll_forward(io, room_id, &head).await {
+        heads.forget(room_id);
+        return Err(e);
+    }
+    heads.remember(room_id, head.last_seq);
+    Ok(())
+}
+
 /// Copies the room's last claimed batch into place from its staging
 /// partition (idempotent upserts of the same content).
 ///

@@ -671,3 +671,43 @@ async fn a_claim_reported_as_its_own_conflict_still_commits() {
         other => panic!("a real conflict must stay HeadMoved, got {other:?}"),
     }
 }
+
+/// Settling a room whose committer died after its claim, before the copy:
+/// the batch is written into history, the head is cached, and an unknown
+/// room is no error.
+#[tokio::test(flavor = "current_thread")]
+async fn settling_a_room_copies_its_claimed_batch() {
+    use super::commit::settle;
+
+    let db = SimDb::new(13, 0);
+    let batch_id = Uuid::now_v7();
+    let staged: Vec<StoredMessage> = [1u64, 2]
+        .iter()
+        .map(|seq| StoredMessage {
+            room_id: ROOM.to_owned(),
+            seq: *seq,
+            message_id: format!("m{seq}"),
+            sender_id: "u".into(),
+            sender_name: "u".into(),
+            body: "b".into(),
+            sent_at: 0,
+            client_msg_id: format!("c{seq}"),
+        })
+        .collect();
+    {
+        let mut t = db.tables();
+        t.staged.insert(batch_id, staged);
+        t.head = Some(RoomHead {
+            last_seq: 2,
+            pending: Some((batch_id, 1)),
+        });
+    }
+    let heads = HeadCache::default();
+    settle(&db, &heads, ROOM).await.expect("settled");
+    assert_eq!(db.tables().messages.len(), 2);
+    assert_eq!(db.tables().client_ids.len(), 2);
+    assert!(heads.is_known(ROOM, 2));
+    settle(&db, &heads, "no such room")
+        .await
+        .expect("nothing to settle");
+}

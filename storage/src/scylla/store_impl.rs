@@ -93,6 +93,10 @@ impl Store for ScyllaStore {
         rooms::user_rooms(&self.x, user_id).await
     }
 
+    async fn settle_room(&self, room_id: &str) -> StorageResult<()> {
+        commit::settle(&self.x, &self.heads, room_id).await
+    }
+
     async fn commit_messages(
         &self,
         room_id: &str,
