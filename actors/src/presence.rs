@@ -339,10 +339,26 @@ impl Actor for Presence {
                         .cloned()
                         .collect()
                 };
+                // Users the node had and no longer has, without this node
+                // hearing that they left: the node restarted before its
+                // peers noticed it was gone, and its sessions died with it.
+                let vanished: Vec<Arc<str>> = state
+                    .remote
+                    .get(node.as_str())
+                    .map(|old| old.difference(&set).cloned().collect())
+                    .unwrap_or_default();
                 state.remote.insert(Arc::from(node.as_str()), set);
                 let now = now_millis();
                 for user in back {
                     state.announce(user, Status::Online, now, Audience::ThisNode);
+                }
+                let view = state.cluster.view();
+                for user in vanished {
+                    if view.announces_presence_without(&user, &node)
+                        && !state.online_anywhere(&user)
+                    {
+                        state.announce(user, Status::Offline, now, Audience::Everyone);
+                    }
                 }
             }
             PresenceMsg::RemoteChange { node, user, online } => {

@@ -565,6 +565,29 @@ async fn users_of_a_node_that_comes_back_are_online_again() {
     assert!(online_as_seen_by(&nodes[0], &near, &far).await);
 }
 
+/// A node killed and started again before its peers noticed it was gone
+/// comes back without its old sessions: their users go offline for the
+/// others (the peers compare the node's new set of users with the old one)
+/// instead of staying online for good.
+#[tokio::test]
+async fn users_of_a_node_restarted_before_anyone_noticed_go_offline() {
+    let NearAndFar {
+        dir: _dir,
+        mut nodes,
+        near,
+        far,
+        mut a,
+        b: _b,
+    } = near_and_far(&["--cluster-failure-timeout-ms", "60000"]).await;
+    nodes[1].kill().await;
+    nodes[1].restart().await;
+    a.expect(presence_of("offline", far.user_id.clone())).await;
+    assert!(!online_as_seen_by(&nodes[0], &near, &far).await);
+    let path = format!("/api/v1/users/{}", far.user_id);
+    let r = call(&nodes[0], "GET", &path, Some(&near.token), None).await;
+    assert!(r.body["last_seen"].is_string(), "{}", r.body);
+}
+
 /// Two nodes; `near` connected to the first (`a`), `far` to the second
 /// (`b`), sharing a room; `a` has seen far come online.
 struct NearAndFar {

@@ -73,6 +73,18 @@ impl View {
     pub fn announces_presence_of(&self, user_id: &str) -> bool {
         placement::owner(user_id, &self.owners).is_none_or(|node| *node == self.me)
     }
+
+    /// [`View::announces_presence_of`] with `left_out` not counted: for the
+    /// changes that node cannot announce itself (it restarted and forgot
+    /// them). Rendezvous hashing keeps every other user's announcer.
+    pub fn announces_presence_without(&self, user_id: &str, left_out: &str) -> bool {
+        let others: Vec<&Arc<str>> = self
+            .owners
+            .iter()
+            .filter(|n| n.as_ref() != left_out)
+            .collect();
+        placement::owner(user_id, &others).is_none_or(|node| **node == self.me)
+    }
 }
 
 /// Encodes a payload once and sends it to each of these inboxes; returns
@@ -201,5 +213,45 @@ impl Cluster {
     /// Announces that this node is leaving (drain).
     pub async fn leave(&self) {
         let _ = crate::system::ask(&self.actor, ClusterMsg::Leave).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view_of(me: &str) -> View {
+        let names: Vec<Arc<str>> = ["n1", "n2", "n3"].into_iter().map(Arc::from).collect();
+        View {
+            me: Arc::from(me),
+            members: names.clone(),
+            owners: names,
+            inboxes: HashMap::new(),
+            joined: true,
+        }
+    }
+
+    /// Exactly one node announces each user; leaving a node out moves only
+    /// that node's users, each to exactly one other node.
+    #[test]
+    fn one_announcer_per_user_with_or_without_a_node() {
+        let views = [view_of("n1"), view_of("n2"), view_of("n3")];
+        for i in 0..500 {
+            let user = format!("user-{i}");
+            let announcers: Vec<&View> = views
+                .iter()
+                .filter(|v| v.announces_presence_of(&user))
+                .collect();
+            assert_eq!(announcers.len(), 1, "{user}");
+            let without: Vec<&View> = views
+                .iter()
+                .filter(|v| v.announces_presence_without(&user, "n2"))
+                .collect();
+            assert_eq!(without.len(), 1, "{user}");
+            assert_ne!(&*without[0].me, "n2");
+            if &*announcers[0].me != "n2" {
+                assert_eq!(without[0].me, announcers[0].me, "{user} moved needlessly");
+            }
+        }
     }
 }
