@@ -47,6 +47,26 @@ async fn start(dir: &std::path::Path) -> Node {
     Node::start_with(dir, &f).await
 }
 
+/// A node with these WebSocket frame limits (`--ws-rate`, `--ws-burst`,
+/// `--ws-flood-close-after`).
+async fn start_with_ws_limits(
+    dir: &std::path::Path,
+    rate: u32,
+    burst: u32,
+    close_after: u32,
+) -> Node {
+    let (rate, burst, close_after) = (rate.to_string(), burst.to_string(), close_after.to_string());
+    let flags = [
+        "--ws-rate",
+        rate.as_str(),
+        "--ws-burst",
+        burst.as_str(),
+        "--ws-flood-close-after",
+        close_after.as_str(),
+    ];
+    Node::start_with(dir, &flags).await
+}
+
 fn error_code(f: &Value) -> &str {
     f["code"].as_str().unwrap_or("<none>")
 }
@@ -1288,18 +1308,7 @@ async fn ws_missing_foreign_or_bogus_rooms_are_not_found_and_untouched() {
 #[tokio::test]
 async fn ws_floods_are_rate_limited_then_closed_with_1008() {
     let dir = data_dir();
-    let node = Node::start_with(
-        dir.path(),
-        &[
-            "--ws-rate",
-            "5",
-            "--ws-burst",
-            "5",
-            "--ws-flood-close-after",
-            "20",
-        ],
-    )
-    .await;
+    let node = start_with_ws_limits(dir.path(), 5, 5, 20).await;
     ws_flood(&node, 5, 20).await;
 }
 
@@ -1309,15 +1318,7 @@ async fn ws_floods_are_rate_limited_then_closed_with_1008() {
 #[tokio::test]
 async fn a_flood_closed_with_1008_keeps_the_sends_within_its_budget() {
     let dir = data_dir();
-    let flags = [
-        "--ws-rate",
-        "5",
-        "--ws-burst",
-        "10",
-        "--ws-flood-close-after",
-        "5",
-    ];
-    let node = Node::start_with(dir.path(), &flags).await;
+    let node = start_with_ws_limits(dir.path(), 5, 10, 5).await;
     let alice = user(&node, "alice").await;
     let room = room_id(&group(&node, &alice, "flood", &[]).await);
     let mut ws = Client::connect(&node, &alice.token).await;
@@ -1352,15 +1353,7 @@ async fn a_flood_closed_with_1008_keeps_the_sends_within_its_budget() {
 #[tokio::test]
 async fn a_client_that_keeps_sending_after_its_close_still_reads_the_code() {
     let dir = data_dir();
-    let flags = [
-        "--ws-rate",
-        "5",
-        "--ws-burst",
-        "5",
-        "--ws-flood-close-after",
-        "20",
-    ];
-    let node = Node::start_with(dir.path(), &flags).await;
+    let node = start_with_ws_limits(dir.path(), 5, 5, 20).await;
     let alice = user(&node, "alice").await;
     // Frames spread over about half a second, so most are written after
     // the node has closed (it does after 25).
