@@ -78,7 +78,7 @@ impl Caller {
                 node,
                 session_id,
             } => {
-                cluster.send(
+                let sent = cluster.send(
                     node,
                     &PeerPayload::ToSession {
                         user_id: self.user_id.to_string(),
@@ -87,6 +87,10 @@ impl Caller {
                         ack,
                     },
                 );
+                if !sent {
+                    tracing::warn!(%node, %session_id,
+                        "answer to a session on another node dropped: that node is not in this node's view");
+                }
             }
         }
     }

@@ -588,6 +588,45 @@ async fn users_of_a_node_restarted_before_anyone_noticed_go_offline() {
     assert!(r.body["last_seen"].is_string(), "{}", r.body);
 }
 
+/// A node that restarted is ready only once its peers see it too: a
+/// client that connects the moment `/ready` says 200 and sends into rooms
+/// owned by the other nodes gets every `sent`. Before, the node was ready
+/// as soon as it saw one peer, the owners' answers to it were dropped while
+/// they did not yet count it live, and most of those sends (committed and
+/// delivered) never got their ack.
+#[tokio::test]
+async fn a_node_is_ready_only_once_its_peers_see_it() {
+    let dir = data_dir();
+    let mut nodes = start_cluster(dir.path(), 3, &["--cluster-failure-timeout-ms", "1000"]).await;
+    let alice = user(&nodes[0], "alice").await;
+    let mut rooms = Vec::new();
+    for i in 0..8 {
+        rooms.push(room_id(
+            &group(&nodes[0], &alice, &format!("r{i}"), &[]).await,
+        ));
+    }
+    for round in 0..3 {
+        nodes[2].kill().await;
+        wait_members(&nodes[0], 2).await;
+        nodes[2].restart().await;
+        let mut ws = Client::connect(&nodes[2], &alice.token).await;
+        ws.send(json!({"type": "sync", "ref": "s"})).await;
+        ws.expect(|f| f["type"] == "synced").await;
+        for (i, room) in rooms.iter().enumerate() {
+            ws.send(
+                json!({"type": "send", "ref": format!("{round}-{i}"), "room_id": room,
+                "client_msg_id": format!("{round}-{i}"), "body": "hi"}),
+            )
+            .await;
+        }
+        for i in 0..rooms.len() {
+            let r = format!("{round}-{i}");
+            let ack = ws.expect(|f| f["ref"] == r.as_str()).await;
+            assert_eq!(ack["type"], "sent", "round {round}: {ack}");
+        }
+    }
+}
+
 /// Two nodes; `near` connected to the first (`a`), `far` to the second
 /// (`b`), sharing a room; `a` has seen far come online.
 struct NearAndFar {

@@ -357,9 +357,27 @@ impl ClusterState {
             }
         }
         members.sort();
+        // Joined once this node sees every member its live peers see, and
+        // they all see it (each one's last heartbeat lists it): until a
+        // member counts this node live, it drops what it sends here (acks,
+        // answers, deliveries). A node that finds no peer within the grace
+        // serves alone.
+        let live_heartbeats: Vec<&Heartbeat> = self
+            .peers
+            .values()
+            .filter(|p| self.alive(p))
+            .filter_map(|p| p.last.as_ref().map(|(_, hb)| hb))
+            .collect();
+        let seen_by_peers = live_heartbeats
+            .iter()
+            .all(|hb| hb.members.iter().any(|m| **m == *me));
+        let sees_all = live_heartbeats
+            .iter()
+            .flat_map(|hb| hb.members.iter())
+            .all(|m| members.iter().any(|x| **x == **m));
         let joined = !self.config.has_seeds
-            || members.len() > 1
-            || self.started.elapsed() >= self.config.join_grace
+            || (members.len() > 1 && seen_by_peers && sees_all)
+            || (members.len() == 1 && self.started.elapsed() >= self.config.join_grace)
             || self.view.borrow().joined;
         self.settle(&members, joined);
         let owners = self.owners(&members);
