@@ -627,6 +627,46 @@ async fn a_node_is_ready_only_once_its_peers_see_it() {
     }
 }
 
+/// A room change routed to an owner that stops answering is answered as
+/// soon as its node leaves the view (`unavailable`, saying the change may
+/// have been made), not at the 10 s request timeout.
+#[tokio::test]
+async fn a_room_change_waiting_on_a_node_that_left_is_answered_at_once() {
+    let dir = data_dir();
+    let nodes = start_cluster(dir.path(), 2, PAUSABLE).await;
+    let alice = user(&nodes[0], "alice").await;
+    let mut rooms = Vec::new();
+    for i in 0..8 {
+        rooms.push(room_id(
+            &group(&nodes[0], &alice, &format!("r{i}"), &[]).await,
+        ));
+    }
+    nodes[1].signal("STOP");
+    let paths: Vec<String> = rooms.iter().map(|r| format!("/api/v1/rooms/{r}")).collect();
+    let renames = paths.iter().map(|path| {
+        call(
+            &nodes[0],
+            "PATCH",
+            path,
+            Some(&alice.token),
+            Some(json!({"name": "renamed"})),
+        )
+    });
+    let answers = futures_util::future::join_all(renames).await;
+    nodes[1].signal("CONT");
+    let mut waited = 0;
+    for a in &answers {
+        if a.status == 200 {
+            continue;
+        }
+        assert_eq!(a.status, 503, "{}", a.body);
+        let message = a.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("may have been made"), "{}", a.body);
+        waited += 1;
+    }
+    assert!(waited > 0, "no room was owned by the paused node");
+}
+
 /// Two nodes; `near` connected to the first (`a`), `far` to the second
 /// (`b`), sharing a room; `a` has seen far come online.
 struct NearAndFar {

@@ -152,7 +152,9 @@ pub struct ClusterState {
     peers: BTreeMap<Arc<str>, Peer>,
     view: watch::Sender<Arc<View>>,
     listeners: Option<Listeners>,
-    pending: HashMap<u64, (Instant, RpcReplyPort<Result<RoomInfo, ChatError>>)>,
+    /// Room changes sent to their owner and not yet answered: when, to
+    /// which node, and who waits.
+    pending: HashMap<u64, PendingRequest>,
     leaving: bool,
     /// This node has finished joining (see [`ClusterState::settle`]); once
     /// set it stays set.
@@ -161,6 +163,13 @@ pub struct ClusterState {
     /// listed it: their heartbeat stopped listing it, or they left this
     /// node's view without saying they were leaving.
     lost: HashSet<Arc<str>>,
+}
+
+/// A room change sent to its owner node, waiting for the answer.
+struct PendingRequest {
+    sent: Instant,
+    node: Arc<str>,
+    reply: RpcReplyPort<Result<RoomInfo, ChatError>>,
 }
 
 /// The cluster actor.
@@ -406,6 +415,24 @@ impl ClusterState {
             .filter(|m| !members.contains(m))
             .cloned()
             .collect();
+        // Changes waiting on a node that left get their answer now rather
+        // than at the request timeout: it may or may not have made them.
+        let orphaned: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| down.contains(&p.node))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in orphaned {
+            if let Some(p) = self.pending.remove(&id) {
+                let err = ChatError::Unavailable(
+                    "the room's node left before answering; the change may have been made: \
+                     check the room, then retry"
+                        .into(),
+                );
+                let _ = p.reply.send(Err(err));
+            }
+        }
         for node in &down {
             let said_leaving = self
                 .peers
@@ -443,7 +470,7 @@ impl ClusterState {
         self.publish();
         self.broadcast_heartbeat();
         self.pending
-            .retain(|_, (t, _)| t.elapsed() < REQUEST_TIMEOUT);
+            .retain(|_, p| p.sent.elapsed() < REQUEST_TIMEOUT);
     }
 
     fn broadcast_heartbeat(&self) {
@@ -530,15 +557,20 @@ impl Actor for ClusterActor {
                     _ => false,
                 };
                 if sent {
-                    state.pending.insert(id, (Instant::now(), reply));
+                    let request = PendingRequest {
+                        sent: Instant::now(),
+                        node,
+                        reply,
+                    };
+                    state.pending.insert(id, request);
                 } else {
                     let err = ChatError::Unavailable("room owner unreachable, retry".into());
                     let _ = reply.send(Err(err));
                 }
             }
             ClusterMsg::Response { id, result } => {
-                if let Some((_, reply)) = state.pending.remove(&id) {
-                    let _ = reply.send(result);
+                if let Some(p) = state.pending.remove(&id) {
+                    let _ = p.reply.send(result);
                 }
             }
             ClusterMsg::SetListeners(l) => state.listeners = Some(l),
