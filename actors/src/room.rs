@@ -714,7 +714,25 @@ impl RoomState {
         }
     }
 
+    /// Takes the room's name and members from storage. Around an ownership
+    /// handover another actor of this room may have changed them since this
+    /// one loaded it; a change made here must start from what it stored.
+    async fn refresh_from_store(&mut self) -> Result<(), ChatError> {
+        let store = &self.deps.store;
+        let record = store
+            .room(&self.room_id)
+            .await?
+            .ok_or(ChatError::NotFound)?;
+        let members = store.members(&self.room_id).await?;
+        self.record.name = record.name;
+        self.set_members(members);
+        let roles = &self.roles;
+        self.marks.retain(|user, _| roles.contains_key(&**user));
+        Ok(())
+    }
+
     async fn manage(&mut self, by: &str, cmd: ManageCmd) -> Result<RoomInfo, ChatError> {
+        self.refresh_from_store().await?;
         let by_role = *self.roles.get(by).ok_or(ChatError::NotFound)?;
         let direct = self.record.kind == RoomKind::Direct.as_str();
         match cmd {

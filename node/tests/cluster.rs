@@ -667,6 +667,52 @@ async fn a_room_change_waiting_on_a_node_that_left_is_answered_at_once() {
     assert!(waited > 0, "no room was owned by the paused node");
 }
 
+/// Two actors of one room (two owners around a handover; here two nodes
+/// sharing a store without clustering): a change through one starts from
+/// what the other stored meanwhile, so its `room` event shows the room as it
+/// is. Before, the event carried the name the actor had loaded, undoing a
+/// rename on every client that applies room snapshots.
+#[tokio::test]
+async fn a_room_change_starts_from_what_another_owner_stored() {
+    let dir = data_dir();
+    let n1 = Node::start(dir.path()).await;
+    let n2 = Node::start(dir.path()).await;
+    let owner = user(&n1, "owner").await;
+    let newcomer = user(&n1, "newcomer").await;
+    let room = room_id(&group(&n1, &owner, "before", &[]).await);
+    // Both nodes have the room's actor running.
+    let mut w1 = Client::connect(&n1, &owner.token).await;
+    let mut w2 = Client::connect(&n2, &owner.token).await;
+    w1.send_message(&room, "one", "x").await;
+    w2.send_message(&room, "two", "y").await;
+    let path = format!("/api/v1/rooms/{room}");
+    let r = call(
+        &n2,
+        "PATCH",
+        &path,
+        Some(&owner.token),
+        Some(json!({"name": "after"})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = call(
+        &n1,
+        "POST",
+        &format!("{path}/members"),
+        Some(&owner.token),
+        Some(json!({"username": newcomer.username})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["name"], "after", "{}", r.body);
+    let added = w1
+        .expect(|f| f["type"] == "room" && f["event"] == "member_added")
+        .await;
+    assert_eq!(added["room"]["name"], "after", "{added}");
+    let members = added["room"]["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2, "{added}");
+}
+
 /// Two nodes; `near` connected to the first (`a`), `far` to the second
 /// (`b`), sharing a room; `a` has seen far come online.
 struct NearAndFar {
