@@ -721,9 +721,18 @@ mod tests {
         assert!(!s.heartbeat().settled);
         hear(&mut s, "n2", &all, true).await;
         assert_eq!(names(&s.view.borrow().owners), ["n1", "n2"]);
-        // Now it hears everyone its peers know: it owns rooms and says so.
-        hear(&mut s, "n3", &["n1", "n2", "n3", "n4"], true).await;
+        // It hears everyone its peers know, but n1 and n2 do not count it
+        // live yet (they would drop what they send it): not yet.
+        let everyone = ["n1", "n2", "n3", "n4"];
+        hear(&mut s, "n3", &everyone, true).await;
+        assert_eq!(names(&s.view.borrow().owners), ["n1", "n2", "n3"]);
+        assert!(!s.view.borrow().joined);
+        assert!(!s.heartbeat().settled);
+        // Once every peer lists it: it owns rooms and says so.
+        hear(&mut s, "n1", &everyone, true).await;
+        hear(&mut s, "n2", &everyone, true).await;
         let view = s.view.borrow().clone();
+        assert!(view.joined);
         assert_eq!(names(&view.owners), ["n1", "n2", "n3", "n4"]);
         let hb = s.heartbeat();
         assert!(hb.settled);
@@ -804,9 +813,11 @@ mod tests {
         hear(&mut s, "n2", &["n2", "n3"], false).await;
         assert!(!s.settled);
         assert_eq!(names(&s.view.borrow().owners), ["n1", "n2"]);
-        // n1 hears n3 too: it settles, and from then on only settled
-        // members own rooms.
-        hear(&mut s, "n3", &["n3"], false).await;
+        // n1 hears n3 too, and settles once both count it live; from then
+        // on only settled members own rooms.
+        hear(&mut s, "n3", &["n1", "n3"], false).await;
+        assert!(!s.settled, "n2 does not count n1 live yet");
+        hear(&mut s, "n2", &["n1", "n2", "n3"], false).await;
         assert!(s.settled);
         assert_eq!(names(&s.view.borrow().owners), ["n1"]);
         hear(&mut s, "n2", &["n1", "n2", "n3"], true).await;
