@@ -634,6 +634,7 @@ async fn a_node_is_ready_only_once_its_peers_see_it() {
 async fn a_room_change_waiting_on_a_node_that_left_is_answered_at_once() {
     let dir = data_dir();
     let nodes = start_cluster(dir.path(), 2, PAUSABLE).await;
+    wait_owners(&nodes[0], 2).await;
     let alice = user(&nodes[0], "alice").await;
     let mut rooms = Vec::new();
     for i in 0..8 {

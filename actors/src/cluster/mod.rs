@@ -68,10 +68,12 @@ impl View {
     }
 
     /// Whether this node announces `user_id`'s presence changes: one node
-    /// per user, placed like a room, sees every node's sessions of the user
-    /// start and end in one order and so announces each change once.
+    /// per user, placed like a room but over the live members (which two
+    /// joined nodes agree on sooner than on who has settled), sees every
+    /// node's sessions of the user start and end in one order and so
+    /// announces each change once.
     pub fn announces_presence_of(&self, user_id: &str) -> bool {
-        placement::owner(user_id, &self.owners).is_none_or(|node| *node == self.me)
+        placement::owner(user_id, &self.members).is_none_or(|node| *node == self.me)
     }
 
     /// [`View::announces_presence_of`] with `left_out` not counted: for the
@@ -79,7 +81,7 @@ impl View {
     /// them). Rendezvous hashing keeps every other user's announcer.
     pub fn announces_presence_without(&self, user_id: &str, left_out: &str) -> bool {
         let others: Vec<&Arc<str>> = self
-            .owners
+            .members
             .iter()
             .filter(|n| n.as_ref() != left_out)
             .collect();
