@@ -7,19 +7,16 @@
 //! reset; the client's next write then fails, and most client libraries
 //! stop there without reading the close frame that was waiting for them
 //! (they report 1006, no code). So, as HTTP servers do, a client socket is
-//! not simply dropped: [`LingeringClose`] hands it to a task that sends
+//! not simply dropped: [`close`] hands it to a task that sends
 //! FIN after everything written, then reads and drops input until the
 //! client closes its side, for at most [`LINGER_FOR`] and [`LINGER_BYTES`].
 //! At most [`LINGERING_AT_ONCE`] sockets linger at a time; past that a
 //! socket is closed at once, as before.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// How long a closed socket is read from at most.
@@ -37,45 +34,21 @@ pub const LINGERING_AT_ONCE: usize = 256;
 /// Sockets lingering now.
 static LINGERING: AtomicUsize = AtomicUsize::new(0);
 
-/// A client socket that lingers when dropped (see the module doc).
-pub struct LingeringClose {
-    /// Always `Some` until dropped.
-    stream: Option<TcpStream>,
-}
-
-impl LingeringClose {
-    /// Wraps an accepted socket.
-    pub fn new(stream: TcpStream) -> Self {
-        LingeringClose {
-            stream: Some(stream),
-        }
+/// Closes a client socket the node is done with: hands it to a lingering
+/// task (see the module doc), or closes it at once when
+/// [`LINGERING_AT_ONCE`] sockets already linger or no runtime is running.
+pub fn close(stream: TcpStream) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    if LINGERING.fetch_add(1, Ordering::Relaxed) >= LINGERING_AT_ONCE {
+        LINGERING.fetch_sub(1, Ordering::Relaxed);
+        return;
     }
-
-    fn stream(&mut self) -> io::Result<Pin<&mut TcpStream>> {
-        self.stream
-            .as_mut()
-            .map(Pin::new)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
-    }
-}
-
-impl Drop for LingeringClose {
-    fn drop(&mut self) {
-        let Some(stream) = self.stream.take() else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if LINGERING.fetch_add(1, Ordering::Relaxed) >= LINGERING_AT_ONCE {
-            LINGERING.fetch_sub(1, Ordering::Relaxed);
-            return;
-        }
-        runtime.spawn(async move {
-            let _ = tokio::time::timeout(LINGER_FOR, linger(stream)).await;
-            LINGERING.fetch_sub(1, Ordering::Relaxed);
-        });
-    }
+    runtime.spawn(async move {
+        let _ = tokio::time::timeout(LINGER_FOR, linger(stream)).await;
+        LINGERING.fetch_sub(1, Ordering::Relaxed);
+    });
 }
 
 /// Sends FIN, then reads and drops input until the peer closes its side,
@@ -93,61 +66,6 @@ async fn linger(mut stream: TcpStream) -> usize {
         }
     }
     dropped
-}
-
-impl AsyncRead for LingeringClose {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.stream() {
-            Ok(s) => s.poll_read(cx, buf),
-            Err(e) => Poll::Ready(Err(e)),
-        }
-    }
-}
-
-impl AsyncWrite for LingeringClose {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.stream() {
-            Ok(s) => s.poll_write(cx, buf),
-            Err(e) => Poll::Ready(Err(e)),
-        }
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.stream() {
-            Ok(s) => s.poll_write_vectored(cx, bufs),
-            Err(e) => Poll::Ready(Err(e)),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.as_ref().is_some_and(|s| s.is_write_vectored())
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.stream() {
-            Ok(s) => s.poll_flush(cx),
-            Err(e) => Poll::Ready(Err(e)),
-        }
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.stream() {
-            Ok(s) => s.poll_shutdown(cx),
-            Err(e) => Poll::Ready(Err(e)),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -169,9 +87,9 @@ mod tests {
     async fn a_dropped_socket_with_unread_input_still_delivers_what_it_wrote() {
         let (mut client, server) = pair().await;
         client.write_all(&[b'x'; 64 * 1024]).await.unwrap();
-        let mut server = LingeringClose::new(server);
+        let mut server = server;
         server.write_all(b"goodbye").await.unwrap();
-        drop(server);
+        close(server);
         for _ in 0..20 {
             client.write_all(&[b'y'; 4096]).await.unwrap();
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -17,7 +17,7 @@
 //! hyper's own answers to requests it cannot parse get the contract's JSON
 //! error body on the way out ([`JsonParseErrors`]), and a closed socket
 //! lingers a moment so its last frames reach a client that is still
-//! sending ([`LingeringClose`]; it no longer counts under the cap then).
+//! sending ([`linger::close`]; it no longer counts under the cap then).
 //!
 //! It also turns on TCP keepalive (`--tcp-keepalive-secs`): a client that
 //! vanished without closing (a laptop lid shut, a phone out of coverage)
@@ -49,7 +49,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
-use crate::linger::LingeringClose;
+use crate::linger;
 use crate::metrics::{inc, Metrics};
 use crate::parse_errors::JsonParseErrors;
 
@@ -278,7 +278,8 @@ async fn connection(
 /// A client socket that holds its place under the connection cap until it
 /// is dropped (after the upgrade, that is when the WebSocket closes).
 struct Permitted {
-    stream: LingeringClose,
+    /// `Some` until dropped, when it goes to [`linger::close`].
+    stream: Option<TcpStream>,
     _permit: OwnedSemaphorePermit,
     metrics: Arc<Metrics>,
 }
@@ -287,10 +288,19 @@ impl Permitted {
     fn new(stream: TcpStream, permit: OwnedSemaphorePermit, metrics: Arc<Metrics>) -> Self {
         metrics.connections_open.fetch_add(1, Ordering::Relaxed);
         Permitted {
-            stream: LingeringClose::new(stream),
+            stream: Some(stream),
             _permit: permit,
             metrics,
         }
+    }
+}
+
+impl Permitted {
+    fn stream(&mut self) -> io::Result<Pin<&mut TcpStream>> {
+        self.stream
+            .as_mut()
+            .map(Pin::new)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
     }
 }
 
@@ -299,6 +309,9 @@ impl Drop for Permitted {
         self.metrics
             .connections_open
             .fetch_sub(1, Ordering::Relaxed);
+        if let Some(stream) = self.stream.take() {
+            linger::close(stream);
+        }
     }
 }
 
@@ -308,7 +321,10 @@ impl AsyncRead for Permitted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        match self.stream() {
+            Ok(s) => s.poll_read(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 }
 
@@ -318,7 +334,10 @@ impl AsyncWrite for Permitted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        match self.stream() {
+            Ok(s) => s.poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 
     fn poll_write_vectored(
@@ -326,19 +345,28 @@ impl AsyncWrite for Permitted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        match self.stream() {
+            Ok(s) => s.poll_write_vectored(cx, bufs),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        self.stream.as_ref().is_some_and(|s| s.is_write_vectored())
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        match self.stream() {
+            Ok(s) => s.poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        match self.stream() {
+            Ok(s) => s.poll_shutdown(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 }
 

@@ -273,18 +273,25 @@ impl ClusterState {
         if self.settled || !joined {
             return;
         }
-        let me = self.me();
-        let complete = self
-            .peers
-            .values()
-            .filter(|p| self.alive(p))
-            .filter_map(|p| p.last.as_ref())
-            .flat_map(|(_, hb)| hb.members.iter())
-            .all(|m| **m == *me || members.iter().any(|x| **x == **m));
-        if complete {
+        if self.sees_every_member_peers_see(members) {
             self.settled = true;
             tracing::info!(members = ?members, "joined the cluster: this node now owns rooms");
         }
+    }
+
+    /// Whether `members` (this node's live members, itself included) holds
+    /// every member the live peers' last heartbeats report.
+    fn sees_every_member_peers_see(&self, members: &[Arc<str>]) -> bool {
+        self.live_heartbeats()
+            .flat_map(|hb| hb.members.iter())
+            .all(|m| members.iter().any(|x| **x == **m))
+    }
+
+    /// Whether every live peer's last heartbeat lists this node.
+    fn seen_by_every_peer(&self) -> bool {
+        let me = self.me();
+        self.live_heartbeats()
+            .all(|hb| hb.members.iter().any(|m| **m == *me))
     }
 
     /// The members rooms are placed on: settled ones (this node by its own
@@ -371,21 +378,10 @@ impl ClusterState {
         // member counts this node live, it drops what it sends here (acks,
         // answers, deliveries). A node that finds no peer within the grace
         // serves alone.
-        let live_heartbeats: Vec<&Heartbeat> = self
-            .peers
-            .values()
-            .filter(|p| self.alive(p))
-            .filter_map(|p| p.last.as_ref().map(|(_, hb)| hb))
-            .collect();
-        let seen_by_peers = live_heartbeats
-            .iter()
-            .all(|hb| hb.members.iter().any(|m| **m == *me));
-        let sees_all = live_heartbeats
-            .iter()
-            .flat_map(|hb| hb.members.iter())
-            .all(|m| members.iter().any(|x| **x == **m));
         let joined = !self.config.has_seeds
-            || (members.len() > 1 && seen_by_peers && sees_all)
+            || (members.len() > 1
+                && self.seen_by_every_peer()
+                && self.sees_every_member_peers_see(&members))
             || (members.len() == 1 && self.started.elapsed() >= self.config.join_grace)
             || self.view.borrow().joined;
         self.settle(&members, joined);
