@@ -44,6 +44,7 @@ use crate::auth::extract::bearer;
 use crate::auth::tokens::Claims;
 use crate::metrics::inc;
 use crate::ratelimit::ConnectionLimit;
+use crate::session_cap::SessionSlot;
 use crate::state::AppState;
 
 /// Tungstenite refuses frames beyond this outright; frames between the
@@ -99,8 +100,13 @@ pub async fn upgrade(
         .write_buffer_size(4 * 1024)
         .max_write_buffer_size(HARD_FRAME_LIMIT)
         .on_upgrade(move |socket| async move {
-            run(state, socket, claims).await;
-            drop(slot);
+            // Set up in the upgrade's task, then serve from a task of its
+            // own that holds only what the connection needs for its whole
+            // life: the upgrade's task also carries axum's and the set-up's
+            // state (2.5 KiB), which every idle connection would keep.
+            if let Some((connection, span)) = open(state, socket, claims, slot).await {
+                tokio::spawn(connection.serve(span));
+            }
         })
 }
 
@@ -121,70 +127,125 @@ fn deadline(exp: u64) -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(secs_until(end))
 }
 
-async fn run(state: AppState, socket: WebSocket, claims: Claims) {
-    let (user_id, username) = (claims.sub.clone(), claims.name.clone());
+/// A connection once set up: what it keeps for its whole life.
+struct Connection {
+    state: AppState,
+    /// The user the token named (an `auth` frame must name the same one).
+    user_id: String,
+    /// When the token the session lives on expires, seconds since the epoch.
+    exp: u64,
+    stream: SplitStream<WebSocket>,
+    tx: OutboundTx,
+    session: ActorRef<SessionMsg>,
+    /// The socket writer's task.
+    writer: tokio::task::JoinHandle<()>,
+    /// The user's place under the per-user session cap, given back last.
+    slot: SessionSlot,
+}
+
+/// Starts the session actor and the socket writer for a new connection.
+/// `None` if the session could not start (the socket is dropped).
+async fn open(
+    state: AppState,
+    socket: WebSocket,
+    claims: Claims,
+    slot: SessionSlot,
+) -> Option<(Connection, tracing::Span)> {
     inc(&state.metrics.ws_connections);
     let session_id: Arc<str> = Arc::from(new_id());
     let (tx, rx) = outbound::channel(state.config.outbound_queue.max(16));
-    let (sink, stream) = socket.split();
-    // Boxed: the actor's start-up future is large, and kept inline it would
-    // stay part of this connection's task for the connection's whole life.
-    let starting = Box::pin(state.system.start_session(
-        session_id.clone(),
-        Arc::from(user_id.as_str()),
-        Arc::from(username.as_str()),
-        tx.clone(),
-    ));
-    let session = match starting.await {
+    let session = match state
+        .system
+        .start_session(
+            session_id.clone(),
+            Arc::from(claims.sub.as_str()),
+            Arc::from(claims.name.as_str()),
+            tx.clone(),
+        )
+        .await
+    {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "could not start session");
-            return;
+            return None;
         }
     };
-    let span = tracing::info_span!("ws.session", session_id = %session_id, user_id = %user_id);
-    async {
-        tracing::debug!("connection opened");
-        let writer = state.writers.spawn(write_loop(
-            sink,
-            rx,
-            state.config.outbound_queue.max(16),
-            state.config.typing_ttl(),
-            session.clone(),
-        ));
-        read_loop(&state, stream, &tx, &session, claims).await;
-        // Reader done (client left, or a close was asked for): end the session.
-        tx.close(1000);
-        // Drained, not stopped: requests the client sent before it left (or
-        // before a 1008) are still carried out; their acks go nowhere, and
-        // a resend after reconnecting gets the same ack.
-        let _ = session.drain();
-        let _ = writer.await;
-        tracing::debug!("connection closed");
-    }
-    .instrument(span)
-    .await
+    let (sink, stream) = socket.split();
+    let writer = state.writers.spawn(write_loop(
+        sink,
+        rx,
+        state.config.outbound_queue.max(16),
+        state.config.typing_ttl(),
+        session.clone(),
+    ));
+    let span = tracing::info_span!("ws.session", session_id = %session_id, user_id = %claims.sub);
+    let connection = Connection {
+        state,
+        user_id: claims.sub,
+        exp: claims.exp,
+        stream,
+        tx,
+        session,
+        writer,
+        slot,
+    };
+    Some((connection, span))
 }
 
+impl Connection {
+    /// Reads the client's frames until it leaves or is closed, then ends
+    /// the session.
+    ///
+    /// Not an `async fn`: those keep a second copy of their arguments in
+    /// their future, for the connection's whole life.
+    fn serve(mut self, span: tracing::Span) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            tracing::debug!("connection opened");
+            read_loop(
+                &self.state,
+                &mut self.stream,
+                &self.tx,
+                &self.session,
+                &self.user_id,
+                self.exp,
+            )
+            .await;
+            // Reader done (client left, or a close was asked for): end the session.
+            self.tx.close(1000);
+            // Drained, not stopped: requests the client sent before it left (or
+            // before a 1008) are still carried out; their acks go nowhere, and
+            // a resend after reconnecting gets the same ack.
+            let _ = self.session.drain();
+            let _ = (&mut self.writer).await;
+            tracing::debug!("connection closed");
+            drop(self.slot);
+        }
+        .instrument(span)
+    }
+}
+
+/// Reads `user_id`'s frames until the client leaves, the session is
+/// closed, or its token (expiring at `exp`, extended by `auth` frames)
+/// runs out.
 async fn read_loop(
     state: &AppState,
-    mut stream: SplitStream<WebSocket>,
+    stream: &mut SplitStream<WebSocket>,
     tx: &OutboundTx,
     session: &ActorRef<SessionMsg>,
-    claims: Claims,
+    user_id: &str,
+    exp: u64,
 ) {
     let limit = ConnectionLimit::new(state.config.ws_rate, state.config.ws_burst);
     let mut refused_in_a_row = 0u32;
-    let close_signal = tx.clone();
     // The session lives as long as its token; `auth` frames extend it
     // (never shorten it: a still-valid older token changes nothing).
-    let mut session_exp = claims.exp;
+    let mut session_exp = exp;
     let expiry = tokio::time::sleep_until(deadline(session_exp));
     tokio::pin!(expiry);
     loop {
         let msg = tokio::select! {
             msg = stream.next() => msg,
-            _ = close_signal.closed() => return,
+            _ = tx.closed() => return,
             _ = &mut expiry => {
                 tx.close(CLOSE_TOKEN_INVALID);
                 return;
@@ -259,7 +320,7 @@ async fn read_loop(
                 match state
                     .tokens
                     .verify(&auth.token)
-                    .filter(|c| c.sub == claims.sub)
+                    .filter(|c| c.sub == user_id)
                 {
                     Some(fresh) => {
                         session_exp = session_exp.max(fresh.exp);
@@ -357,32 +418,34 @@ async fn flush(sink: &mut Sink) -> bool {
     )
 }
 
-async fn put_all(sink: &mut Sink, frames: Vec<Arc<str>>) -> bool {
-    for json in frames {
-        if !put(sink, &json).await {
-            return false;
+/// The frames one queued item asks the writer to write.
+enum Frames {
+    /// Nothing to write.
+    None,
+    /// One frame.
+    One(Arc<str>),
+    /// Several, in order.
+    Many(Vec<Arc<str>>),
+}
+
+/// Writes `frames` into the socket's write buffer; false if the socket is gone.
+async fn write(sink: &mut Sink, frames: Frames) -> bool {
+    match frames {
+        Frames::None => true,
+        Frames::One(json) => put(sink, &json).await,
+        Frames::Many(all) => {
+            for json in all {
+                if !put(sink, &json).await {
+                    return false;
+                }
+            }
+            true
         }
     }
-    true
 }
 
-/// What the writer does after an item.
-enum Flow {
-    /// Keep going.
-    Go,
-    /// The socket or the session is gone.
-    Stop,
-    /// Too much held back for a slow client: close with 1013.
-    Overflow,
-}
-
-fn flow(ok: bool) -> Flow {
-    if ok {
-        Flow::Go
-    } else {
-        Flow::Stop
-    }
-}
+/// Too much is held back for a slow client: close with 1013.
+struct Overflow;
 
 /// What the writer keeps about its connection besides the socket.
 struct Shown {
@@ -392,30 +455,31 @@ struct Shown {
     typing: TypingWatch,
 }
 
-async fn live_item(
-    sink: &mut Sink,
+/// What to write for a live item (deciding is kept apart from writing, so
+/// that the writer's task holds one write in progress, not one per kind).
+fn live_item(
     shown: &mut Shown,
     session: &ActorRef<SessionMsg>,
     item: Outbound,
     hold_max: usize,
-) -> Flow {
+) -> Result<Frames, Overflow> {
     let Shown { order, typing } = shown;
-    let ok = match item {
-        Outbound::Frame(json) => put(sink, &json).await,
+    let frames = match item {
+        Outbound::Frame(json) => Frames::One(json),
         Outbound::Typing(t) => {
             if typing.pass(&t.room_id, &t.user_id, t.active, Instant::now()) {
-                put(sink, &t.json).await
+                Frames::One(t.json.clone())
             } else {
-                true
+                Frames::None
             }
         }
         Outbound::Message(m) => match order.live(&m.room_id, m.seq, &m.json) {
-            Verdict::Write => put(sink, &m.json).await,
-            Verdict::Duplicate => true,
+            Verdict::Write => Frames::One(m.json.clone()),
+            Verdict::Duplicate => Frames::None,
             Verdict::Held | Verdict::Gap { .. } if order.held_len() > hold_max => {
-                return Flow::Overflow
+                return Err(Overflow)
             }
-            Verdict::Held => true,
+            Verdict::Held => Frames::None,
             Verdict::Gap { after } => {
                 // A delivery was lost on the way: the session replays the
                 // missing seqs from storage; the room is held until then.
@@ -423,18 +487,15 @@ async fn live_item(
                     room: m.room_id.clone(),
                     after,
                 });
-                true
+                Frames::None
             }
         },
         Outbound::SyncStart(start) => {
             let now = order.start_sync(&start.rooms, start.client);
             start.taken();
-            put_all(sink, now).await
+            Frames::Many(now)
         }
-        Outbound::OpenGate => {
-            let now = order.open_gate();
-            put_all(sink, now).await
-        }
+        Outbound::OpenGate => Frames::Many(order.open_gate()),
         Outbound::Head(head) => {
             if let Some(after) = order.head(&head.room_id, head.seq) {
                 // The room's last deliveries were lost on the way: replay
@@ -444,22 +505,18 @@ async fn live_item(
                     after,
                 });
             }
-            true
+            Frames::None
         }
     };
-    flow(ok)
+    Ok(frames)
 }
 
-async fn sync_item(
-    sink: &mut Sink,
-    order: &mut DeliveryOrder,
-    session: &ActorRef<SessionMsg>,
-    item: SyncItem,
-) -> Flow {
-    let ok = match item {
+/// What to write for an item of a `sync` replay.
+fn sync_item(order: &mut DeliveryOrder, session: &ActorRef<SessionMsg>, item: SyncItem) -> Frames {
+    match item {
         SyncItem::Message(m) => match order.replayed(&m.room_id, m.seq) {
-            Verdict::Write => put(sink, &m.json).await,
-            _ => true,
+            Verdict::Write => Frames::One(m.json.clone()),
+            _ => Frames::None,
         },
         SyncItem::RoomDone(end) => {
             let released = order.end_sync(&end.room_id, end.seq);
@@ -469,15 +526,24 @@ async fn sync_item(
                     after,
                 });
             }
-            put_all(sink, released.frames).await
+            Frames::Many(released.frames)
         }
-        SyncItem::RoomReleased(room_id) => {
-            let now = order.release(&room_id);
-            put_all(sink, now).await
-        }
-        SyncItem::Done(json) => put(sink, &json).await,
-    };
-    flow(ok)
+        SyncItem::RoomReleased(room_id) => Frames::Many(order.release(&room_id)),
+        SyncItem::Done(json) => Frames::One(json),
+    }
+}
+
+/// What to write for the next item, from either queue.
+fn next_item(
+    shown: &mut Shown,
+    session: &ActorRef<SessionMsg>,
+    next: Next,
+    hold_max: usize,
+) -> Result<Frames, Overflow> {
+    match next {
+        Next::Live(item) => live_item(shown, session, item, hold_max),
+        Next::Sync(item) => Ok(sync_item(&mut shown.order, session, item)),
+    }
 }
 
 /// Writes the frames already queued (at most a few hundred) without waiting for more.
@@ -488,101 +554,149 @@ async fn flush_queued(
     session: &ActorRef<SessionMsg>,
 ) {
     for _ in 0..256 {
-        let flow = match rx.try_next() {
-            Some(Next::Live(item)) => live_item(sink, shown, session, item, usize::MAX).await,
-            Some(Next::Sync(item)) => sync_item(sink, &mut shown.order, session, item).await,
-            None => break,
+        let Some(next) = rx.try_next() else { break };
+        let Ok(frames) = next_item(shown, session, next, usize::MAX) else {
+            break;
         };
-        if !matches!(flow, Flow::Go) {
+        if !write(sink, frames).await {
             break;
         }
     }
     flush(sink).await;
 }
 
+/// Closes the socket with `code`, first writing what is already queued
+/// (e.g. the errors that led to a 1008), except to a slow client (1013),
+/// which gets nothing more.
+async fn close_after_queued(
+    sink: &mut Sink,
+    rx: &mut OutboundRx,
+    shown: &mut Shown,
+    session: &ActorRef<SessionMsg>,
+    code: u16,
+) {
+    if code != CLOSE_TRY_AGAIN {
+        let drain = flush_queued(sink, rx, shown, session);
+        let _ = tokio::time::timeout(FLUSH_BEFORE_CLOSE, drain).await;
+    }
+    close(sink, code).await;
+}
+
+/// When the writer next has something to do by itself: the end of the
+/// wait for a first `sync`, or of a typing indicator nobody ended.
+fn next_timer(shown: &Shown, gate_deadline: tokio::time::Instant) -> Option<tokio::time::Instant> {
+    let typing_end = shown
+        .typing
+        .next_deadline()
+        .map(tokio::time::Instant::from_std);
+    let gate = shown.order.is_gated().then_some(gate_deadline);
+    match (gate, typing_end) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The frames due when the writer's timer fires: live messages held for a
+/// first `sync` that did not come, and the end of typing indicators whose
+/// room never ended them (it moved to another node meanwhile).
+fn timer_frames(shown: &mut Shown, gate_deadline: tokio::time::Instant) -> Frames {
+    let mut frames = Vec::new();
+    if shown.order.is_gated() && tokio::time::Instant::now() >= gate_deadline {
+        frames = shown.order.open_gate();
+    }
+    frames.extend(
+        shown
+            .typing
+            .expired(Instant::now())
+            .into_iter()
+            .map(|(room_id, user_id)| TypingNotice::new(room_id, user_id, false).json),
+    );
+    Frames::Many(frames)
+}
+
 /// Drains the session's queues into the socket, in order, batching writes.
-async fn write_loop(
+///
+/// Not an `async fn`, which would keep a second copy of its arguments in
+/// its future: the writer's future is part of every idle connection's
+/// memory, so it holds no more than one write in progress, and the rare
+/// close is boxed.
+#[allow(clippy::manual_async_fn)] // on purpose, see above
+fn write_loop(
     mut sink: Sink,
     mut rx: OutboundRx,
     hold_max: usize,
     typing_ttl: Duration,
     session: ActorRef<SessionMsg>,
-) {
-    let mut shown = Shown {
-        order: DeliveryOrder::gated(),
-        typing: TypingWatch::new(typing_ttl),
-    };
-    let gate_deadline = tokio::time::Instant::now() + FIRST_SYNC_GRACE;
-    let close_signal = rx.close.clone();
-    // One close waiter for the whole connection, registered once (creating
-    // it per frame cost two lock round trips on every write).
-    let close_wait = close_signal.wait();
-    tokio::pin!(close_wait);
-    loop {
-        let typing_end = shown
-            .typing
-            .next_deadline()
-            .map(tokio::time::Instant::from_std);
-        let mut next = tokio::select! {
-            biased;
-            code = &mut close_wait => {
-                if code != CLOSE_TRY_AGAIN {
-                    // Say what is already queued (e.g. the errors that led to a
-                    // 1008) before closing; a slow client (1013) gets nothing more.
-                    let drain = flush_queued(&mut sink, &mut rx, &mut shown, &session);
-                    let _ = tokio::time::timeout(FLUSH_BEFORE_CLOSE, drain).await;
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let mut shown = Shown {
+            order: DeliveryOrder::gated(),
+            typing: TypingWatch::new(typing_ttl),
+        };
+        let gate_deadline = tokio::time::Instant::now() + FIRST_SYNC_GRACE;
+        let close_signal = rx.close.clone();
+        // One close waiter for the whole connection, registered once (creating
+        // it per frame cost two lock round trips on every write).
+        let close_wait = close_signal.wait();
+        tokio::pin!(close_wait);
+        let code = 'writing: loop {
+            let timer = next_timer(&shown, gate_deadline);
+            let step = tokio::select! {
+                biased;
+                code = &mut close_wait => Step::Close(code),
+                item = rx.next() => match item {
+                    Some(next) => Step::after(next_item(&mut shown, &session, next, hold_max)),
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(timer.unwrap_or(gate_deadline)), if timer.is_some() => {
+                    Step::Write(timer_frames(&mut shown, gate_deadline))
                 }
-                close(&mut sink, code).await;
+            };
+            let mut ok = match step {
+                Step::Write(frames) => write(&mut sink, frames).await,
+                Step::Close(code) => break code,
+            };
+            // Write whatever else is ready too, then flush once.
+            for _ in 0..WRITE_BATCH {
+                if !ok {
+                    break;
+                }
+                let Some(item) = rx.try_next_live() else {
+                    break;
+                };
+                ok = match Step::after(live_item(&mut shown, &session, item, hold_max)) {
+                    Step::Write(frames) => write(&mut sink, frames).await,
+                    Step::Close(code) => break 'writing code,
+                };
+            }
+            if !ok || !flush(&mut sink).await {
                 return;
-            }
-            item = rx.next() => match item {
-                Some(Next::Live(item)) => {
-                    live_item(&mut sink, &mut shown, &session, item, hold_max).await
-                }
-                Some(Next::Sync(item)) => {
-                    sync_item(&mut sink, &mut shown.order, &session, item).await
-                }
-                None => Flow::Stop,
-            },
-            _ = tokio::time::sleep_until(gate_deadline), if shown.order.is_gated() => {
-                let now = shown.order.open_gate();
-                flow(put_all(&mut sink, now).await)
-            }
-            _ = tokio::time::sleep_until(typing_end.unwrap_or(gate_deadline)), if typing_end.is_some() => {
-                // Indicators whose room never ended them (it moved to
-                // another node meanwhile): end them here.
-                let frames = shown
-                    .typing
-                    .expired(Instant::now())
-                    .into_iter()
-                    .map(|(room_id, user_id)| TypingNotice::new(room_id, user_id, false).json)
-                    .collect();
-                flow(put_all(&mut sink, frames).await)
             }
         };
-        // Write whatever else is ready too, then flush once.
-        for _ in 0..WRITE_BATCH {
-            if !matches!(next, Flow::Go) {
-                break;
-            }
-            match rx.try_next_live() {
-                Some(item) => {
-                    next = live_item(&mut sink, &mut shown, &session, item, hold_max).await
-                }
-                None => break,
-            }
-        }
-        match next {
-            Flow::Go => {
-                if !flush(&mut sink).await {
-                    return;
-                }
-            }
-            Flow::Stop => return,
-            Flow::Overflow => {
-                close(&mut sink, CLOSE_TRY_AGAIN).await;
-                return;
-            }
+        // Boxed: it happens once, and kept inline its futures would be part
+        // of the writer's memory for the connection's whole life.
+        Box::pin(close_after_queued(
+            &mut sink, &mut rx, &mut shown, &session, code,
+        ))
+        .await;
+    }
+}
+
+/// What the writer does next.
+enum Step {
+    /// Write these frames.
+    Write(Frames),
+    /// Close the socket with this code.
+    Close(u16),
+}
+
+impl Step {
+    /// Writes what an item asks for, or closes with 1013 when too much is
+    /// held back.
+    fn after(item: Result<Frames, Overflow>) -> Self {
+        match item {
+            Ok(frames) => Step::Write(frames),
+            Err(Overflow) => Step::Close(CLOSE_TRY_AGAIN),
         }
     }
 }
