@@ -719,6 +719,200 @@ async fn two_users_chat_in_real_browsers() {
     step(start, "done");
 }
 
+/// Records every toast the page shows (they vanish after a few seconds) in
+/// `window.__toasts` as `[kind, text]`.
+const RECORD_TOASTS: &str = "window.__toasts = []; \
+     new MutationObserver((ms) => ms.forEach((m) => m.addedNodes.forEach((n) => \
+     __toasts.push([n.classList.contains('error') ? 'error' : 'info', n.textContent])))) \
+     .observe(document.querySelector('#toasts'), { childList: true })";
+
+/// Counts the page's `GET /api/v1/rooms` answers in `window.__roomLoads`, each
+/// once the page has done with it (a task after the answer's JSON is read);
+/// installed once, returns the count so far.
+const COUNT_ROOM_LOADS: &str = "if (window.__roomLoads === undefined) { \
+     window.__roomLoads = 0; const f = window.fetch; \
+     window.fetch = async (...a) => { const r = await f(...a); \
+     const url = String(a[0]?.url ?? a[0]); const m = a[1]?.method ?? 'GET'; \
+     if (m === 'GET' && url.endsWith('/api/v1/rooms')) { const j = r.json.bind(r); \
+     r.json = async () => { const v = await j(); \
+     setTimeout(() => { window.__roomLoads += 1; }, 0); return v; }; } \
+     return r; }; } \
+     return window.__roomLoads";
+
+/// The room ids of the room list, top to bottom.
+const ROOM_ORDER: &str = "return [...document.querySelectorAll('#room-list li.room-item')]\
+     .map((li) => li.dataset.roomId)";
+
+/// What a user with many rooms meets: every room's delivered mark is raised
+/// after login under the node's default frame rate limit, with no error;
+/// the room list stays in order of activity when a room event reloads it;
+/// being removed from a room while typing in it is told plainly, not as an
+/// error; a message of 2,500 emoji (4,000 characters allowed) is sent whole;
+/// and a mangled room link still connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_with_many_rooms_in_a_real_browser() {
+    const ROOMS: usize = 120;
+    let start = Instant::now();
+    let dir = data_dir();
+    // The WebSocket frame limit stays at its default (50/s, bursts of 100).
+    let mut flags = NODE_FLAGS.to_vec();
+    flags.extend(["--api-rate-per-user", "0"]);
+    let node = Node::start_with(dir.path(), &flags).await;
+    let driver = Driver::start().await;
+    let browser = driver.open("bob", 1280, 900);
+
+    step(start, "many rooms, one new message in each");
+    let bob_name = unique("bob");
+    let r = call(
+        &node,
+        "POST",
+        "/api/v1/auth/register",
+        None,
+        Some(json!({"username": bob_name, "password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let bob = login(&node, &bob_name, PASSWORD).await;
+    let alice = user(&node, "alice").await;
+    let mut rooms = Vec::new();
+    for i in 0..ROOMS {
+        rooms.push(room_id(
+            &group(&node, &alice, &format!("room {i}"), &[&bob]).await,
+        ));
+    }
+    let mut ws = Client::connect(&node, &alice.token).await;
+    for room in &rooms {
+        say(&mut ws, room, "news").await;
+        tokio::time::sleep(Duration::from_millis(25)).await; // inside alice's own frame limit
+    }
+
+    step(start, "bob logs in: every room delivered, no error");
+    let bob_browser = browser.await;
+    bob_browser.goto(&node.base).await;
+    bob_browser.wait_visible("#auth-view").await;
+    bob_browser.js(RECORD_TOASTS, &[]).await;
+    bob_browser.login(&bob_name, PASSWORD).await;
+    bob_browser.wait_signed_in(&bob_name).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = call(&node, "GET", "/api/v1/rooms", Some(&bob.token), None).await;
+        let behind: Vec<String> = r.body["rooms"]
+            .as_array()
+            .expect("rooms")
+            .iter()
+            .filter(|r| r["delivered_seq"] != r["last_seq"])
+            .map(|r| r["room_id"].to_string())
+            .collect();
+        if behind.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {ROOMS} rooms never marked delivered; toasts: {}",
+            behind.len(),
+            bob_browser.js("return __toasts", &[]).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(bob_browser.js("return __toasts", &[]).await, json!([]));
+
+    step(start, "the list keeps its order of activity");
+    let order = bob_browser
+        .wait_for("all rooms listed", ROOM_ORDER, &[], |v| {
+            v.as_array().is_some_and(|a| a.len() == ROOMS)
+        })
+        .await;
+    let last = order[ROOMS - 1].as_str().expect("room id").to_string();
+    say(&mut ws, &last, "this one is busy").await;
+    bob_browser
+        .wait_for("the busy room on top", ROOM_ORDER, &[], |v| {
+            v[0] == json!(last)
+        })
+        .await;
+    // A new room reloads the list from the server (which orders by creation).
+    let loads = bob_browser.js(COUNT_ROOM_LOADS, &[]).await;
+    let fresh = room_id(&group(&node, &alice, "fresh", &[&bob]).await);
+    bob_browser
+        .wait_for("the list reloaded", "return __roomLoads", &[], |v| {
+            v.as_u64() > loads.as_u64()
+        })
+        .await;
+    bob_browser
+        .wait_for(
+            "the new room on top, the busy one next",
+            ROOM_ORDER,
+            &[],
+            |v| v[0] == json!(fresh) && v[1] == json!(last),
+        )
+        .await;
+    let last_name = bob_browser
+        .js(
+            "return document.querySelector(`#room-list li.room-item[data-room-id=\"${arguments[0]}\"] .room-name`).textContent",
+            &[json!(last)],
+        )
+        .await;
+
+    step(start, "removed while typing");
+    bob_browser.open_room(&last).await;
+    bob_browser.type_into("#composer", "half a thought").await;
+    let r = call(
+        &node,
+        "DELETE",
+        &format!("/api/v1/rooms/{last}/members/{}", bob.user_id),
+        Some(&alice.token),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    bob_browser
+        .wait_js(
+            "a notice of the removal",
+            "return __toasts.find(([k, t]) => k === 'info' && t.includes(arguments[0]))",
+            &[last_name],
+        )
+        .await;
+    bob_browser
+        .wait_for("the room gone from the list", ROOM_ORDER, &[], |v| {
+            v.as_array().is_some_and(|a| !a.contains(&json!(last)))
+        })
+        .await;
+    // Anything the client sent about the room it left would come back as an error.
+    ws.send_message(&fresh, &unique("m"), "after").await;
+    bob_browser.open_room(&fresh).await;
+    bob_browser.wait_bodies(&["after"]).await;
+    let errors = bob_browser
+        .js("return __toasts.filter(([k]) => k === 'error')", &[])
+        .await;
+    assert_eq!(errors, json!([]));
+
+    step(start, "2,500 emoji");
+    let emoji = "\u{1F600}".repeat(2500);
+    let typed = bob_browser
+        .js(
+            "const c = document.querySelector('#composer'); c.focus(); \
+             document.execCommand('insertText', false, arguments[0]); \
+             return [...c.value].length",
+            &[json!(emoji)],
+        )
+        .await;
+    assert_eq!(typed, json!(2500), "the composer cut the text");
+    bob_browser.click("#send-button").await;
+    bob_browser.wait_bodies(&["after", emoji.as_str()]).await;
+    let stored = all_messages(&node, &bob, &fresh).await;
+    assert_eq!(stored.last().map(|m| m["body"].clone()), Some(json!(emoji)));
+
+    step(start, "a mangled room link");
+    // Opened afresh (a reload), not just a hash change of the open page.
+    bob_browser
+        .goto(&format!("{}/#room/%E0%A4%A", node.base))
+        .await;
+    bob_browser.wd.refresh().await.expect("reload");
+    bob_browser.wait_signed_in(&bob_name).await;
+    bob_browser.assert_no_alert().await;
+    bob_browser.close().await;
+    step(start, "done");
+}
+
 /// Sends a message over a WebSocket client and waits for its ack.
 async fn say(ws: &mut Client, room: &str, body: &str) {
     let ack = ws.send_message(room, &unique("shot"), body).await;

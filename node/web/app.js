@@ -53,8 +53,10 @@ function roomName(room) {
   return otherMember(room)?.username ?? room.name;
 }
 
+const myRole = (room) => room.members.find((m) => m.user_id === me())?.role;
+
 function canManage(room) {
-  const role = room.members.find((m) => m.user_id === me())?.role;
+  const role = myRole(room);
   return room.kind === 'group' && (role === 'owner' || role === 'admin');
 }
 
@@ -91,7 +93,17 @@ function mergeRoom(r) {
   return room;
 }
 
+/** A room we were in is gone (we were removed, or left on another device): say so. */
+function lostRoom(id) {
+  const room = state.rooms.get(id);
+  if (!room) return;
+  dropRoom(id);
+  toast(`You are no longer a member of “${roomName(room)}”.`, 'info');
+}
+
 function dropRoom(id) {
+  // Typing there ends with the membership: nothing to tell the server.
+  if (typingRoom === id) typingRoom = null;
   state.rooms.delete(id);
   state.order = state.order.filter((x) => x !== id);
   for (const k of ['msgs', 'receipts', 'syncPoint', 'drafts']) state[k].delete(id);
@@ -109,9 +121,17 @@ async function loadRooms() {
   const { rooms } = await Api.rooms();
   if (st !== state) return; // logged out meanwhile
   const ids = new Set(rooms.map((r) => r.room_id));
-  for (const id of [...state.rooms.keys()]) if (!ids.has(id)) dropRoom(id);
+  for (const id of [...state.rooms.keys()]) if (!ids.has(id)) lostRoom(id);
+  // The list stays in order of activity: rooms new to us first (in the
+  // server's order, newest first), then those with messages we have not
+  // seen yet, then the rest as they were.
+  const known = state.order.filter((id) => ids.has(id));
+  const moved = new Set(rooms
+    .filter((r) => state.rooms.has(r.room_id) && r.last_seq > state.rooms.get(r.room_id).last_seq)
+    .map((r) => r.room_id));
   for (const r of rooms) mergeRoom(r);
-  state.order = rooms.map((r) => r.room_id); // server order: newest first
+  const fresh = rooms.map((r) => r.room_id).filter((id) => !known.includes(id));
+  state.order = [...fresh, ...known.filter((id) => moved.has(id)), ...known.filter((id) => !moved.has(id))];
   if (!state.current) applyRoute(); // the URL may name a room we did not know yet
   scheduleRender();
 }
@@ -336,9 +356,21 @@ function statusOf(m, marks) {
   return 'sent';
 }
 
-// Watermarks to send, coalesced per room and flushed shortly after.
+// Watermarks to send, coalesced per room and flushed shortly after, a few
+// at a time: a user with many rooms gets one `delivered` per room after
+// every `synced`, which at once would run into the server's frame rate
+// limit (50/s, bursts of 100 by default).
 const marks = { delivered: new Map(), read: new Map() };
 let markTimer = null;
+const MARK_DELAY_MS = 150;
+const MARKS_PER_FLUSH = 20;
+const MARK_PACE_MS = 500;
+const MARK_RETRY_MS = 1000;
+// Marks sent lately, by `ref`, to send again if the server refuses them for
+// a passing reason (a rate limit); successes are not answered, so only the
+// latest few are kept.
+const sentMarks = new Map();
+const SENT_MARKS_KEPT = 256;
 
 function queueMark(kind, roomId, seq) {
   const room = state.rooms.get(roomId);
@@ -348,17 +380,39 @@ function queueMark(kind, roomId, seq) {
     room[key] = seq;
     if (kind === 'read') room.delivered_seq = Math.max(room.delivered_seq, seq);
   }
+  requeueMark(kind, roomId, seq, MARK_DELAY_MS);
+}
+
+function requeueMark(kind, roomId, seq, delayMs) {
   marks[kind].set(roomId, Math.max(marks[kind].get(roomId) ?? 0, seq));
-  if (!markTimer) markTimer = setTimeout(flushMarks, 150);
+  if (!markTimer) markTimer = setTimeout(flushMarks, delayMs);
 }
 
 function flushMarks() {
+  clearTimeout(markTimer);
   markTimer = null;
   if (!socket?.ready) return; // kept until the next `hello`
-  for (const kind of ['delivered', 'read']) {
-    for (const [room_id, seq] of marks[kind]) socket.send({ type: kind, room_id, seq });
-    marks[kind].clear();
+  let budget = MARKS_PER_FLUSH;
+  for (const kind of ['read', 'delivered']) {
+    for (const [room_id, seq] of marks[kind]) {
+      if (budget === 0) break;
+      const ref = socket.nextRef('mark');
+      if (!socket.send({ type: kind, ref, room_id, seq })) return; // kept until the next `hello`
+      budget -= 1;
+      marks[kind].delete(room_id);
+      sentMarks.set(ref, { kind, room_id, seq });
+      if (sentMarks.size > SENT_MARKS_KEPT) sentMarks.delete(sentMarks.keys().next().value);
+    }
   }
+  if (marks.read.size || marks.delivered.size) markTimer = setTimeout(flushMarks, MARK_PACE_MS);
+}
+
+/** A refused mark: sent again later if the reason passes, else dropped (e.g. we left the room). */
+function onMarkError(ev) {
+  const mark = sentMarks.get(ev.ref);
+  sentMarks.delete(ev.ref);
+  if (!mark || !RETRYABLE.has(ev.code) || !state.rooms.has(mark.room_id)) return;
+  requeueMark(mark.kind, mark.room_id, mark.seq, MARK_RETRY_MS);
 }
 
 /** Marks the open room read while the page is visible. */
@@ -706,7 +760,8 @@ function renderMembers(room, manage) {
       self ? el('span', { class: 'presence-dot online', title: 'online' }) : dot(m.user_id),
       el('span', { class: 'member-name' }, self ? `${m.username} (you)` : m.username),
       el('span', { class: `role role-${m.role}` }, m.role));
-    if (manage && !self && m.role !== 'owner') {
+    // The owner removes anyone; an admin, plain members only.
+    if (manage && !self && m.role !== 'owner' && (myRole(room) === 'owner' || m.role === 'member')) {
       li.append(el('button', { type: 'button', class: 'ghost small remove-member', 'data-user-id': m.user_id,
         'aria-label': `Remove ${m.username}` }, 'Remove'));
     }
@@ -726,7 +781,12 @@ function navigate(roomId) {
 
 function applyRoute() {
   const m = /^#room\/(.+)$/.exec(location.hash);
-  const id = m ? decodeURIComponent(m[1]) : null;
+  let id = null;
+  try {
+    id = m ? decodeURIComponent(m[1]) : null;
+  } catch {
+    // A mangled link names no room: show the list.
+  }
   openRoom(id && state.rooms.has(id) ? id : null);
 }
 
@@ -808,7 +868,7 @@ function onRoomEvent(ev) {
   const r = ev.room;
   if (!r?.room_id) return;
   if (r.members?.some((m) => m.user_id === me())) mergeRoom(r);
-  else dropRoom(r.room_id); // we left or were removed
+  else lostRoom(r.room_id); // we were removed, or left (here that dropped it already)
   scheduleRoomsReload(); // refresh counters
   scheduleRender();
 }
@@ -817,6 +877,11 @@ function onWsError(ev) {
   // A refused `auth` renewal is not the user's business: the server closes
   // with 4001 when the old token runs out and we reconnect with a fresh one.
   if (ev.ref?.startsWith('auth-')) return;
+  // Nor is a refused receipt mark: it is sent again, or no longer matters.
+  if (ev.ref?.startsWith('mark-')) {
+    onMarkError(ev);
+    return;
+  }
   toast(`${ev.code}: ${ev.message}`);
   const p = ev.ref && [...state.pending.values()].find((x) => x.ref === ev.ref);
   if (!p) return;
@@ -1071,7 +1136,12 @@ function wire() {
   });
   $('#leave-button').addEventListener('click', async () => {
     const roomId = state.current;
-    if (!roomId) return;
+    const room = state.rooms.get(roomId);
+    if (!room) return;
+    const owner = myRole(room) === 'owner' && room.members.length > 1;
+    const question = `Leave “${roomName(room)}”?` +
+      (owner ? ' You own it: ownership passes to another member.' : '');
+    if (!confirm(question)) return;
     try {
       await Api.removeMember(roomId, me());
       dropRoom(roomId);

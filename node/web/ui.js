@@ -30,7 +30,8 @@ export function setText(node, text) {
 export function toast(text, kind = 'error', ms = 6000) {
   const box = $('#toasts');
   if (!box) return;
-  const t = el('div', { class: `toast ${kind}`, role: kind === 'error' ? 'alert' : 'status' }, text);
+  const t = el('div', { class: `toast ${kind}`, role: kind === 'error' ? 'alert' : 'status', title: 'Click to dismiss' }, text);
+  t.addEventListener('click', () => t.remove());
   box.append(t);
   while (box.children.length > 4) box.firstElementChild.remove();
   setTimeout(() => t.remove(), ms);
