@@ -15,6 +15,9 @@ use crate::report::{Report, Verdict};
 use crate::runner;
 use crate::sysinfo::{self, MachineInfo};
 
+/// Most runs of each benchmark `--repeat` may ask for.
+const MAX_REPEAT: usize = 100;
+
 /// Why the benchmark set could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -594,10 +597,10 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<Verdict, BenchError> 
         return Err(BenchError::NoNodeBinary(node_bin.display().to_string()));
     }
     let picked = selected(b, machine.fd_limit.0)?;
-    if b.repeat == 0 {
+    if !(1..=MAX_REPEAT).contains(&b.repeat) {
         return Err(BenchError::Args {
             case: "bench".into(),
-            reason: "--repeat must be at least 1".into(),
+            reason: format!("--repeat must be from 1 to {MAX_REPEAT}"),
         });
     }
     // Read now: a missing file is found before any node starts.

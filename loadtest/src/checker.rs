@@ -199,6 +199,11 @@ pub struct CheckInput {
     pub acks: Vec<AckRecord>,
     /// History per room, when it was read (`None`: not read, history checks skipped).
     pub history: Vec<Option<Vec<HistoryEntry>>>,
+    /// Per room, the head sessions were told to catch up to, when it is
+    /// below the history's head: history read a second time, after sends
+    /// that were unanswered at the first read were committed (empty: the
+    /// history's heads).
+    pub targets: Vec<u64>,
     /// Every session.
     pub sessions: Vec<SessionStreams>,
 }
@@ -298,6 +303,8 @@ struct RoomTruth<'a> {
     history: Option<BTreeMap<u64, &'a HistoryEntry>>,
     /// Highest seq known to be committed.
     head: u64,
+    /// Seq up to which a session that caught up must hold every message.
+    target: u64,
 }
 
 impl RoomTruth<'_> {
@@ -442,10 +449,12 @@ fn check_room<'a>(
             }
         }
     }
+    let target = input.targets.get(index).map_or(head, |&t| t.min(head));
     RoomTruth {
         acked,
         history,
         head,
+        target,
     }
 }
 
@@ -496,7 +505,7 @@ fn check_stream(
         ));
     }
     let upto = if session.complete {
-        truth.head
+        truth.target
     } else {
         stream.max_seen.min(truth.head)
     };
@@ -546,7 +555,10 @@ fn check_stream(
             flush(false, (n, hi), violations);
         }
     }
-    if stream.anomalies.is_empty() && missing.is_empty() && stream.max_seen <= truth.head {
+    // Content, over an unbroken stream (a session that caught up to a
+    // target below the head may have part of what came after).
+    let unbroken = missing.is_empty() && stream.missing(stream.max_seen).is_empty();
+    if stream.anomalies.is_empty() && unbroken && stream.max_seen <= truth.head {
         if let Some(fp) = truth.fingerprint(stream.base, stream.max_seen) {
             if fp != stream.fingerprint {
                 violations.push(v(
@@ -604,6 +616,7 @@ mod tests {
             rooms: vec!["room".into()],
             acks,
             history: vec![Some(history)],
+            targets: Vec::new(),
             sessions,
         }
     }
@@ -725,6 +738,57 @@ mod tests {
             rooms: vec![(0, s)],
         });
         assert_eq!(kinds(&check(&inp)), vec![ViolationKind::Phantom]);
+    }
+
+    /// History read again after late acks: a session that caught up to the
+    /// first read's head owes nothing after it, but still everything before.
+    #[test]
+    fn holds_caught_up_sessions_to_their_target() {
+        let mut inp = input(
+            5,
+            &[(&[1, 2, 3], true), (&[1, 2, 3, 4], true), (&[1, 2], true)],
+        );
+        assert_eq!(
+            kinds(&check(&inp)),
+            vec![
+                ViolationKind::Lost,
+                ViolationKind::Lost,
+                ViolationKind::Lost
+            ],
+            "without a target every session owes up to the head"
+        );
+        inp.targets = vec![3];
+        let out = check(&inp);
+        let parts: Vec<_> = out
+            .violations
+            .iter()
+            .map(|v| (v.kind, v.session.clone(), v.seqs))
+            .collect();
+        assert_eq!(
+            parts,
+            vec![(ViolationKind::Lost, Some("s2".to_string()), (3, 3))]
+        );
+        // Past the history's head is still a phantom, and wrong content is still caught.
+        let mut inp = input(5, &[(&[1, 2, 3, 4, 5, 6], true)]);
+        inp.targets = vec![3];
+        assert_eq!(kinds(&check(&inp)), vec![ViolationKind::Phantom]);
+        let mut inp = input(5, &[]);
+        inp.targets = vec![3];
+        let mut s = DeliveryStream::new(0);
+        for seq in 1..=4 {
+            let id = if seq == 4 {
+                "forged".to_string()
+            } else {
+                mid(seq)
+            };
+            s.record(seq, &id);
+        }
+        inp.sessions.push(SessionStreams {
+            label: "x".into(),
+            complete: true,
+            rooms: vec![(0, s)],
+        });
+        assert_eq!(kinds(&check(&inp)), vec![ViolationKind::ContentMismatch]);
     }
 
     #[test]

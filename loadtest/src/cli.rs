@@ -68,6 +68,17 @@ pub const MAX_SECS: f64 = 1e6;
 /// The most sessions (or room members in all) one run may ask for.
 pub const MAX_SESSIONS: usize = 1_000_000;
 
+/// Slowest sending rate, messages per second per sender (one per 1,000 s).
+const MIN_RATE: f64 = 0.001;
+
+/// Fastest sending rate, messages per second per sender: beyond it the
+/// send period is below the harness's timer resolution.
+const MAX_RATE: f64 = 10_000.0;
+
+/// Largest message body: its `send` frame stays within the contract's
+/// 64 KiB frame limit.
+const MAX_BODY_BYTES: usize = 64 * 1024 - 1024;
+
 impl RunArgs {
     /// Checks the options before anything starts, so that a run never
     /// does less than it was asked without saying so: every time a finite
@@ -95,8 +106,18 @@ impl RunArgs {
         if self.connect_timeout == 0.0 {
             return Err("--connect-timeout must be above 0 s".into());
         }
-        if !(self.rate.is_finite() && self.rate >= 0.0) {
-            return Err("--rate must be a number >= 0".into());
+        if !(self.rate.is_finite()
+            && (self.rate == 0.0 || (MIN_RATE..=MAX_RATE).contains(&self.rate)))
+        {
+            return Err(format!(
+                "--rate must be 0 or from {MIN_RATE} to {MAX_RATE} messages per second per sender (got {})",
+                self.rate
+            ));
+        }
+        if self.body_bytes > MAX_BODY_BYTES {
+            return Err(format!(
+                "--body-bytes must be at most {MAX_BODY_BYTES}: a larger send frame passes the node's 64 KiB frame limit, which closes the connection (1009)"
+            ));
         }
         if !(0.0..=1.0).contains(&self.reconnect_fraction) {
             return Err(format!(
@@ -194,6 +215,12 @@ impl RunArgs {
             return Err(format!(
                 "--kill-at + --restart-after ({} s) must fall within the run (--warmup + --duration = {run} s): the node would stay dead",
                 self.kill_at + self.restart_after
+            ));
+        }
+        if self.pause_for > 0.0 && self.kill_at + self.pause_for >= run {
+            return Err(format!(
+                "--kill-at + --pause-for ({} s) must fall within the run (--warmup + --duration = {run} s): the pause would be cut short",
+                self.kill_at + self.pause_for
             ));
         }
         if self.pause_for > 0.0 && self.restart_cmd.is_some() {

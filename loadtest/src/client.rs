@@ -281,6 +281,7 @@ impl Session {
             metrics.record_connect(self.spec.index, t0.elapsed());
             metrics.connected.fetch_add(1, Ordering::Relaxed);
             if !ever {
+                metrics.initial_ok.fetch_add(1, Ordering::Relaxed);
                 metrics.initial_done.fetch_add(1, Ordering::Relaxed);
             } else {
                 self.reconnects += 1;

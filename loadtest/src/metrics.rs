@@ -103,6 +103,8 @@ pub struct Metrics {
     pub connect_failures: AtomicU64,
     /// Sessions whose first connection succeeded or was given up.
     pub initial_done: AtomicU64,
+    /// Sessions whose first connection succeeded.
+    pub initial_ok: AtomicU64,
     /// Sessions that saw the end of the run phase (they send nothing new after).
     pub quiesced: AtomicU64,
     /// Reconnects after a lost or closed connection.
@@ -137,6 +139,7 @@ impl Metrics {
             send_failures: AtomicU64::new(0),
             pending: AtomicI64::new(0),
             connected: AtomicU64::new(0),
+            initial_ok: AtomicU64::new(0),
             connects: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
             initial_done: AtomicU64::new(0),

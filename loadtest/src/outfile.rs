@@ -22,8 +22,17 @@ pub fn check_writable(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `PREFIX-suffix` in PREFIX's directory: the plots' file names.
+/// `PREFIX-suffix` in PREFIX's directory: the plots' file names; a PREFIX
+/// that names a directory (an existing one, or ending in `/`) gets
+/// `PREFIX/suffix` instead of a file beside the directory.
 pub fn beside(prefix: &Path, suffix: &str) -> PathBuf {
+    let dir_like = prefix
+        .as_os_str()
+        .to_string_lossy()
+        .ends_with(std::path::MAIN_SEPARATOR);
+    if dir_like || prefix.is_dir() {
+        return prefix.join(suffix);
+    }
     let stem = prefix
         .file_name()
         .map(|f| f.to_string_lossy())
@@ -57,5 +66,12 @@ mod tests {
             beside(Path::new("out/run1"), "cdf.svg"),
             PathBuf::from("out/run1-cdf.svg")
         );
+        // A directory holds the plots rather than lending them its name.
+        assert_eq!(
+            beside(Path::new("out/"), "cdf.svg"),
+            PathBuf::from("out/cdf.svg")
+        );
+        let dir = std::env::temp_dir();
+        assert_eq!(beside(&dir, "cdf.svg"), dir.join("cdf.svg"));
     }
 }

@@ -208,9 +208,12 @@ fn groups(shape: &Shape, mixed: bool) -> Plan {
         if mixed {
             s.typing = !s.send_rooms.is_empty();
             s.read_receipts = true;
-            // Every k-th session drops once, spread over 10%..80% of the run.
-            let every = (1.0 / shape.reconnect_fraction.clamp(1e-6, 1.0)).round() as usize;
-            if shape.reconnect_fraction > 0.0 && u % every.max(1) == every.max(1) / 2 {
+            // The asked share of sessions drops once (as evenly spread over
+            // the sessions as whole numbers allow), each at its own moment
+            // within 10%..80% of the run.
+            let f = shape.reconnect_fraction.clamp(0.0, 1.0);
+            let share = |k: usize| (k as f64 * f + 0.5).floor() as usize;
+            if share(u + 1) > share(u) {
                 let at = 0.1 + 0.7 * ((drops as f64 * 0.618_034) % 1.0);
                 s.drop_after = Some(shape.run_length.mul_f64(at));
                 drops += 1;
@@ -281,6 +284,27 @@ mod tests {
             for r in &s.rooms {
                 assert!(p.rooms[*r].members.contains(&s.user));
             }
+        }
+    }
+
+    /// The share of sessions that drop is the one asked for (it was rounded
+    /// to one in every k: 0.6 of 100 dropped 50, 0.9 dropped all 100).
+    #[test]
+    fn the_asked_share_of_sessions_drops() {
+        for (members, fraction, want) in [
+            (50, 0.6, 60),
+            (50, 0.9, 90),
+            (40, 0.3, 24),
+            (50, 0.0, 0),
+            (50, 1.0, 100),
+        ] {
+            let mut sh = shape();
+            sh.rooms = 2;
+            sh.members = members;
+            sh.reconnect_fraction = fraction;
+            let p = build(Scenario::Mixed, &sh);
+            let drops = p.sessions.iter().filter(|s| s.drop_after.is_some()).count();
+            assert_eq!(drops, want, "{fraction} of {}", p.sessions.len());
         }
     }
 }

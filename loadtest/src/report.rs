@@ -115,6 +115,9 @@ pub struct ProcStats {
     /// RSS at the end of the run (before sessions closed), KiB; none when
     /// the process is gone (a chaos kill without restart).
     pub rss_end_kib: Option<u64>,
+    /// The process that took this one's place (a chaos restart): sampled
+    /// from then on, the end included.
+    pub restarted_as: Option<u32>,
 }
 
 /// Idle-session memory.
@@ -176,6 +179,8 @@ pub struct CheckerStats {
     pub deliveries_checked: u64,
     /// Rooms whose history could not be read.
     pub rooms_without_history: usize,
+    /// Sessions not checked at all: their task failed or did not finish.
+    pub unchecked_sessions: u64,
     /// The first violations (at most 200).
     pub list: Vec<Violation>,
 }
@@ -283,12 +288,8 @@ impl Report {
     /// acked, a chaos run that injected no failure or whose restart failed.
     /// Empty for a full run.
     pub fn shortfalls(&self) -> Vec<String> {
-        // Sessions only fall behind in runs that send.
-        let behind = if self.scenario.sends() {
-            self.checker.incomplete_sessions as u64
-        } else {
-            0
-        };
+        // Sessions that never connected are counted once, below.
+        let behind = (self.checker.incomplete_sessions as u64).saturating_sub(self.connect.failed);
         let counted = [
             (
                 self.checker.rooms_without_history as u64,
@@ -304,12 +305,19 @@ impl Report {
                 "session(s) ended disconnected or behind (checked as a prefix only)",
             ),
             (self.messages.unacked_at_end, "message(s) never acked"),
+            (
+                self.checker.unchecked_sessions,
+                "session(s) not checked (their task failed or did not finish)",
+            ),
         ];
         let mut out: Vec<String> = counted
             .iter()
             .filter(|(n, _)| *n > 0)
             .map(|(n, what)| format!("{n} {what}"))
             .collect();
+        if self.scenario.sends() && self.messages.sent == 0 {
+            out.push("no message was sent (a run too short for its rate?)".into());
+        }
         if let Some(ch) = &self.chaos {
             if ch.killed_pid.is_none() && ch.paused_pid.is_none() {
                 out.push("no node was killed or paused".into());
@@ -407,7 +415,10 @@ impl Report {
             let _ = writeln!(
                 s,
                 "  node {:<6} cpu {}, rss start {} KiB, max {} KiB, end {}",
-                n.pid.unwrap_or(0),
+                match n.restarted_as {
+                    Some(new) => format!("{} (restarted as {new})", n.pid.unwrap_or(0)),
+                    None => n.pid.unwrap_or(0).to_string(),
+                },
                 opt(n.cpu_percent, "%"),
                 n.rss_start_kib.unwrap_or(0),
                 n.rss_max_kib.unwrap_or(0),
@@ -526,7 +537,10 @@ mod tests {
             params: Params::default(),
             setup_s: 0.0,
             connect: ConnectStats::default(),
-            messages: MessageStats::default(),
+            messages: MessageStats {
+                sent: u64::from(scenario.sends()),
+                ..MessageStats::default()
+            },
             errors: BTreeMap::new(),
             other_events: BTreeMap::new(),
             reconnects: 0,
@@ -558,8 +572,33 @@ mod tests {
             why.starts_with("1 session(s) ended disconnected or behind"),
             "{why}"
         );
-        // Runs that send nothing have nothing to fall behind on.
-        assert_eq!(run(Scenario::Idle, 1).verdict(), Verdict::Passed);
+        // A run that sends nothing still falls short when a session ends
+        // disconnected (its node died), but a session that never connected
+        // is counted once, as such.
+        assert_eq!(run(Scenario::Idle, 0).verdict(), Verdict::Passed);
+        assert!(matches!(
+            run(Scenario::Idle, 1).verdict(),
+            Verdict::Incomplete(_)
+        ));
+        let mut never = run(Scenario::Idle, 1);
+        never.connect.failed = 1;
+        let Verdict::Incomplete(why) = never.verdict() else {
+            panic!("a session that never connected is a shortfall");
+        };
+        assert_eq!(why, "1 session(s) never connected");
+    }
+
+    #[test]
+    fn unchecked_sessions_and_runs_that_sent_nothing_are_incomplete() {
+        let mut r = run(Scenario::Fanout, 0);
+        r.checker.unchecked_sessions = 1;
+        assert!(matches!(r.verdict(), Verdict::Incomplete(_)));
+        let mut r = run(Scenario::Fanout, 0);
+        r.messages.sent = 0;
+        let Verdict::Incomplete(why) = r.verdict() else {
+            panic!("a sending run that sent nothing is a shortfall");
+        };
+        assert!(why.starts_with("no message was sent"), "{why}");
     }
 
     #[test]

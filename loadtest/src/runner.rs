@@ -248,7 +248,8 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
         (Some((_, a)), Some((_, b))) => Some(b.saturating_sub(a)),
         _ => None,
     };
-    let connected = metrics.connected.load(Ordering::Relaxed);
+    // Sessions that connected at all (some may have been closed since).
+    let connected = metrics.initial_ok.load(Ordering::Relaxed);
     if connected < n_sessions as u64 {
         notes.push(format!(
             "{} of {n_sessions} sessions did not connect",
@@ -357,7 +358,8 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
     }
 
     // Read history (the truth) and let everyone catch up to it.
-    let history = if plan.rooms.is_empty() {
+    let unanswered_at_read = metrics.pending.load(Ordering::Relaxed);
+    let mut history = if plan.rooms.is_empty() {
         Vec::new()
     } else {
         setup::read_history(&apis, &plan, &world, args.setup_concurrency).await
@@ -372,19 +374,25 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
         })
         .collect();
     let deadline_us = metrics.now_us() + drain.as_micros() as u64;
+    let heads = Arc::new(heads);
     let _ = phase_tx.send(Phase::Finish {
-        heads: Arc::new(heads),
+        heads: heads.clone(),
         deadline_us,
     });
     let mut results: Vec<SessionResult> = Vec::with_capacity(n_sessions);
+    let mut failed_tasks = 0u64;
     let bar = progress.bar("finish", n_sessions as u64);
     let hard_stop = Instant::now() + drain + Duration::from_secs(10);
     for h in handles {
         let left = hard_stop.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, h).await {
             Ok(Ok(r)) => results.push(r),
-            Ok(Err(e)) => notes.push(format!("a session task failed: {e}")),
+            Ok(Err(e)) => {
+                failed_tasks += 1;
+                notes.push(format!("a session task failed: {e}"));
+            }
             Err(_) => {
+                failed_tasks += 1;
                 let _ = phase_tx.send(Phase::Stop);
                 notes.push("a session did not finish in time".into());
             }
@@ -393,12 +401,34 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
     }
     let _ = phase_tx.send(Phase::Stop);
     bar.finish_and_clear();
+    // Sends still unanswered when history was read may have been committed
+    // since: read it again, so that their acks and deliveries are checked
+    // against what holds them, and hold the sessions to the heads they
+    // were told to catch up to.
+    let mut targets = Vec::new();
+    if unanswered_at_read > 0 && !plan.rooms.is_empty() {
+        let later = setup::read_history(&apis, &plan, &world, args.setup_concurrency).await;
+        let mut reread = 0;
+        for (room, (first, again)) in history.iter_mut().zip(later).enumerate() {
+            if again.is_some() {
+                *first = again;
+                reread += 1;
+            }
+            targets.push(heads.get(room).copied().unwrap_or(0));
+        }
+        notes.push(format!(
+            "{unanswered_at_read} send(s) were unanswered when history was read; \
+             read again after the finish ({reread} of {} rooms), sessions held to the first read's heads",
+            history.len()
+        ));
+    }
 
     // Check.
     let mut input = CheckInput {
         rooms: world.room_ids.iter().map(|r| r.to_string()).collect(),
         acks: Vec::new(),
         history,
+        targets,
         sessions: Vec::with_capacity(results.len()),
     };
     let mut ack_times = Vec::new();
@@ -464,13 +494,18 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
         .pids
         .iter()
         .enumerate()
-        .map(|(i, p)| ProcStats {
-            pid: Some(*p),
-            cpu_percent: node_cpu_pct.get(i).copied().flatten(),
-            rss_start_kib: sampler.start[i],
-            rss_max_kib: sampler.max[i],
+        .map(|(i, p)| {
             // Read now: a node that is gone (killed, not restarted) has none.
-            rss_end_kib: sysinfo::rss_kib(Some(sampler.pids[i])),
+            let end = sysinfo::rss_kib(Some(sampler.pids[i]));
+            ProcStats {
+                pid: Some(*p),
+                cpu_percent: node_cpu_pct.get(i).copied().flatten(),
+                rss_start_kib: sampler.start[i],
+                // Sampling stops before the drain; the end counts too.
+                rss_max_kib: sampler.max[i].max(end),
+                rss_end_kib: end,
+                restarted_as: (sampler.pids[i] != *p).then_some(sampler.pids[i]),
+            }
         })
         .collect();
     let idle = idle_end_rss.map(|end| {
@@ -508,6 +543,7 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
         .filter(|r| r.kind == plan::RoomKind::Group)
         .count();
     let list = outcome.violations.iter().take(200).cloned().collect();
+    let self_end = sysinfo::rss_kib(None);
     let report = Report {
         scenario,
         command,
@@ -568,8 +604,9 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
             pid: None,
             cpu_percent: client_cpu_pct,
             rss_start_kib: None,
-            rss_max_kib: sampler.self_max,
-            rss_end_kib: sysinfo::rss_kib(None),
+            rss_max_kib: sampler.self_max.max(self_end),
+            rss_end_kib: self_end,
+            restarted_as: None,
         },
         node_procs,
         idle,
@@ -582,6 +619,7 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
             acked_messages: outcome.acked_messages,
             deliveries_checked: outcome.deliveries_checked,
             rooms_without_history,
+            unchecked_sessions: failed_tasks,
             list,
         },
         timeline: snap.timeline,
