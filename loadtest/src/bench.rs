@@ -556,7 +556,19 @@ fn rel_link(out: &Path, file: &str) -> String {
 /// bench before any node starts rather than after the others ran.
 fn selected(b: &BenchArgs, fd_soft: u64) -> Result<Vec<Case>, BenchError> {
     let all = cases(b, fd_soft);
-    if let Some(name) = b.only.iter().find(|n| !all.iter().any(|c| &c.name == *n)) {
+    let mut only: Vec<String> = b
+        .only
+        .iter()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
+    // The cross-node benchmark is judged against its baseline.
+    if only.iter().any(|n| n == "cluster-cross-node")
+        && !only.iter().any(|n| n == "cross-node-baseline")
+    {
+        only.push("cross-node-baseline".into());
+    }
+    if let Some(name) = only.iter().find(|n| !all.iter().any(|c| &c.name == *n)) {
         return Err(BenchError::UnknownCase {
             name: name.clone(),
             known: all
@@ -568,7 +580,7 @@ fn selected(b: &BenchArgs, fd_soft: u64) -> Result<Vec<Case>, BenchError> {
     }
     let picked: Vec<Case> = all
         .into_iter()
-        .filter(|c| b.only.is_empty() || b.only.contains(&c.name))
+        .filter(|c| only.is_empty() || only.contains(&c.name))
         .collect();
     for case in &picked {
         case.args
@@ -601,6 +613,15 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<Verdict, BenchError> 
         return Err(BenchError::Args {
             case: "bench".into(),
             reason: format!("--repeat must be from 1 to {MAX_REPEAT}"),
+        });
+    }
+    if !(b.sync_probe.is_finite() && (0.0..=60.0).contains(&b.sync_probe)) {
+        return Err(BenchError::Args {
+            case: "bench".into(),
+            reason: format!(
+                "--sync-probe must be from 0 to 60 seconds (got {})",
+                b.sync_probe
+            ),
         });
     }
     // Read now: a missing file is found before any node starts.

@@ -125,6 +125,13 @@ impl RunArgs {
                 self.reconnect_fraction
             ));
         }
+        if let Some(pid) = self
+            .pids
+            .iter()
+            .find(|p| **p == 0 || !std::path::Path::new(&format!("/proc/{p}")).exists())
+        {
+            return Err(format!("--pids: no process {pid} to sample"));
+        }
         let members = self.rooms.saturating_mul(self.members);
         if self.sessions > MAX_SESSIONS || members > MAX_SESSIONS {
             return Err(format!(

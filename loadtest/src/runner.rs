@@ -478,7 +478,8 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
                 / s.send_rooms.len() as f64;
             s.rate * avg_members
         })
-        .sum();
+        .sum::<f64>()
+        + 0.0; // an empty sum is -0.0
     if let Some(cpu) = client_cpu_pct {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())

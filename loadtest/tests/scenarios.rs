@@ -697,6 +697,9 @@ fn nonsense_options_are_refused_before_the_run() {
         // Processes no chaos run may signal.
         ("chaos --kill-pid 0", "process group"),
         ("chaos --kill-pid 4294967294", "no process 4294967294"),
+        // Processes that cannot be sampled (the table showed 0 KiB).
+        ("idle --pids 4294967294", "--pids: no process 4294967294"),
+        ("idle --pids 0", "--pids: no process 0"),
         (own_pid.as_str(), "one of its parents"),
         // Runs that would measure nothing, or leave a node dead.
         ("fanout --duration 0", "--duration above 0"),
@@ -750,7 +753,7 @@ fn nonsense_options_are_refused_before_the_run() {
 fn bench_refuses_options_it_cannot_run() {
     let dir = scratch("bench-refused");
     let out_md = dir.join("benchmarks.md");
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
         (
             &["--only", "fanout-small-rooms,nosuch"],
             "--only nosuch: no such benchmark",
@@ -774,6 +777,14 @@ fn bench_refuses_options_it_cannot_run() {
         (
             &["--only", "fanout-big-room", "--big-rate", "1e-300"],
             "--rate must be 0 or from",
+        ),
+        (
+            &["--only", "idle, nosuch", "--sync-probe", "0"],
+            "--only nosuch: no such benchmark",
+        ),
+        (
+            &["--sync-probe", "1e9"],
+            "--sync-probe must be from 0 to 60 seconds",
         ),
         (
             &["--notes", "/nonexistent/notes.md"],
