@@ -691,6 +691,58 @@ async fn two_users_chat_in_real_browsers() {
     bob.send("Carol is in too").await;
     alice.wait_bodies(&["Carol is in too"]).await;
 
+    step(start, "rename and roles");
+    // Alice (the owner) renames the group and makes bob an admin from the
+    // panel: bob sees the new name, his role, and the admin's controls.
+    alice.fill("#rename-input", "Weekend away").await;
+    alice.click("#rename-button").await;
+    alice.wait_text("#room-title", "Weekend away").await;
+    assert_eq!(bob.wait_room_named("Weekend away").await, group);
+    bob.wait_text("#room-title", "Weekend away").await;
+    let bob_id = alice
+        .wait_js(
+            "bob in the member list",
+            "const li = [...document.querySelectorAll('#member-list .member')]\
+             .find((li) => li.querySelector('.member-name').textContent === 'bob'); \
+             return li ? li.dataset.userId : null",
+            &[],
+        )
+        .await;
+    let bob_row = format!("#member-list .member[data-user-id={bob_id}]");
+    alice
+        .wait_text(&format!("{bob_row} .set-role"), "Make admin")
+        .await;
+    alice.click(&format!("{bob_row} .set-role")).await;
+    alice.wait_text(&format!("{bob_row} .role"), "admin").await;
+    alice
+        .wait_text(&format!("{bob_row} .set-role"), "Make member")
+        .await;
+    // Next to their buttons the names stay readable (they were squeezed to nothing).
+    let squeezed = alice
+        .js(
+            "return [...document.querySelectorAll('#member-list .member-name')]\
+             .filter((e) => e.scrollWidth > e.clientWidth).map((e) => e.textContent)",
+            &[],
+        )
+        .await;
+    assert_eq!(squeezed, json!([]), "member names cut");
+    bob.click("#details-button").await;
+    bob.wait_visible("#add-member-form").await;
+    bob.wait_visible("#rename-form").await;
+    // An admin removes plain members only, and changes no roles.
+    let carol_row = format!("#member-list .member[data-user-id=\"{}\"]", carol.user_id);
+    bob.wait_visible(&format!("{carol_row} .remove-member"))
+        .await;
+    assert_eq!(
+        bob.js(
+            "return document.querySelectorAll('#member-list .set-role').length",
+            &[]
+        )
+        .await,
+        json!(0)
+    );
+    bob.click("#panel-close").await;
+
     step(start, "presence offline");
     // Bob closes his browser: alice sees him go offline, with a last-seen time.
     alice.open_room(&room).await;

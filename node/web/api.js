@@ -223,6 +223,8 @@ export const Api = {
   direct: (username) => call('POST', '/rooms/direct', { username }),
   addMember: (id, username) => call('POST', `/rooms/${enc(id)}/members`, { username }),
   removeMember: (id, userId) => call('DELETE', `/rooms/${enc(id)}/members/${enc(userId)}`),
+  rename: (id, name) => call('PATCH', `/rooms/${enc(id)}`, { name }),
+  setRole: (id, userId, role) => call('PUT', `/rooms/${enc(id)}/members/${enc(userId)}/role`, { role }),
   messages: (id, params) => call('GET', `/rooms/${enc(id)}/messages?${new URLSearchParams(params)}`),
 };
 

@@ -749,6 +749,13 @@ function renderPanel() {
     renderMembers(room, manage);
   }
   $('#add-member-form').hidden = !manage;
+  $('#rename-form').hidden = !manage;
+  // The name as it is, unless the user is editing it.
+  const rename = $('#rename-input');
+  if (document.activeElement !== rename && rename.dataset.roomId !== `${room.room_id}:${room.name}`) {
+    rename.value = room.name;
+    rename.dataset.roomId = `${room.room_id}:${room.name}`;
+  }
   $('#leave-button').hidden = room.kind !== 'group';
 }
 
@@ -760,11 +767,21 @@ function renderMembers(room, manage) {
       self ? el('span', { class: 'presence-dot online', title: 'online' }) : dot(m.user_id),
       el('span', { class: 'member-name' }, self ? `${m.username} (you)` : m.username),
       el('span', { class: `role role-${m.role}` }, m.role));
+    // Actions go on a line of their own, under the name.
+    const actions = [];
+    // Only the owner changes roles (between admin and member).
+    if (manage && !self && m.role !== 'owner' && myRole(room) === 'owner') {
+      const to = m.role === 'admin' ? 'member' : 'admin';
+      actions.push(el('button', { type: 'button', class: 'ghost small set-role', 'data-user-id': m.user_id,
+        'data-role': to, 'aria-label': `Make ${m.username} ${to === 'admin' ? 'an admin' : 'a plain member'}` },
+        to === 'admin' ? 'Make admin' : 'Make member'));
+    }
     // The owner removes anyone; an admin, plain members only.
     if (manage && !self && m.role !== 'owner' && (myRole(room) === 'owner' || m.role === 'member')) {
-      li.append(el('button', { type: 'button', class: 'ghost small remove-member', 'data-user-id': m.user_id,
+      actions.push(el('button', { type: 'button', class: 'ghost small remove-member', 'data-user-id': m.user_id,
         'aria-label': `Remove ${m.username}` }, 'Remove'));
     }
+    if (actions.length) li.append(el('div', { class: 'member-actions' }, ...actions));
     return li;
   }));
   if (focusedUser) $(`.member[data-user-id="${CSS.escape(focusedUser)}"] button`)?.focus();
@@ -1120,12 +1137,33 @@ function wire() {
       }
     });
   });
+  $('#rename-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const roomId = state.current;
+    const name = $('#rename-input').value;
+    if (!roomId || name === state.rooms.get(roomId)?.name) return;
+    setError('#panel-error', '');
+    busy(e.target, async () => {
+      try {
+        mergeRoom(await Api.rename(roomId, name));
+        $('#rename-input').blur();
+        scheduleRender();
+      } catch (err) {
+        setError('#panel-error', errorText(err));
+      }
+    });
+  });
   $('#member-list').addEventListener('click', async (e) => {
-    const btn = e.target.closest('.remove-member');
+    const btn = e.target.closest('.remove-member, .set-role');
     const roomId = state.current;
     if (!btn || !roomId) return;
     btn.disabled = true;
     try {
+      if (btn.classList.contains('set-role')) {
+        mergeRoom(await Api.setRole(roomId, btn.dataset.userId, btn.dataset.role));
+        scheduleRender();
+        return;
+      }
       await Api.removeMember(roomId, btn.dataset.userId);
       mergeRoom(await Api.room(roomId));
       scheduleRender();
