@@ -815,16 +815,7 @@ async fn a_user_with_many_rooms_in_a_real_browser() {
 
     step(start, "many rooms, one new message in each");
     let bob_name = unique("bob");
-    let r = call(
-        &node,
-        "POST",
-        "/api/v1/auth/register",
-        None,
-        Some(json!({"username": bob_name, "password": PASSWORD})),
-    )
-    .await;
-    assert_eq!(r.status, 201, "{:?}", r.body);
-    let bob = login(&node, &bob_name, PASSWORD).await;
+    let bob = registered(&node, &bob_name).await;
     let alice = user(&node, "alice").await;
     let mut rooms = Vec::new();
     for i in 0..ROOMS {
@@ -965,6 +956,20 @@ async fn a_user_with_many_rooms_in_a_real_browser() {
     step(start, "done");
 }
 
+/// Registers `name` with the password the browsers type, and logs in.
+async fn registered(node: &Node, name: &str) -> User {
+    let r = call(
+        node,
+        "POST",
+        "/api/v1/auth/register",
+        None,
+        Some(json!({"username": name, "password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    login(node, name, PASSWORD).await
+}
+
 /// Sends a message over a WebSocket client and waits for its ack.
 async fn say(ws: &mut Client, room: &str, body: &str) {
     let ack = ws.send_message(room, &unique("shot"), body).await;
@@ -1000,16 +1005,7 @@ async fn screenshots() {
     let alice = login(&node, "alice", PASSWORD).await;
     let mut people = Vec::new();
     for name in ["bob", "carol", "dave"] {
-        let r = call(
-            &node,
-            "POST",
-            "/api/v1/auth/register",
-            None,
-            Some(json!({"username": name, "password": PASSWORD})),
-        )
-        .await;
-        assert_eq!(r.status, 201, "{:?}", r.body);
-        people.push(login(&node, name, PASSWORD).await);
+        people.push(registered(&node, name).await);
     }
     let [bob, carol, dave] = [&people[0], &people[1], &people[2]];
     let direct = |with: &User| {
