@@ -109,7 +109,7 @@ struct Case {
 fn base_args(quiet: bool) -> RunArgs {
     RunArgs {
         nodes: Vec::new(),
-        sessions: 0,
+        sessions: None,
         users: None,
         rooms: 1,
         members: 1,
@@ -268,20 +268,20 @@ fn cases(b: &BenchArgs, fd_soft: u64) -> Vec<Case> {
     // Both the harness and the node need one descriptor per session.
     let idle_cap = fd_soft.saturating_sub(1000).max(100) as usize;
     let mut a = base_args(q);
-    a.sessions = b.idle_sessions.min(idle_cap);
+    a.sessions = Some(b.idle_sessions.min(idle_cap));
     a.duration = b.idle_hold;
     a.connect_concurrency = 128;
-    let capped = a.sessions < b.idle_sessions;
+    let capped = a.sessions() < b.idle_sessions;
     out.push(Case {
         name: "idle".into(),
         scenario: Scenario::Idle,
         what: if capped {
             format!(
                 "idle, {} sessions held {} s (asked for {}; capped by the open-file limit of {} per process)",
-                a.sessions, a.duration, b.idle_sessions, fd_soft
+                a.sessions(), a.duration, b.idle_sessions, fd_soft
             )
         } else {
-            format!("idle, {} sessions held {} s", a.sessions, a.duration)
+            format!("idle, {} sessions held {} s", a.sessions(), a.duration)
         },
         target: "100,000 sessions in ≤ 2 GB node RSS (≤ 20 KiB per session)".into(),
         args: a,
@@ -314,12 +314,12 @@ fn cases(b: &BenchArgs, fd_soft: u64) -> Vec<Case> {
     });
 
     let mut a = base_args(q);
-    a.sessions = b.connect_sessions.min(idle_cap);
+    a.sessions = Some(b.connect_sessions.min(idle_cap));
     a.duration = 1.0;
     out.push(Case {
         name: "connect".into(),
         scenario: Scenario::Connect,
-        what: format!("connect storm, {} sessions, 256 at a time", a.sessions),
+        what: format!("connect storm, {} sessions, 256 at a time", a.sessions()),
         target: "none set (recorded)".into(),
         args: a,
         nodes: 1,
@@ -341,7 +341,7 @@ fn cases(b: &BenchArgs, fd_soft: u64) -> Vec<Case> {
     });
 
     let mut a = base_args(q);
-    a.sessions = b.dm_sessions;
+    a.sessions = Some(b.dm_sessions);
     a.rate = b.dm_rate;
     a.duration = b.duration;
     a.warmup = b.warmup;
@@ -350,7 +350,7 @@ fn cases(b: &BenchArgs, fd_soft: u64) -> Vec<Case> {
         scenario: Scenario::Dm,
         what: format!(
             "dm, {} pairs, both sides {} msgs/s, {} s",
-            a.sessions / 2,
+            a.sessions() / 2,
             a.rate,
             a.duration
         ),

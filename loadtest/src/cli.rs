@@ -68,6 +68,9 @@ pub const MAX_SECS: f64 = 1e6;
 /// The most sessions (or room members in all) one run may ask for.
 pub const MAX_SESSIONS: usize = 1_000_000;
 
+/// Sessions of a `connect`, `idle` or `dm` run unless `--sessions` says.
+const DEFAULT_SESSIONS: usize = 1000;
+
 /// Slowest sending rate, messages per second per sender (one per 1,000 s).
 const MIN_RATE: f64 = 0.001;
 
@@ -80,6 +83,11 @@ const MAX_RATE: f64 = 10_000.0;
 const MAX_BODY_BYTES: usize = 64 * 1024 - 1024;
 
 impl RunArgs {
+    /// Sessions of a `connect`, `idle` or `dm` run.
+    pub fn sessions(&self) -> usize {
+        self.sessions.unwrap_or(DEFAULT_SESSIONS)
+    }
+
     /// Checks the options before anything starts, so that a run never
     /// does less than it was asked without saying so: every time a finite
     /// number of seconds from 0 to [`MAX_SECS`], rates finite and not
@@ -133,7 +141,7 @@ impl RunArgs {
             return Err(format!("--pids: no process {pid} to sample"));
         }
         let members = self.rooms.saturating_mul(self.members);
-        if self.sessions > MAX_SESSIONS || members > MAX_SESSIONS {
+        if self.sessions() > MAX_SESSIONS || members > MAX_SESSIONS {
             return Err(format!(
                 "at most {MAX_SESSIONS} sessions (--sessions, or --rooms x --members) in one run"
             ));
@@ -147,29 +155,39 @@ impl RunArgs {
         let name = scenario.name();
         match scenario {
             Scenario::Connect | Scenario::Idle => {
-                if self.sessions == 0 {
+                if self.sessions() == 0 {
                     return Err(format!("{name} needs --sessions of at least 1"));
                 }
                 match self.users {
                     Some(0) => return Err("--users must be at least 1".into()),
-                    Some(u) if u > self.sessions => {
+                    Some(u) if u > self.sessions() => {
                         return Err(format!(
                         "--users ({u}) cannot exceed --sessions ({}): each user needs a session",
-                        self.sessions
+                        self.sessions()
                     ))
                     }
                     _ => {}
                 }
             }
             Scenario::Dm => {
-                if self.sessions < 2 || self.sessions % 2 == 1 {
+                if self.sessions() < 2 || self.sessions() % 2 == 1 {
                     return Err(format!(
                         "dm pairs sessions two by two: --sessions must be even and at least 2 (got {})",
-                        self.sessions
+                        self.sessions()
                     ));
+                }
+                if self.users.is_some() {
+                    return Err(
+                        "--users is for connect and idle: dm has one user per session".into(),
+                    );
                 }
             }
             Scenario::Fanout | Scenario::Mixed | Scenario::Chaos => {
+                if self.sessions.is_some() || self.users.is_some() {
+                    return Err(format!(
+                        "{name} has one session per member of each room: --rooms x --members sets them, not --sessions or --users"
+                    ));
+                }
                 if self.rooms == 0 || self.members == 0 {
                     return Err(format!("{name} needs --rooms and --members of at least 1"));
                 }
@@ -246,9 +264,9 @@ pub struct RunArgs {
     /// Node base URLs, comma-separated (sessions are spread over them).
     #[arg(long, value_delimiter = ',', required = true)]
     pub nodes: Vec<String>,
-    /// Sessions (connect, idle, dm; fanout/mixed/chaos use rooms x members).
-    #[arg(long, default_value_t = 1000)]
-    pub sessions: usize,
+    /// Sessions (connect, idle, dm; fanout/mixed/chaos use rooms x members) [default: 1000]
+    #[arg(long)]
+    pub sessions: Option<usize>,
     /// Users for connect/idle (sessions share them); default one per session.
     #[arg(long)]
     pub users: Option<usize>,

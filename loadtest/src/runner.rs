@@ -144,7 +144,7 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
         .collect::<Result<_, _>>()?;
     let warmup = if scenario.sends() { args.warmup } else { 0.0 };
     let shape = Shape {
-        sessions: args.sessions,
+        sessions: args.sessions(),
         users: args.users,
         rooms: args.rooms,
         members: args.members,

@@ -683,6 +683,13 @@ fn nonsense_options_are_refused_before_the_run() {
         ("fanout --body-bytes 70000", "--body-bytes must be at most"),
         ("dm --sessions 3", "must be even"),
         ("idle --sessions 10 --users 0", "--users"),
+        // Options the scenario has no use for (they were silently ignored).
+        ("fanout --sessions 50", "not --sessions or --users"),
+        ("mixed --users 5", "not --sessions or --users"),
+        (
+            "dm --sessions 4 --users 2",
+            "--users is for connect and idle",
+        ),
         (
             "connect --sessions 10 --users 11",
             "cannot exceed --sessions",
