@@ -65,17 +65,26 @@ impl NodeAddr {
     pub async fn resolve(url: &str) -> Result<Self, ConnectError> {
         let trimmed = url.trim().trim_end_matches('/');
         let bad = |why| ConnectError::BadAddress(url.to_string(), why);
-        let authority = trimmed
-            .strip_prefix("http://")
-            .or_else(|| trimmed.strip_prefix("ws://"))
-            .ok_or_else(|| {
-                bad("give http://host:port (the harness speaks plain HTTP and WebSocket; no TLS)")
-            })?;
+        // The scheme is case-insensitive (RFC 3986).
+        let scheme_end = trimmed.find("://").map_or(0, |i| i + 3);
+        let scheme = trimmed[..scheme_end].to_ascii_lowercase();
+        if scheme != "http://" && scheme != "ws://" {
+            return Err(bad(
+                "give http://host:port (the harness speaks plain HTTP and WebSocket; no TLS)",
+            ));
+        }
+        let authority = &trimmed[scheme_end..];
         if authority.is_empty() {
             return Err(bad("no host:port"));
         }
-        if authority.contains('/') {
-            return Err(bad("give the node's base URL, without a path"));
+        if authority.contains(['/', '?', '#']) {
+            return Err(bad("give the node's base URL, without a path or query"));
+        }
+        if authority
+            .rsplit_once(':')
+            .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+        {
+            return Err(bad("give a port: http://host:port"));
         }
         let addr = tokio::net::lookup_host(authority)
             .await?
@@ -191,5 +200,15 @@ mod tests {
         assert_eq!(n.authority, "127.0.0.1:9");
         assert!(NodeAddr::resolve("127.0.0.1:9").await.is_err());
         assert!(NodeAddr::resolve("http://127.0.0.1:9/x").await.is_err());
+        let n = NodeAddr::resolve("HTTP://127.0.0.1:9").await.unwrap();
+        assert_eq!(n.http, "http://127.0.0.1:9");
+        for (url, why) in [
+            ("http://127.0.0.1", "give a port"),
+            ("http://127.0.0.1:9?x=1", "without a path or query"),
+            ("https://127.0.0.1:9", "no TLS"),
+        ] {
+            let e = NodeAddr::resolve(url).await.unwrap_err().to_string();
+            assert!(e.contains(why), "{url}: {e}");
+        }
     }
 }
