@@ -410,7 +410,9 @@ pub async fn run(scenario: Scenario, args: &RunArgs, command: String) -> Result<
         let later = setup::read_history(&apis, &plan, &world, args.setup_concurrency).await;
         let mut reread = 0;
         for (room, (first, again)) in history.iter_mut().zip(later).enumerate() {
-            if again.is_some() {
+            // A room whose first read failed stays unread: its sessions
+            // were given no head to catch up to there.
+            if first.is_some() && again.is_some() {
                 *first = again;
                 reread += 1;
             }
