@@ -124,8 +124,14 @@ fn secs_until(exp: u64) -> u64 {
 /// accepted there never closes its session at once).
 fn deadline(exp: u64) -> tokio::time::Instant {
     let end = exp.saturating_add(crate::auth::tokens::LEEWAY_SECS);
-    tokio::time::Instant::now() + Duration::from_secs(secs_until(end))
+    // Capped: an `exp` at the end of time would overflow the clock.
+    let secs = secs_until(end).min(MAX_SESSION_SECS);
+    tokio::time::Instant::now() + Duration::from_secs(secs)
 }
+
+/// Longest a session lasts on one token (ten years; tokens are issued for
+/// minutes, so only a token with a far-off `exp` meets it).
+const MAX_SESSION_SECS: u64 = 10 * 365 * 24 * 3600;
 
 /// A connection once set up: what it keeps for its whole life.
 struct Connection {

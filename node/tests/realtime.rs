@@ -898,3 +898,54 @@ async fn a_second_sync_while_one_runs_is_refused() {
         .collect();
     assert_eq!(seqs, (1..=HISTORY).collect::<Vec<_>>());
 }
+
+/// A token whose `exp` lies at the end of time (only the node's own secret
+/// can sign one) gets a working session, on connect and in `auth`; the
+/// session's deadline overflowed the clock and its reader panicked,
+/// leaving the user online for good.
+#[tokio::test]
+async fn a_token_that_never_expires_does_not_break_its_session() {
+    let dir = data_dir();
+    let node = Node::start(dir.path()).await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let _room = group(&node, &alice, "forever", &[&bob]).await;
+    let mut claims = claims_for(&alice, 600);
+    claims["exp"] = json!(u64::MAX);
+    let forever = jwt_hs256(
+        SECRET.as_bytes(),
+        &json!({"alg": "HS256", "typ": "JWT"}),
+        &claims,
+    );
+    let mut a = Client::connect(&node, &forever).await;
+    a.ping_pong("on connect").await;
+    let mut b = Client::connect(&node, &token_signed(SECRET.as_bytes(), &alice, 600)).await;
+    b.send(json!({"type": "auth", "ref": "forever", "token": forever}))
+        .await;
+    b.expect(|f| f["type"] == "authed" && f["ref"] == "forever")
+        .await;
+    b.ping_pong("after auth").await;
+    // Both sessions end, and alice goes offline.
+    a.close().await;
+    b.close().await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let r = call(
+            &node,
+            "GET",
+            &format!("/api/v1/users/{}", alice.user_id),
+            Some(&bob.token),
+            None,
+        )
+        .await;
+        if r.body["online"] == false {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alice stays online: {:?}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -257,3 +257,33 @@ async fn a_failed_watermark_write_spares_the_commits_beside_it() {
         .expect("history");
     assert_eq!(history.len(), 20, "every commit landed, gapless");
 }
+
+/// A new store is readable by the node's user only: its directory, the
+/// database and the WAL SQLite creates next to it (password hashes and
+/// every message live there).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_store_is_private_to_the_node_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let store = open(&data);
+    store
+        .create_user(&UserRecord {
+            user_id: "u-private".into(),
+            username: "private".into(),
+            password_hash: "x".into(),
+            created_at: 0,
+            last_seen: None,
+        })
+        .await
+        .expect("create user");
+    let mode = |name: &str| {
+        std::fs::metadata(data.join(name))
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    assert_eq!(mode(""), 0o700, "the data dir");
+    assert_eq!(mode(DB_FILE_NAME), 0o600);
+    assert_eq!(mode(&format!("{DB_FILE_NAME}-wal")), 0o600);
+}

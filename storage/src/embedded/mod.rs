@@ -70,16 +70,43 @@ impl fmt::Debug for EmbeddedStore {
     }
 }
 
+/// Creates `dir` and an empty database file `db` when missing, readable by
+/// the node's user only: the store holds password hashes and every
+/// message, and SQLite gives its `-wal` and `-shm` files the database
+/// file's permissions. Existing ones are left as they are.
+fn create_private(dir: &Path, db: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(db) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl EmbeddedStore {
     /// Opens the store under `dir`: creates the directory and
     /// `dir/parley.db` when missing, switches to WAL and migrates the schema.
     /// Refuses a file with a newer schema ([`StorageError::Schema`]).
     /// Blocking; call it at start-up (or from `spawn_blocking`).
     pub fn open(dir: &Path) -> StorageResult<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StorageError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-        })?;
         let path = dir.join(DB_FILE_NAME);
+        create_private(dir, &path).map_err(|e| {
+            StorageError::Unavailable(format!("cannot create {}: {e}", path.display()))
+        })?;
         let pool = Arc::new(Pool::open(&path)?);
         let commits = committer::start(Arc::clone(&pool))?;
         checkpointer::start(path.clone(), &pool)?;
