@@ -69,6 +69,13 @@ pub async fn upgrade(
         inc(&state.metrics.ws_auth_failures);
         return ApiError::unauthorized("missing, invalid or expired token").into_response();
     };
+    // An upgrade counts against the user's API budget like any request with
+    // its token: each session's start and end is announced to everyone who
+    // shares a room with the user, so a connect-and-close loop must not be free.
+    if let Err(secs) = state.limits.api_user.check(&claims.sub) {
+        inc(&state.metrics.api_rate_limited);
+        return ApiError::rate_limited(secs).into_response();
+    }
     if state.draining.load(Ordering::SeqCst) {
         return ApiError::new(
             ErrorCode::Unavailable,

@@ -204,6 +204,29 @@ async fn a_user_flooding_the_api_is_refused_with_429_and_nothing_is_done() {
     assert!(metric_in(&text, "parley_api_rate_limited_total") >= 1);
 }
 
+/// WebSocket upgrades count against the user's API budget like any request
+/// with its token: a connect-and-close loop (each cycle announces the user
+/// online and offline to everyone sharing a room) was not limited at all.
+#[tokio::test]
+async fn websocket_upgrades_count_against_the_api_budget() {
+    let dir = data_dir();
+    let node = Node::start_with(
+        dir.path(),
+        &["--api-rate-per-user", "1", "--api-burst-per-user", "3"],
+    )
+    .await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    for _ in 0..3 {
+        assert_eq!(upgrade_status(&node, Some(&alice.token), None).await, 101);
+    }
+    assert_eq!(upgrade_status(&node, Some(&alice.token), None).await, 429);
+    // Bob has his own budget.
+    assert_eq!(upgrade_status(&node, Some(&bob.token), None).await, 101);
+    let text = node.metrics_text().await;
+    assert!(metric_in(&text, "parley_api_rate_limited_total") >= 1);
+}
+
 /// Registers a fresh user with `X-Forwarded-For: forwarded`; the status.
 async fn register_from(node: &Node, forwarded: &str) -> u16 {
     let body = json!({"username": unique("ip"), "password": "password123"});
