@@ -286,6 +286,9 @@ fn config_file_keys() -> Vec<String> {
         .collect()
 }
 
+/// Longest duration any setting may name.
+const MAX_DURATION_SECS: u64 = 10 * 365 * 24 * 3600;
+
 impl Config {
     /// Reads flags and environment, first loading `--config` (if any) into
     /// the environment for keys not already set there.
@@ -324,9 +327,68 @@ impl Config {
                     std::env::set_var(var, value);
                 }
             }
-            return Ok(Config::parse());
+            let config = Config::parse();
+            config.check()?;
+            return Ok(config);
         }
+        first.check()?;
         Ok(first)
+    }
+
+    /// What clap's types do not check: the node name (it goes into metric
+    /// labels and cluster messages) and the length of every duration (a
+    /// huge one overflowed the clock on each connection).
+    fn check(&self) -> anyhow::Result<()> {
+        let name = self.node_name();
+        let name_ok = (1..=64).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !name_ok {
+            anyhow::bail!(
+                "--node-name {name:?}: 1-64 characters of A-Z, a-z, 0-9, '.', '_' and '-'"
+            );
+        }
+        let secs = [
+            ("--access-token-ttl-secs", self.access_token_ttl_secs),
+            ("--refresh-token-ttl-secs", self.refresh_token_ttl_secs),
+            ("--room-idle-secs", self.room_idle_secs),
+            ("--http-header-timeout-secs", self.http_header_timeout_secs),
+            ("--tcp-keepalive-secs", self.tcp_keepalive_secs),
+        ];
+        let millis = [
+            (
+                "--scylla-request-timeout-ms",
+                self.scylla_request_timeout_ms,
+            ),
+            (
+                "--cluster-handshake-timeout-ms",
+                self.cluster_handshake_timeout_ms,
+            ),
+            ("--cluster-heartbeat-ms", self.cluster_heartbeat_ms),
+            (
+                "--cluster-failure-timeout-ms",
+                self.cluster_failure_timeout_ms,
+            ),
+            ("--cluster-join-grace-ms", self.cluster_join_grace_ms),
+            ("--typing-ttl-ms", self.typing_ttl_ms),
+            ("--receipt-flush-ms", self.receipt_flush_ms),
+            ("--heartbeat-ms", self.heartbeat_ms),
+        ];
+        for (flag, value) in secs {
+            if value > MAX_DURATION_SECS {
+                anyhow::bail!("{flag} {value}: at most {MAX_DURATION_SECS} (ten years)");
+            }
+        }
+        for (flag, value) in millis {
+            if value > MAX_DURATION_SECS * 1000 {
+                anyhow::bail!(
+                    "{flag} {value}: at most {} (ten years)",
+                    MAX_DURATION_SECS * 1000
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The node name: configured, or host name + port.

@@ -178,8 +178,22 @@ pub async fn serve(
     drop(listener);
     let _ = stop_tx.send(true);
     drop(open_rx);
-    open_tx.closed().await;
+    // Bounded: a client that stopped halfway through a request head or body
+    // would otherwise hold the exit for the whole header timeout, past the
+    // grace period of container runtimes (10-15 s).
+    if tokio::time::timeout(SHUTDOWN_GRACE, open_tx.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = open_tx.receiver_count(),
+            "connections still open {SHUTDOWN_GRACE:?} after the shutdown began; closing them"
+        );
+    }
 }
+
+/// Longest a shutdown waits for open HTTP connections to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// How often reaching the cap is logged at most.
 const CAP_WARNING_EVERY: Duration = Duration::from_secs(60);

@@ -50,6 +50,14 @@ fn resource(node_name: &str) -> Resource {
 }
 
 /// Installs logging, and OTLP export when configured. Call outside any async runtime.
+/// Drops the WebSocket library's trace events, whatever RUST_LOG asks: they
+/// hold whole frames, access tokens and message bodies included.
+fn no_frame_dumps() -> tracing_subscriber::filter::FilterFn {
+    tracing_subscriber::filter::filter_fn(|meta| {
+        !(*meta.level() == tracing::Level::TRACE && meta.target().contains("tungstenite"))
+    })
+}
+
 pub fn init(format: LogFormat, node_name: &str) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
@@ -110,7 +118,7 @@ pub fn init(format: LogFormat, node_name: &str) -> Telemetry {
         .with_target("parley_actors", tracing::Level::INFO);
     let otel_layer = otel_layer.map(|l| l.with_filter(ours));
     tracing_subscriber::registry()
-        .with(fmt.with_filter(filter))
+        .with(fmt.with_filter(filter).with_filter(no_frame_dumps()))
         .with(otel_layer)
         .init();
     for p in problems {

@@ -280,3 +280,53 @@ async fn per_ip_limits_count_the_forwarded_client_only_behind_a_trusted_proxy() 
     assert_eq!(register_from(&direct, "203.0.113.2").await, 201);
     assert_eq!(register_from(&direct, "203.0.113.3").await, 429);
 }
+
+/// Settings clap's types let through but the node cannot use are refused
+/// at start-up: a node name that would break metric labels and cluster
+/// messages, and a duration that overflows the clock (each connection
+/// panicked with it).
+#[test]
+fn unusable_names_and_durations_are_refused_at_start_up() {
+    let dir = data_dir();
+    for (args, expected) in [
+        (&["--node-name", "we\"ird"][..], "--node-name"),
+        (&["--node-name", "multi\nline"][..], "--node-name"),
+        (&["--node-name", ""][..], "--node-name"),
+        (
+            &["--http-header-timeout-secs", "18446744073709551615"][..],
+            "--http-header-timeout-secs 18446744073709551615: at most",
+        ),
+        (
+            &["--cluster-heartbeat-ms", "18446744073709551615"][..],
+            "--cluster-heartbeat-ms",
+        ),
+    ] {
+        let err = refused(dir.path(), args);
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+}
+
+/// A shutdown is bounded: a client that stopped halfway through a request
+/// head held the exit for the whole header timeout (30 s), past the grace
+/// period of container runtimes.
+#[tokio::test]
+async fn a_half_sent_request_does_not_hold_the_shutdown() {
+    use tokio::io::AsyncWriteExt;
+    let dir = data_dir();
+    let mut node = Node::start(dir.path()).await;
+    let mut half = tokio::net::TcpStream::connect(node.addr.as_str())
+        .await
+        .expect("connect");
+    half.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let status = node.terminate().await;
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the node took {:?} to stop",
+        started.elapsed()
+    );
+}

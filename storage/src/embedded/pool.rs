@@ -157,6 +157,14 @@ fn open_connection(path: &Path, role: Role) -> StorageResult<Connection> {
     conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     if role == Role::Writer {
+        // SQLite opens a file it may not write read-only without saying so;
+        // every write would then fail while the node looked healthy.
+        if conn.is_readonly(rusqlite::MAIN_DB).map_err(map_err)? {
+            return Err(StorageError::Unavailable(format!(
+                "{} is read-only for this user: the node needs to write it",
+                path.display()
+            )));
+        }
         enable_wal(&conn)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(map_err)?;
