@@ -269,6 +269,17 @@ async fn login_answers_tokens_and_one_message_for_every_failure() {
     );
     assert_eq!(l.body["user"]["user_id"], reg.body["user_id"]);
     assert_eq!(l.body["user"]["username"], name.as_str());
+    // Token answers (every API answer) are never cached nor sniffed.
+    for (h, want) in [
+        ("cache-control", "no-store"),
+        ("x-content-type-options", "nosniff"),
+    ] {
+        assert_eq!(
+            l.headers.get(h).and_then(|v| v.to_str().ok()),
+            Some(want),
+            "{h}"
+        );
+    }
     let m = me(&node, access).await;
     assert_eq!(m.status, 200, "{}", m.body);
     assert_eq!(m.body["user_id"], reg.body["user_id"]);

@@ -79,18 +79,33 @@ pub fn room_name(raw: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// Whitespace, or a format character that shows nothing (soft hyphen,
-/// zero-width spaces and joiners, direction marks, word joiner, BOM).
+/// Whitespace, or a character that shows nothing by itself: format
+/// characters (soft hyphen, zero-width spaces and joiners, direction marks
+/// and isolates, word joiner, BOM, tags), variation selectors, the
+/// combining grapheme joiner, Hangul fillers and the blank Braille pattern.
 fn is_invisible(c: char) -> bool {
     c.is_whitespace()
         || matches!(
             c,
             '\u{00AD}'
-                | '\u{180E}'
+                | '\u{034F}'
+                | '\u{061C}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{17B4}'
+                | '\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
                 | '\u{200B}'..='\u{200F}'
                 | '\u{202A}'..='\u{202E}'
-                | '\u{2060}'..='\u{2064}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{2800}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
                 | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0000}'..='\u{E007F}'
+                | '\u{E0100}'..='\u{E01EF}'
         )
 }
 
@@ -156,7 +171,19 @@ mod tests {
         assert!(body(&"x".repeat(4001)).is_err());
         assert!(room_name("").is_err());
         assert!(room_name("   ").is_err());
-        for invisible in ["\u{00A0}", "\u{200B}", "\u{200B}\u{FEFF} \u{2060}"] {
+        for invisible in [
+            "\u{00A0}",
+            "\u{200B}",
+            "\u{200B}\u{FEFF} \u{2060}",
+            // Isolates, Arabic letter mark, tags, variation selectors, the
+            // combining grapheme joiner, Hangul fillers, blank Braille.
+            "\u{2066}\u{2069}",
+            "\u{061C}",
+            "\u{E0020}",
+            "\u{FE0F}\u{034F}",
+            "\u{3164}\u{115F}\u{1160}\u{FFA0}",
+            "\u{2800}",
+        ] {
             let err = room_name(invisible).err().map(|e| e.0).unwrap_or_default();
             assert!(err.contains("visible character"), "{invisible:?}: {err}");
         }

@@ -35,6 +35,20 @@ async fn count(State(state): State<AppState>, req: Request, next: Next) -> Respo
     resp
 }
 
+/// API answers hold tokens and private data: never stored by a cache
+/// (RFC 6749 5.1 asks it of token answers) nor sniffed as another type.
+async fn private_answers(req: Request, next: Next) -> Response {
+    use axum::http::{header, HeaderValue};
+    let mut resp = next.run(req).await;
+    let headers = resp.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
 async fn not_found() -> impl IntoResponse {
     error::ApiError::not_found("no such endpoint")
 }
@@ -67,7 +81,8 @@ pub fn router(state: AppState) -> Router {
         .route("/rooms/{room_id}/messages", get(rooms::history))
         .route("/cluster", get(ops::cluster))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed);
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(private_answers));
     Router::new()
         .nest("/api/v1", api)
         .route("/ws", get(gateway::upgrade))
