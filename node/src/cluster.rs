@@ -196,8 +196,9 @@ impl Dialer {
         matches!(self, Dialer::Tls(_))
     }
 
-    /// One connection attempt to `target`, for at most 2 s.
-    async fn dial(&self, server: &ActorRef<NodeServerMessage>, target: &str) {
+    /// One connection attempt to `target`, for at most 2 s; whether the
+    /// peer took the connection (its session may still fail to authenticate).
+    async fn dial(&self, server: &ActorRef<NodeServerMessage>, target: &str) -> bool {
         let attempt = async {
             match self {
                 Dialer::Plain => ractor_cluster::client_connect(server, target).await,
@@ -214,11 +215,18 @@ impl Dialer {
             }
         };
         match tokio::time::timeout(Duration::from_secs(2), attempt).await {
-            Ok(Ok(())) => tracing::info!(peer = %target, "connected to cluster peer"),
-            Ok(Err(e)) => {
-                tracing::debug!(peer = %target, error = %e, "cluster peer not reachable yet")
+            Ok(Ok(())) => {
+                tracing::info!(peer = %target, "connected to cluster peer");
+                true
             }
-            Err(_) => tracing::debug!(peer = %target, "cluster peer connection timed out"),
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %target, error = %e, "cluster peer not reachable yet");
+                false
+            }
+            Err(_) => {
+                tracing::debug!(peer = %target, "cluster peer connection timed out");
+                false
+            }
         }
     }
 }
@@ -238,12 +246,34 @@ async fn join(
         return;
     }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Targets that took a connection at the last tick, and when each
+    // refusal was last logged.
+    let mut taken: Vec<String> = Vec::new();
+    let mut logged: std::collections::HashMap<String, tokio::time::Instant> =
+        std::collections::HashMap::new();
     loop {
         tick.tick().await;
         let sessions = match ractor::call_t!(server, NodeServerMessage::GetSessions, 2000) {
             Ok(s) => s,
             Err(_) => return, // node server stopped: shutting down
         };
+        // A peer that took the connection a second ago and has no session
+        // now ended it in the handshake: it refuses this node.
+        for target in taken.drain(..).filter(|t| !connected_to(&sessions, t)) {
+            cluster.seed_refused();
+            let due = logged
+                .get(&target)
+                .is_none_or(|t| t.elapsed() >= REFUSAL_LOG_EVERY);
+            if due {
+                logged.insert(target.clone(), tokio::time::Instant::now());
+                tracing::error!(
+                    peer = %target,
+                    "cluster peer ended the session before this node joined: check that \
+                     --cluster-secret (and TLS, if used) matches the cluster's and that \
+                     --node-name is not taken; this node will not serve alone meanwhile"
+                );
+            }
+        }
         let mut names = seeds.clone();
         if discover {
             names.extend(cluster.addresses().await);
@@ -256,9 +286,18 @@ async fn join(
             .map(SocketAddr::to_string)
             .filter(|t| !connected_to(&sessions, t))
             .collect();
-        futures_util::future::join_all(targets.iter().map(|t| dialer.dial(&server, t))).await;
+        let results =
+            futures_util::future::join_all(targets.iter().map(|t| dialer.dial(&server, t))).await;
+        taken = targets
+            .into_iter()
+            .zip(results)
+            .filter_map(|(t, ok)| ok.then_some(t))
+            .collect();
     }
 }
+
+/// How often one refusing peer is logged at most.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// The addresses `names` resolve to, each once, without `own` and in
 /// `own`'s address family. A seed may be a DNS name of one node (a

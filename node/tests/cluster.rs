@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
@@ -427,6 +427,52 @@ async fn not_ready_until_joined() {
     let c = call(&waiting, "GET", "/api/v1/cluster", None, None).await;
     assert_eq!(c.body["joined"], false);
     drop(nodes);
+}
+
+/// A node the cluster refuses (another cluster secret, or a name a member
+/// already has) does not serve alone once its join grace is over: it stays
+/// not ready and says why. It used to become ready by itself beside the
+/// cluster, on the same store, and its users' messages reached nobody on
+/// the cluster's nodes.
+#[tokio::test]
+async fn a_node_the_cluster_refuses_does_not_serve_alone() {
+    let dir = data_dir();
+    let (nodes, seeds) = start_cluster_with_seeds(dir.path(), 1, &[]).await;
+    for (name, secret) in [
+        ("intruder", "another-cluster-secret-012345"),
+        ("n1", CLUSTER_SECRET),
+    ] {
+        let refused = Node::start_unready(
+            dir.path(),
+            &[
+                "--node-name",
+                name,
+                "--cluster-listen",
+                &format!("127.0.0.1:{}", free_port()),
+                "--seeds",
+                &seeds,
+                "--cluster-secret",
+                secret,
+                "--cluster-join-grace-ms",
+                "1000",
+            ],
+        )
+        .await;
+        // Three times the grace: never ready.
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            let r = call(&refused, "GET", "/ready", None, None).await;
+            assert_eq!(r.status, 503, "{name}: {}", r.body);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let log = refused.stderr_log();
+        assert!(
+            log.contains("cluster peer ended the session before this node joined"),
+            "{name}:\n{log}"
+        );
+        // The cluster itself carries on.
+        wait_members(&nodes[0], 1).await;
+    }
 }
 
 /// A live delivery lost on the way is noticed by the receiving connection at

@@ -116,6 +116,11 @@ pub enum ClusterMsg {
     /// The cluster addresses of the live peers and of the nodes they
     /// count live (this node's own left out).
     Addresses(RpcReplyPort<Vec<String>>),
+    /// A seed took this node's connection but ended the session before it
+    /// joined (a different cluster secret, this node's name taken, TLS the
+    /// seed does not trust): the cluster exists and refuses this node, which
+    /// must not serve alone beside it.
+    SeedRefused,
 }
 
 impl ractor::Message for ClusterMsg {}
@@ -163,6 +168,8 @@ pub struct ClusterState {
     /// listed it: their heartbeat stopped listing it, or they left this
     /// node's view without saying they were leaving.
     lost: HashSet<Arc<str>>,
+    /// When a seed last refused this node (see [`ClusterMsg::SeedRefused`]).
+    refused_at: Option<Instant>,
 }
 
 /// A room change sent to its owner node, waiting for the answer.
@@ -377,12 +384,17 @@ impl ClusterState {
         // they all see it (each one's last heartbeat lists it): until a
         // member counts this node live, it drops what it sends here (acks,
         // answers, deliveries). A node that finds no peer within the grace
-        // serves alone.
+        // serves alone, unless a seed refused it within the grace: then the
+        // cluster is there and does not take this node (serving alone
+        // beside it would split the store's rooms between two views).
+        let refused = self
+            .refused_at
+            .is_some_and(|t| t.elapsed() < self.config.join_grace);
         let joined = !self.config.has_seeds
             || (members.len() > 1
                 && self.seen_by_every_peer()
                 && self.sees_every_member_peers_see(&members))
-            || (members.len() == 1 && self.started.elapsed() >= self.config.join_grace)
+            || (members.len() == 1 && self.started.elapsed() >= self.config.join_grace && !refused)
             || self.view.borrow().joined;
         self.settle(&members, joined);
         let owners = self.owners(&members);
@@ -502,6 +514,7 @@ impl Actor for ClusterActor {
             leaving: false,
             settled: false,
             lost: HashSet::new(),
+            refused_at: None,
         })
     }
 
@@ -577,6 +590,9 @@ impl Actor for ClusterActor {
             }
             ClusterMsg::Addresses(reply) => {
                 let _ = reply.send(state.known_addrs().into_iter().collect());
+            }
+            ClusterMsg::SeedRefused => {
+                state.refused_at = Some(Instant::now());
             }
             ClusterMsg::Status(reply) => {
                 let me = state.me();
@@ -674,6 +690,7 @@ mod tests {
             leaving: false,
             settled: false,
             lost: HashSet::new(),
+            refused_at: None,
         }
     }
 

@@ -212,6 +212,12 @@ impl Cluster {
             .unwrap_or_default()
     }
 
+    /// A seed took this node's connection and ended the session before it
+    /// joined: while seeds do that, the node does not serve alone.
+    pub fn seed_refused(&self) {
+        let _ = self.actor.cast(ClusterMsg::SeedRefused);
+    }
+
     /// Announces that this node is leaving (drain).
     pub async fn leave(&self) {
         let _ = crate::system::ask(&self.actor, ClusterMsg::Leave).await;
