@@ -281,6 +281,50 @@ async fn per_ip_limits_count_the_forwarded_client_only_behind_a_trusted_proxy() 
     assert_eq!(register_from(&direct, "203.0.113.3").await, 429);
 }
 
+/// Logs `username` in with `password` from `forwarded` (behind a trusted proxy); the status.
+async fn login_from(node: &Node, forwarded: &str, username: &str, password: &str) -> u16 {
+    let body = json!({"username": username, "password": password});
+    call_raw(
+        node,
+        "POST",
+        "/api/v1/auth/login",
+        &[
+            ("content-type", "application/json"),
+            ("x-forwarded-for", forwarded),
+        ],
+        Some(body.to_string().into_bytes()),
+    )
+    .await
+    .status
+}
+
+/// Wrong passwords for a user lock out the address they come from, not the
+/// user: anyone could otherwise keep a user from logging in by failing
+/// eleven times a minute under their name.
+#[tokio::test]
+async fn failed_logins_lock_out_their_address_not_the_user() {
+    let dir = data_dir();
+    let node = Node::start_with(
+        dir.path(),
+        &[
+            "--login-rate-per-user",
+            "3",
+            "--trusted-proxies",
+            "127.0.0.1",
+        ],
+    )
+    .await;
+    let victim = user(&node, "victim").await;
+    for _ in 0..3 {
+        let status = login_from(&node, "203.0.113.66", &victim.username, "wrong-password").await;
+        assert_eq!(status, 401);
+    }
+    let status = login_from(&node, "203.0.113.66", &victim.username, &victim.password).await;
+    assert_eq!(status, 429, "the attacker's address waits");
+    let status = login_from(&node, "198.51.100.20", &victim.username, &victim.password).await;
+    assert_eq!(status, 200, "the user logs in from elsewhere");
+}
+
 /// Settings clap's types let through but the node cannot use are refused
 /// at start-up: a node name that would break metric labels and cluster
 /// messages, and a duration that overflows the clock (each connection

@@ -107,7 +107,13 @@ pub async fn login(
         inc(&state.metrics.login_failures);
         return Err(ApiError::unauthorized(BAD_LOGIN));
     };
-    limited(&state, state.limits.login_user.check(&username))?;
+    // Per user *and* address: keyed on the user alone, anyone could keep a
+    // user from logging in by failing under their name; the per-address
+    // limit above bounds how many users one address may try.
+    limited(
+        &state,
+        state.limits.login_user.check(&format!("{username} {ip}")),
+    )?;
     if req.password.chars().count() > validate::PASSWORD_MAX {
         inc(&state.metrics.login_failures);
         return Err(ApiError::unauthorized(BAD_LOGIN));
