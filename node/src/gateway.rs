@@ -273,13 +273,11 @@ async fn read_loop(
                     tx.close(CLOSE_TOO_LARGE);
                     return;
                 }
-                tx.frame(
-                    ServerEvent::error(
-                        None,
-                        ErrorCode::InvalidRequest,
-                        "binary frames are not supported",
-                    )
-                    .to_json(),
+                refuse(
+                    tx,
+                    None,
+                    ErrorCode::InvalidRequest,
+                    "binary frames are not supported",
                 );
                 continue;
             }
@@ -314,13 +312,11 @@ async fn read_loop(
                 tx.close(CLOSE_POLICY);
                 return;
             }
-            tx.frame(
-                ServerEvent::error(
-                    peek_ref(&text),
-                    ErrorCode::RateLimited,
-                    "too many frames, slow down",
-                )
-                .to_json(),
+            refuse(
+                tx,
+                peek_ref(&text),
+                ErrorCode::RateLimited,
+                "too many frames, slow down",
             );
             continue;
         }
@@ -341,16 +337,12 @@ async fn read_loop(
                         let expires_in = secs_until(session_exp);
                         tx.frame(ServerEvent::Authed { r#ref, expires_in }.to_json());
                     }
-                    None => {
-                        tx.frame(
-                            ServerEvent::error(
-                                r#ref,
-                                ErrorCode::Unauthorized,
-                                "invalid or expired token",
-                            )
-                            .to_json(),
-                        );
-                    }
+                    None => refuse(
+                        tx,
+                        r#ref,
+                        ErrorCode::Unauthorized,
+                        "invalid or expired token",
+                    ),
                 }
             }
             Ok(frame) => {
@@ -360,10 +352,17 @@ async fn read_loop(
             }
             Err(e) => {
                 inc(&state.metrics.ws_bad_frames);
-                tx.frame(ServerEvent::from(e).to_json());
+                refuse(tx, e.r#ref, e.code, e.message);
             }
         }
     }
+}
+
+/// Answers a frame the gateway refuses with an `error`, counted by code in
+/// `parley_errors_total` like the errors sessions and rooms answer.
+fn refuse(tx: &OutboundTx, r#ref: Option<String>, code: ErrorCode, message: impl Into<String>) {
+    parley_actors::metrics::METRICS.error(code);
+    tx.frame(ServerEvent::error(r#ref, code, message).to_json());
 }
 
 /// The close code (RFC 6455, 7.4.1) for a frame the WebSocket library

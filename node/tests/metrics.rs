@@ -84,6 +84,24 @@ async fn metrics_move_with_traffic() {
         .map(|(_, v)| *v)
         .sum();
     assert!(nf >= 1.0, "the not_found answer is counted");
+    // So is an error the gateway answers itself (the malformed frame).
+    let code = |c: &str| {
+        after
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("parley_errors_total{") && k.contains(&format!("code=\"{c}\""))
+            })
+            .map(|(_, v)| *v)
+            .sum::<f64>()
+            - before
+                .iter()
+                .filter(|(k, _)| {
+                    k.starts_with("parley_errors_total{") && k.contains(&format!("code=\"{c}\""))
+                })
+                .map(|(_, v)| *v)
+                .sum::<f64>()
+    };
+    assert_eq!(code("invalid_json"), 1.0, "the malformed frame is counted");
     // Queue-depth gauges exist and drain to zero once everything is written.
     assert!(after
         .keys()
