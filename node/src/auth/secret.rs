@@ -35,7 +35,10 @@ pub fn load_or_generate(configured: Option<&str>, data_dir: &Path) -> anyhow::Re
     // start) then link it in place, so concurrent starts never read half a
     // secret.
     let tmp = data_dir.join(format!("{SECRET_FILE}.{}.tmp", std::process::id()));
-    write_private(&tmp, secret.as_bytes())?;
+    if let Err(e) = write_private(&tmp, secret.as_bytes()) {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::bail!("writing {}: {e}", tmp.display());
+    }
     // If another node won the race, keep its secret.
     if std::fs::hard_link(&tmp, &path).is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -43,6 +46,11 @@ pub fn load_or_generate(configured: Option<&str>, data_dir: &Path) -> anyhow::Re
         return checked(&path, &existing);
     }
     let _ = std::fs::remove_file(&tmp);
+    // The link itself must survive a power loss too (else tokens signed
+    // now would be refused after it).
+    if let Ok(dir) = std::fs::File::open(data_dir) {
+        let _ = dir.sync_all();
+    }
     Ok(secret.into_bytes())
 }
 
@@ -85,7 +93,9 @@ fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    options.open(path)?.write_all(contents)
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
 }
 
 #[cfg(test)]
