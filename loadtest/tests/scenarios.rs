@@ -165,6 +165,26 @@ impl Drop for Node {
     }
 }
 
+/// The node's `parley_messages_committed_total` (0 when it cannot be read).
+fn committed(port: u16) -> u64 {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return 0;
+    }
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines()
+        .filter(|l| l.starts_with("parley_messages_committed_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
 fn ready(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
@@ -902,12 +922,18 @@ fn sends_committed_after_the_history_read_are_not_violations() {
     let signal = move |sig: &str| {
         let _ = Command::new("kill").args([sig, &pid]).status();
     };
-    // Setup and connect take well under a second here; sending runs from
-    // then for 3 s, the history read comes 2 s after that (half the drain).
+    // 240 messages go out over 3 s (80/s). Paused once half of them are
+    // committed, the node leaves the rest unanswered: the harness reads
+    // history at most 1.5 s (the rest of sending) + 2 s (half the drain)
+    // later, while the node is still paused, and the read waits for it.
+    let port = node.port;
     let pauser = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(2500));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while committed(port) < 120 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         signal("-STOP");
-        std::thread::sleep(Duration::from_millis(4000));
+        std::thread::sleep(Duration::from_secs(10));
         signal("-CONT");
     });
     let (code, r, out) = loadtest(
