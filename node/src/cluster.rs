@@ -257,23 +257,9 @@ async fn join(
             Ok(s) => s,
             Err(_) => return, // node server stopped: shutting down
         };
-        // A peer that took the connection a second ago and has no session
-        // now ended it in the handshake: it refuses this node.
-        for target in taken.drain(..).filter(|t| !connected_to(&sessions, t)) {
-            cluster.seed_refused();
-            let due = logged
-                .get(&target)
-                .is_none_or(|t| t.elapsed() >= REFUSAL_LOG_EVERY);
-            if due {
-                logged.insert(target.clone(), tokio::time::Instant::now());
-                tracing::error!(
-                    peer = %target,
-                    "cluster peer ended the session before this node joined: check that \
-                     --cluster-secret (and TLS, if used) matches the cluster's and that \
-                     --node-name is not taken; this node will not serve alone meanwhile"
-                );
-            }
-        }
+        // A peer that took the connection at the last round and has no
+        // session now ended it in the handshake: it refuses this node.
+        refusals(&sessions, &mut taken, &cluster, &mut logged);
         let mut names = seeds.clone();
         if discover {
             names.extend(cluster.addresses().await);
@@ -293,6 +279,43 @@ async fn join(
             .zip(results)
             .filter_map(|(t, ok)| ok.then_some(t))
             .collect();
+        if !taken.is_empty() {
+            // A refusal on loopback or a LAN takes milliseconds: look again
+            // soon, so that a short join grace cannot run out first (what is
+            // still connecting is looked at again next round).
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if let Ok(sessions) = ractor::call_t!(server, NodeServerMessage::GetSessions, 2000) {
+                let mut refused = taken.clone();
+                refusals(&sessions, &mut refused, &cluster, &mut logged);
+                taken.retain(|t| connected_to(&sessions, t));
+            }
+        }
+    }
+}
+
+/// Tells the cluster actor, and logs (at most once a minute per peer), each
+/// of `taken` (peers that took this node's connection) that has no session
+/// in `sessions` any more; empties `taken`.
+fn refusals(
+    sessions: &std::collections::HashMap<u64, ractor_cluster::node::NodeServerSessionInformation>,
+    taken: &mut Vec<String>,
+    cluster: &Cluster,
+    logged: &mut std::collections::HashMap<String, tokio::time::Instant>,
+) {
+    for target in taken.drain(..).filter(|t| !connected_to(sessions, t)) {
+        cluster.seed_refused();
+        let due = logged
+            .get(&target)
+            .is_none_or(|t| t.elapsed() >= REFUSAL_LOG_EVERY);
+        if due {
+            logged.insert(target.clone(), tokio::time::Instant::now());
+            tracing::error!(
+                peer = %target,
+                "cluster peer ended the session before this node joined: check that \
+                 --cluster-secret (and TLS, if used) matches the cluster's and that \
+                 --node-name is not taken; this node will not serve alone meanwhile"
+            );
+        }
     }
 }
 
