@@ -119,6 +119,13 @@ async fn ws_malformed_frames(node: &Node) {
         error_code(&ws.expect_error(Some("no-type")).await),
         "invalid_request"
     );
+    // A key given twice: refused, never read as its last value (this was a send).
+    let twice = format!(
+        r#"{{"type":"ping","ref":"twice","type":"send","room_id":"{rid}","client_msg_id":"dup-key","body":"x"}}"#
+    );
+    ws.send_text(&twice).await;
+    let e = ws.expect_error(Some("twice")).await;
+    assert_eq!(error_code(&e), "invalid_request", "{e}");
     ws.send_text(r#"{"type":5,"ref":"num-type"}"#).await;
     assert_eq!(
         error_code(&ws.expect_error(Some("num-type")).await),

@@ -158,6 +158,15 @@ pub fn peek_ref(text: &str) -> Option<String> {
 pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| FrameError::new(None, ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
+    // A key given twice would otherwise count with its last value (a
+    // `{"type":"ping","type":"send"}` was a send), where HTTP bodies refuse it.
+    if let Err(e) = serde_json::from_str::<UniqueKeys>(text) {
+        return Err(FrameError::new(
+            peek_ref(text),
+            ErrorCode::InvalidRequest,
+            e.to_string(),
+        ));
+    }
     let serde_json::Value::Object(map) = &value else {
         return Err(FrameError::new(
             None,
@@ -379,9 +388,91 @@ impl From<FrameError> for ServerEvent {
     }
 }
 
+/// Deserializes any JSON and fails on an object that names a key twice, at
+/// any depth (the values themselves are skipped).
+struct UniqueKeys;
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!("duplicate field `{key}`")));
+            }
+            map.next_value::<UniqueKeys>()?;
+        }
+        Ok(UniqueKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A key named twice is refused at any depth, with the frame's ref;
+    /// the same names in different objects are fine.
+    #[test]
+    fn duplicate_keys_are_refused() {
+        for (text, r) in [
+            (r#"{"type":"ping","type":"send","ref":"a"}"#, Some("a")),
+            (
+                r#"{"ref":"b","type":"sync","rooms":{"x":5,"x":0}}"#,
+                Some("b"),
+            ),
+            (r#"{"type":"send","body":"hi","body":"ho"}"#, None),
+        ] {
+            let e = parse_client_frame(text).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidRequest, "{text}");
+            assert!(
+                e.message.contains("duplicate field"),
+                "{text}: {}",
+                e.message
+            );
+            assert_eq!(e.r#ref.as_deref(), r, "{text}");
+        }
+        assert!(parse_client_frame(r#"{"type":"sync","rooms":{"x":1,"y":2}}"#).is_ok());
+        assert!(
+            parse_client_frame(r#"{"type":"ping","ref":"r","x":[{"ref":1},{"ref":2}]}"#).is_ok()
+        );
+    }
 
     #[test]
     fn peeks_at_the_ref_only() {
