@@ -259,7 +259,7 @@ async fn join(
         };
         // A peer that took the connection at the last round and has no
         // session now ended it in the handshake: it refuses this node.
-        refusals(&sessions, &mut taken, &cluster, &mut logged);
+        refusals(&sessions, std::mem::take(&mut taken), &cluster, &mut logged);
         let mut names = seeds.clone();
         if discover {
             names.extend(cluster.addresses().await);
@@ -285,9 +285,7 @@ async fn join(
             // still connecting is looked at again next round).
             tokio::time::sleep(Duration::from_millis(300)).await;
             if let Ok(sessions) = ractor::call_t!(server, NodeServerMessage::GetSessions, 2000) {
-                let mut refused = taken.clone();
-                refusals(&sessions, &mut refused, &cluster, &mut logged);
-                taken.retain(|t| connected_to(&sessions, t));
+                taken = refusals(&sessions, taken, &cluster, &mut logged);
             }
         }
     }
@@ -295,14 +293,17 @@ async fn join(
 
 /// Tells the cluster actor, and logs (at most once a minute per peer), each
 /// of `taken` (peers that took this node's connection) that has no session
-/// in `sessions` any more; empties `taken`.
+/// in `sessions` any more; returns the others (still connected, or still
+/// in their handshake).
 fn refusals(
     sessions: &std::collections::HashMap<u64, ractor_cluster::node::NodeServerSessionInformation>,
-    taken: &mut Vec<String>,
+    taken: Vec<String>,
     cluster: &Cluster,
     logged: &mut std::collections::HashMap<String, tokio::time::Instant>,
-) {
-    for target in taken.drain(..).filter(|t| !connected_to(sessions, t)) {
+) -> Vec<String> {
+    let (connected, refused): (Vec<_>, Vec<_>) =
+        taken.into_iter().partition(|t| connected_to(sessions, t));
+    for target in refused {
         cluster.seed_refused();
         let due = logged
             .get(&target)
@@ -317,6 +318,7 @@ fn refusals(
             );
         }
     }
+    connected
 }
 
 /// How often one refusing peer is logged at most.

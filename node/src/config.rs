@@ -76,7 +76,8 @@ pub struct Config {
     #[arg(long, env = "PARLEY_SCYLLA_LOCAL_DC")]
     pub scylla_local_dc: Option<String>,
     /// Client-side timeout of one ScyllaDB request, milliseconds.
-    #[arg(long, env = "PARLEY_SCYLLA_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(long, env = "PARLEY_SCYLLA_REQUEST_TIMEOUT_MS",
+        value_parser = duration_millis(), default_value_t = 5000)]
     pub scylla_request_timeout_ms: u64,
     /// ScyllaDB username (password authentication).
     #[arg(long, env = "PARLEY_SCYLLA_USERNAME")]
@@ -94,7 +95,7 @@ pub struct Config {
     #[arg(long, env = "PARLEY_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     /// This node's name (default: host name + port).
-    #[arg(long, env = "PARLEY_NODE_NAME")]
+    #[arg(long, env = "PARLEY_NODE_NAME", value_parser = node_name)]
     pub node_name: Option<String>,
     /// Cluster (ractor_cluster) address, `host:port`; no clustering when absent.
     #[arg(long, env = "PARLEY_CLUSTER_LISTEN")]
@@ -138,31 +139,37 @@ pub struct Config {
     #[arg(
         long,
         env = "PARLEY_CLUSTER_HANDSHAKE_TIMEOUT_MS",
+        value_parser = duration_millis(),
         default_value_t = 10_000
     )]
     pub cluster_handshake_timeout_ms: u64,
     /// Heartbeat interval between nodes, milliseconds.
-    #[arg(long, env = "PARLEY_CLUSTER_HEARTBEAT_MS", default_value_t = 300)]
+    #[arg(long, env = "PARLEY_CLUSTER_HEARTBEAT_MS",
+        value_parser = duration_millis(), default_value_t = 300)]
     pub cluster_heartbeat_ms: u64,
     /// A node silent for this long is considered dead, milliseconds.
     #[arg(
         long,
         env = "PARLEY_CLUSTER_FAILURE_TIMEOUT_MS",
+        value_parser = duration_millis(),
         default_value_t = 1500
     )]
     pub cluster_failure_timeout_ms: u64,
     /// With seeds but no peer reachable after this long, serve alone, milliseconds.
-    #[arg(long, env = "PARLEY_CLUSTER_JOIN_GRACE_MS", default_value_t = 5000)]
+    #[arg(long, env = "PARLEY_CLUSTER_JOIN_GRACE_MS",
+        value_parser = duration_millis(), default_value_t = 5000)]
     pub cluster_join_grace_ms: u64,
     /// Log format.
     #[arg(long, env = "PARLEY_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
 
     /// Access token lifetime, seconds.
-    #[arg(long, env = "PARLEY_ACCESS_TOKEN_TTL_SECS", default_value_t = 900)]
+    #[arg(long, env = "PARLEY_ACCESS_TOKEN_TTL_SECS",
+        value_parser = duration_secs(), default_value_t = 900)]
     pub access_token_ttl_secs: u64,
     /// Refresh token lifetime, seconds.
-    #[arg(long, env = "PARLEY_REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    #[arg(long, env = "PARLEY_REFRESH_TOKEN_TTL_SECS",
+        value_parser = duration_secs(), default_value_t = 30 * 24 * 3600)]
     pub refresh_token_ttl_secs: u64,
     /// argon2id memory cost in KiB.
     #[arg(long, env = "PARLEY_ARGON2_MEMORY_KIB", default_value_t = 19_456)]
@@ -222,19 +229,23 @@ pub struct Config {
     #[arg(long, env = "PARLEY_COMMIT_BATCH_MAX", default_value_t = 512)]
     pub commit_batch_max: usize,
     /// Seconds without activity after which a room actor stops.
-    #[arg(long, env = "PARLEY_ROOM_IDLE_SECS", default_value_t = 300)]
+    #[arg(long, env = "PARLEY_ROOM_IDLE_SECS",
+        value_parser = duration_secs(), default_value_t = 300)]
     pub room_idle_secs: u64,
     /// Milliseconds a typing indicator lasts without refresh.
-    #[arg(long, env = "PARLEY_TYPING_TTL_MS", default_value_t = 8000)]
+    #[arg(long, env = "PARLEY_TYPING_TTL_MS",
+        value_parser = duration_millis(), default_value_t = 8000)]
     pub typing_ttl_ms: u64,
     /// Milliseconds over which receipts are coalesced.
-    #[arg(long, env = "PARLEY_RECEIPT_FLUSH_MS", default_value_t = 100)]
+    #[arg(long, env = "PARLEY_RECEIPT_FLUSH_MS",
+        value_parser = duration_millis(), default_value_t = 100)]
     pub receipt_flush_ms: u64,
     /// Rooms above this many members send receipts only to the member's own sessions.
     #[arg(long, env = "PARLEY_RECEIPT_FANOUT_MAX_MEMBERS", default_value_t = 256)]
     pub receipt_fanout_max_members: usize,
     /// Ping interval suggested to clients, milliseconds.
-    #[arg(long, env = "PARLEY_HEARTBEAT_MS", default_value_t = 30_000)]
+    #[arg(long, env = "PARLEY_HEARTBEAT_MS",
+        value_parser = duration_millis(), default_value_t = 30_000)]
     pub heartbeat_ms: u64,
     /// Pending-connection backlog of the HTTP/WebSocket listener.
     #[arg(long, env = "PARLEY_LISTEN_BACKLOG", default_value_t = 4096)]
@@ -249,14 +260,14 @@ pub struct Config {
     pub max_sessions_per_user: usize,
     /// Seconds a connection may take to send a complete request head; also
     /// how long an idle keep-alive connection stays open.
-    #[arg(long, env = "PARLEY_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "PARLEY_HTTP_HEADER_TIMEOUT_SECS",
+        value_parser = clap::value_parser!(u64).range(1..=MAX_DURATION_SECS), default_value_t = 30)]
     pub http_header_timeout_secs: u64,
     /// Seconds of silence after which a client connection is probed (TCP
     /// keepalive); one that answers none of 3 probes, sent every sixth of
     /// this (at least 1 s), is closed.
-    #[arg(long, env = "PARLEY_TCP_KEEPALIVE_SECS", default_value_t = 60,
-          value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "PARLEY_TCP_KEEPALIVE_SECS",
+        value_parser = clap::value_parser!(u64).range(1..=MAX_DURATION_SECS), default_value_t = 60)]
     pub tcp_keepalive_secs: u64,
     /// Rooms above this many members do not carry presence (a user's status
     /// goes to people sharing a smaller room with them).
@@ -286,8 +297,32 @@ fn config_file_keys() -> Vec<String> {
         .collect()
 }
 
-/// Longest duration any setting may name.
+/// Longest duration any setting may name (ten years): a longer one
+/// overflows the clock where it is added to the time.
 const MAX_DURATION_SECS: u64 = 10 * 365 * 24 * 3600;
+
+/// Parser of a setting in seconds, at most [`MAX_DURATION_SECS`].
+fn duration_secs() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(..=MAX_DURATION_SECS)
+}
+
+/// Parser of a setting in milliseconds, at most [`MAX_DURATION_SECS`].
+fn duration_millis() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(..=MAX_DURATION_SECS * 1000)
+}
+
+/// Parses `--node-name`: it goes into metric labels and cluster messages.
+fn node_name(raw: &str) -> Result<String, String> {
+    let ok = (1..=64).contains(&raw.len())
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(raw.to_string())
+    } else {
+        Err("1-64 characters of A-Z, a-z, 0-9, '.', '_' and '-'".into())
+    }
+}
 
 impl Config {
     /// Reads flags and environment, first loading `--config` (if any) into
@@ -327,68 +362,9 @@ impl Config {
                     std::env::set_var(var, value);
                 }
             }
-            let config = Config::parse();
-            config.check()?;
-            return Ok(config);
+            return Ok(Config::parse());
         }
-        first.check()?;
         Ok(first)
-    }
-
-    /// What clap's types do not check: the node name (it goes into metric
-    /// labels and cluster messages) and the length of every duration (a
-    /// huge one overflowed the clock on each connection).
-    fn check(&self) -> anyhow::Result<()> {
-        let name = self.node_name();
-        let name_ok = (1..=64).contains(&name.len())
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if !name_ok {
-            anyhow::bail!(
-                "--node-name {name:?}: 1-64 characters of A-Z, a-z, 0-9, '.', '_' and '-'"
-            );
-        }
-        let secs = [
-            ("--access-token-ttl-secs", self.access_token_ttl_secs),
-            ("--refresh-token-ttl-secs", self.refresh_token_ttl_secs),
-            ("--room-idle-secs", self.room_idle_secs),
-            ("--http-header-timeout-secs", self.http_header_timeout_secs),
-            ("--tcp-keepalive-secs", self.tcp_keepalive_secs),
-        ];
-        let millis = [
-            (
-                "--scylla-request-timeout-ms",
-                self.scylla_request_timeout_ms,
-            ),
-            (
-                "--cluster-handshake-timeout-ms",
-                self.cluster_handshake_timeout_ms,
-            ),
-            ("--cluster-heartbeat-ms", self.cluster_heartbeat_ms),
-            (
-                "--cluster-failure-timeout-ms",
-                self.cluster_failure_timeout_ms,
-            ),
-            ("--cluster-join-grace-ms", self.cluster_join_grace_ms),
-            ("--typing-ttl-ms", self.typing_ttl_ms),
-            ("--receipt-flush-ms", self.receipt_flush_ms),
-            ("--heartbeat-ms", self.heartbeat_ms),
-        ];
-        for (flag, value) in secs {
-            if value > MAX_DURATION_SECS {
-                anyhow::bail!("{flag} {value}: at most {MAX_DURATION_SECS} (ten years)");
-            }
-        }
-        for (flag, value) in millis {
-            if value > MAX_DURATION_SECS * 1000 {
-                anyhow::bail!(
-                    "{flag} {value}: at most {} (ten years)",
-                    MAX_DURATION_SECS * 1000
-                );
-            }
-        }
-        Ok(())
     }
 
     /// The node name: configured, or host name + port.

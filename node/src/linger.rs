@@ -85,9 +85,8 @@ mod tests {
     /// after the drop; the client then sees a clean end of stream.
     #[tokio::test]
     async fn a_dropped_socket_with_unread_input_still_delivers_what_it_wrote() {
-        let (mut client, server) = pair().await;
+        let (mut client, mut server) = pair().await;
         client.write_all(&[b'x'; 64 * 1024]).await.unwrap();
-        let mut server = server;
         server.write_all(b"goodbye").await.unwrap();
         close(server);
         for _ in 0..20 {

@@ -49,7 +49,6 @@ fn resource(node_name: &str) -> Resource {
         .build()
 }
 
-/// Installs logging, and OTLP export when configured. Call outside any async runtime.
 /// Drops the WebSocket library's trace events, whatever RUST_LOG asks: they
 /// hold whole frames, access tokens and message bodies included.
 fn no_frame_dumps() -> tracing_subscriber::filter::FilterFn {
@@ -58,6 +57,7 @@ fn no_frame_dumps() -> tracing_subscriber::filter::FilterFn {
     })
 }
 
+/// Installs logging, and OTLP export when configured. Call outside any async runtime.
 pub fn init(format: LogFormat, node_name: &str) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);

@@ -752,15 +752,17 @@ function renderPanel() {
   $('#rename-form').hidden = !manage;
   // The name as it is, unless the user is editing it.
   const rename = $('#rename-input');
-  if (document.activeElement !== rename && rename.dataset.roomId !== `${room.room_id}:${room.name}`) {
+  const shown = `${room.room_id}:${room.name}`;
+  if (document.activeElement !== rename && rename.dataset.shown !== shown) {
     rename.value = room.name;
-    rename.dataset.roomId = `${room.room_id}:${room.name}`;
+    rename.dataset.shown = shown;
   }
   $('#leave-button').hidden = room.kind !== 'group';
 }
 
 function renderMembers(room, manage) {
   const focusedUser = document.activeElement?.closest?.('.member')?.dataset.userId;
+  const owner = myRole(room) === 'owner';
   $('#member-list').replaceChildren(...room.members.map((m) => {
     const self = m.user_id === me();
     const li = el('li', { class: 'member', 'data-user-id': m.user_id },
@@ -769,16 +771,16 @@ function renderMembers(room, manage) {
       el('span', { class: `role role-${m.role}` }, m.role));
     // Actions go on a line of their own, under the name.
     const actions = [];
-    // Only the owner changes roles (between admin and member).
-    if (manage && !self && m.role !== 'owner' && myRole(room) === 'owner') {
-      const to = m.role === 'admin' ? 'member' : 'admin';
-      actions.push(el('button', { type: 'button', class: 'ghost small set-role', 'data-user-id': m.user_id,
-        'data-role': to, 'aria-label': `Make ${m.username} ${to === 'admin' ? 'an admin' : 'a plain member'}` },
-        to === 'admin' ? 'Make admin' : 'Make member'));
-    }
-    // The owner removes anyone; an admin, plain members only.
-    if (manage && !self && m.role !== 'owner' && (myRole(room) === 'owner' || m.role === 'member')) {
-      actions.push(el('button', { type: 'button', class: 'ghost small remove-member', 'data-user-id': m.user_id,
+    if (manage && !self && m.role !== 'owner') {
+      // Only the owner changes roles (between admin and member).
+      if (owner) {
+        const to = m.role === 'admin' ? 'member' : 'admin';
+        actions.push(el('button', { type: 'button', class: 'ghost small set-role', 'data-user-id': m.user_id,
+          'data-role': to, 'aria-label': `Make ${m.username} ${to === 'admin' ? 'an admin' : 'a plain member'}` },
+          to === 'admin' ? 'Make admin' : 'Make member'));
+      }
+      // The owner removes anyone; an admin, plain members only.
+      if (owner || m.role === 'member') actions.push(el('button', { type: 'button', class: 'ghost small remove-member', 'data-user-id': m.user_id,
         'aria-label': `Remove ${m.username}` }, 'Remove'));
     }
     if (actions.length) li.append(el('div', { class: 'member-actions' }, ...actions));

@@ -156,17 +156,26 @@ pub fn peek_ref(text: &str) -> Option<String> {
 
 /// Parses and validates one client text frame.
 pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| FrameError::new(None, ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
-    // A key given twice would otherwise count with its last value (a
-    // `{"type":"ping","type":"send"}` was a send), where HTTP bodies refuse it.
-    if let Err(e) = serde_json::from_str::<UniqueKeys>(text) {
-        return Err(FrameError::new(
-            peek_ref(text),
-            ErrorCode::InvalidRequest,
-            e.to_string(),
-        ));
-    }
+    // Parsed once, refusing a key given twice (it would otherwise count
+    // with its last value: `{"type":"ping","type":"send"}` was a send),
+    // as HTTP bodies do.
+    let value = match serde_json::from_str::<UniqueKeys>(text) {
+        Ok(UniqueKeys(value)) => value,
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            return Err(FrameError::new(
+                peek_ref(text),
+                ErrorCode::InvalidRequest,
+                e.to_string(),
+            ))
+        }
+        Err(e) => {
+            return Err(FrameError::new(
+                None,
+                ErrorCode::InvalidJson,
+                format!("invalid JSON: {e}"),
+            ))
+        }
+    };
     let serde_json::Value::Object(map) = &value else {
         return Err(FrameError::new(
             None,
@@ -388,58 +397,65 @@ impl From<FrameError> for ServerEvent {
     }
 }
 
-/// Deserializes any JSON and fails on an object that names a key twice, at
-/// any depth (the values themselves are skipped).
-struct UniqueKeys;
+/// Any JSON value, refused (as a data error) when an object in it names a
+/// key twice, at any depth.
+struct UniqueKeys(serde_json::Value);
 
 impl<'de> Deserialize<'de> for UniqueKeys {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(UniqueKeysVisitor)
+        d.deserialize_any(UniqueKeysVisitor).map(UniqueKeys)
     }
 }
 
 struct UniqueKeysVisitor;
 
 impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
-    type Value = UniqueKeys;
+    type Value = serde_json::Value;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("any JSON value")
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
-        let mut seen = std::collections::HashSet::new();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if !seen.insert(key.clone()) {
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let UniqueKeys(value) = map.next_value()?;
+            if object.contains_key(&key) {
                 return Err(serde::de::Error::custom(format!("duplicate field `{key}`")));
             }
-            map.next_value::<UniqueKeys>()?;
+            object.insert(key, value);
         }
-        Ok(UniqueKeys)
+        Ok(serde_json::Value::Object(object))
     }
 
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
-        while seq.next_element::<UniqueKeys>()?.is_some() {}
-        Ok(UniqueKeys)
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(serde_json::Value::Array(items))
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
     }
-    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
     }
-    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
     }
-    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
     }
-    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
     }
-    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
     }
 }
 

@@ -10,6 +10,7 @@ pub mod conformance;
 pub mod embedded;
 pub mod error;
 pub mod model;
+pub mod private_files;
 pub mod scylla;
 pub mod store;
 

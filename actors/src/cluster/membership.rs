@@ -425,21 +425,13 @@ impl ClusterState {
             .collect();
         // Changes waiting on a node that left get their answer now rather
         // than at the request timeout: it may or may not have made them.
-        let orphaned: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| down.contains(&p.node))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in orphaned {
-            if let Some(p) = self.pending.remove(&id) {
-                let err = ChatError::Unavailable(
-                    "the room's node left before answering; the change may have been made: \
-                     check the room, then retry"
-                        .into(),
-                );
-                let _ = p.reply.send(Err(err));
-            }
+        for (_, p) in self.pending.extract_if(|_, p| down.contains(&p.node)) {
+            let err = ChatError::Unavailable(
+                "the room's node left before answering; the change may have been made: \
+                 check the room, then retry"
+                    .into(),
+            );
+            let _ = p.reply.send(Err(err));
         }
         for node in &down {
             let said_leaving = self

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use base64::Engine;
+use parley_storage::private_files;
 use rand::RngCore;
 
 /// File in the data dir holding a generated secret.
@@ -19,7 +20,7 @@ pub fn load_or_generate(configured: Option<&str>, data_dir: &Path) -> anyhow::Re
         }
         return Ok(s.as_bytes().to_vec());
     }
-    create_private_dir(data_dir)?;
+    private_files::create_dir(data_dir)?;
     let path = data_dir.join(SECRET_FILE);
     match std::fs::read_to_string(&path) {
         Ok(existing) => return checked(&path, &existing),
@@ -70,30 +71,10 @@ fn checked(path: &Path, contents: &str) -> anyhow::Result<Vec<u8>> {
     Ok(trimmed.as_bytes().to_vec())
 }
 
-/// Creates the data dir readable by the node's user only (an existing one
-/// is left as it is).
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
-}
-
-/// Writes a new file readable by the node's user only.
+/// Writes a new file readable by the node's user only, synced to disk.
 fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
+    let mut file = private_files::create_new(path)?;
     file.write_all(contents)?;
     file.sync_all()
 }

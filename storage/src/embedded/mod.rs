@@ -71,26 +71,11 @@ impl fmt::Debug for EmbeddedStore {
 }
 
 /// Creates `dir` and an empty database file `db` when missing, readable by
-/// the node's user only: the store holds password hashes and every
-/// message, and SQLite gives its `-wal` and `-shm` files the database
-/// file's permissions. Existing ones are left as they are.
+/// the node's user only (SQLite gives its `-wal` and `-shm` files the
+/// database file's permissions). Existing ones are left as they are.
 fn create_private(dir: &Path, db: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir)?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    match options.open(db) {
+    crate::private_files::create_dir(dir)?;
+    match crate::private_files::create_new(db) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
