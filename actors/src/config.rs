@@ -28,6 +28,10 @@ pub struct ActorConfig {
     pub heartbeat: Duration,
     /// Messages per page when replaying `sync`.
     pub sync_page: u32,
+    /// Bytes of answers this node may hold unread by their clients (0: no limit).
+    pub unsent_max: u64,
+    /// Bytes of answers one user may have unread on this node (0: no limit).
+    pub unsent_per_user_max: u64,
 }
 
 impl Default for ActorConfig {
@@ -44,6 +48,8 @@ impl Default for ActorConfig {
             presence_fanout_max_members: 256,
             heartbeat: Duration::from_secs(30),
             sync_page: 200,
+            unsent_max: 512 << 20,
+            unsent_per_user_max: 32 << 20,
         }
     }
 }

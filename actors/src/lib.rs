@@ -30,6 +30,7 @@ pub mod session;
 pub mod system;
 pub mod trace;
 pub mod typing_watch;
+pub mod unsent;
 
 pub use config::ActorConfig;
 pub use error::ChatError;

@@ -22,6 +22,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use parley_protocol::ws::{ServerEvent, CLOSE_TRY_AGAIN};
 
+use crate::unsent::Reservation;
+
 /// A live `message` event as queued for every recipient: one allocation
 /// shared by all of them.
 #[derive(Debug)]
@@ -145,6 +147,9 @@ pub enum SyncItem {
     RoomReleased(Arc<str>),
     /// The whole replay is complete; the `synced` frame to send.
     Done(Arc<str>),
+    /// The messages queued before it are the writer's now: the bytes
+    /// reserved for their page go back when the writer drops this.
+    PageTaken(Arc<Reservation>),
 }
 
 /// Out-of-band request to close a session's socket with a close code.
@@ -395,6 +400,11 @@ impl OutboundTx {
     /// Waits until a close of this session is requested; returns its code.
     pub async fn closed(&self) -> u16 {
         self.close.wait().await
+    }
+
+    /// Waits until the session's writer has gone away.
+    pub async fn gone(&self) {
+        self.sync.closed().await
     }
 
     /// Whether the session's writer has gone away.

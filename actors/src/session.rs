@@ -24,6 +24,7 @@ use crate::replay_queue::{ReplayQueue, ReplayRooms, StartReplay, SyncBusy};
 use crate::room::{Caller, ReplyTo};
 use crate::room_cache::RoomCache;
 use crate::system::ChatSystem;
+use crate::unsent::{Reservation, UnsentBudget};
 
 /// Most rooms one `sync` request may name.
 pub const SYNC_MAX_ROOMS: usize = 10_000;
@@ -104,6 +105,7 @@ impl SessionState {
             user_id: self.caller.user_id.clone(),
             tx: self.tx.clone(),
             page: self.system.config().sync_page.max(1),
+            unsent: self.system.unsent().clone(),
             r#ref: start.r#ref,
             repair: start.repair,
         };
@@ -320,6 +322,8 @@ struct Replay {
     user_id: Arc<str>,
     tx: OutboundTx,
     page: u32,
+    /// Bytes the node holds for clients that have not read them.
+    unsent: Arc<UnsentBudget>,
     r#ref: Option<String>,
     /// Filling gaps the writer found, not answering a `sync`: no `synced`
     /// and no errors for the client, and every room is ended even if it
@@ -337,6 +341,59 @@ enum LastWord {
 }
 
 impl Replay {
+    /// The next page of `room_id` after `after` as `message` events, with
+    /// its bytes reserved in the node's unsent budget; `None` when the
+    /// connection went away meanwhile.
+    ///
+    /// When the user (or the node) already holds too much that clients have
+    /// not read, the page is let go and the replay waits for room, then reads
+    /// the same messages again: a waiting replay holds no page.
+    async fn page(
+        &self,
+        room_id: &Arc<str>,
+        after: u64,
+    ) -> Result<Option<(Vec<Arc<LiveMessage>>, Reservation)>, ChatError> {
+        let mut limit = self.page;
+        let mut waited: Option<Reservation> = None;
+        loop {
+            let range = HistoryRange::After {
+                after_seq: after,
+                before_seq: None,
+                limit,
+            };
+            let page: Vec<Arc<LiveMessage>> = self
+                .store
+                .messages(room_id, range)
+                .await?
+                .iter()
+                .map(|m| {
+                    Arc::new(LiveMessage {
+                        room_id: room_id.clone(),
+                        seq: m.seq,
+                        json: Arc::from(ServerEvent::Message(convert::message(m)).to_json()),
+                    })
+                })
+                .collect();
+            let bytes = page.iter().map(|m| m.json.len() as u64).sum();
+            match waited.take() {
+                Some(r) if r.bytes() >= bytes => return Ok(Some((page, r))),
+                // Messages are never changed, so this is rare (a page that was
+                // not full grew); give the room back and try again.
+                other => drop(other),
+            }
+            if let Ok(r) = self.unsent.try_reserve(&self.user_id, bytes) {
+                return Ok(Some((page, r)));
+            }
+            // The same messages next time, even if more came meanwhile.
+            limit = (page.len() as u32).max(1);
+            drop(page);
+            tokio::select! {
+                r = self.unsent.reserve(&self.user_id, bytes) => waited = Some(r),
+                _ = self.tx.gone() => return Ok(None),
+            }
+        }
+    }
+
     /// Runs the replay; returns its last word for the client (none for a
     /// gap repair, or when the connection is gone).
     async fn run(self, rooms: ReplayRooms) -> Option<LastWord> {
@@ -423,25 +480,18 @@ impl Replay {
         for (room_id, after) in allowed {
             let mut cursor = after;
             loop {
-                let range = HistoryRange::After {
-                    after_seq: cursor,
-                    before_seq: None,
-                    limit: self.page,
+                let Some((page, reserved)) = self.page(&room_id, cursor).await? else {
+                    return Ok(None);
                 };
-                let page = self.store.messages(&room_id, range).await?;
                 let full = page.len() as u32 >= self.page;
-                for m in &page {
+                for m in page {
                     cursor = cursor.max(m.seq);
-                    let json: Arc<str> =
-                        Arc::from(ServerEvent::Message(convert::message(m)).to_json());
-                    let item = SyncItem::Message(Arc::new(LiveMessage {
-                        room_id: room_id.clone(),
-                        seq: m.seq,
-                        json,
-                    }));
-                    if !self.tx.sync(item).await {
+                    if !self.tx.sync(SyncItem::Message(m)).await {
                         return Ok(None);
                     }
+                }
+                if !self.tx.sync(SyncItem::PageTaken(Arc::new(reserved))).await {
+                    return Ok(None);
                 }
                 if !full {
                     break;

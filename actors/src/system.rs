@@ -24,6 +24,7 @@ use crate::outbound::{Outbound, OutboundTx};
 use crate::presence::{Presence, PresenceArgs, PresenceMsg};
 use crate::room::{ManageCmd, RoomMsg};
 use crate::session::{SessionActor, SessionArgs, SessionMsg};
+use crate::unsent::UnsentBudget;
 use crate::ActorConfig;
 
 /// Applies a room change on this node (the room's owner).
@@ -86,6 +87,8 @@ pub struct Stats {
     pub users_online: usize,
     /// Live room actors on this node.
     pub rooms: usize,
+    /// Bytes of answers held for clients that have not read them.
+    pub unsent_bytes: u64,
 }
 
 struct Inner {
@@ -96,6 +99,7 @@ struct Inner {
     directory: ActorRef<DirectoryMsg>,
     cluster: Cluster,
     gauges: Arc<Gauges>,
+    unsent: Arc<UnsentBudget>,
 }
 
 /// Counts kept up to date by the actors, readable without a round trip.
@@ -211,6 +215,7 @@ impl ChatSystem {
         Ok(ChatSystem {
             inner: Arc::new(Inner {
                 store,
+                unsent: UnsentBudget::new(config.unsent_max, config.unsent_per_user_max),
                 config,
                 dispatcher,
                 presence,
@@ -239,6 +244,11 @@ impl ChatSystem {
     /// Limits.
     pub fn config(&self) -> &ActorConfig {
         &self.inner.config
+    }
+
+    /// The bound on bytes held for clients that have not read them.
+    pub fn unsent(&self) -> &Arc<UnsentBudget> {
+        &self.inner.unsent
     }
 
     /// Changes a room's membership or details on behalf of `by`, on the room's owner node.
@@ -338,6 +348,7 @@ impl ChatSystem {
             sessions,
             users_online,
             rooms,
+            unsent_bytes: self.inner.unsent.held(),
         }
     }
 

@@ -219,6 +219,15 @@ pub struct Config {
     /// (keep it at least twice `--commit-batch-max`: one commit fans out a whole batch).
     #[arg(long, env = "PARLEY_OUTBOUND_QUEUE", default_value_t = 4096)]
     pub outbound_queue: usize,
+    /// Bytes of answers (history and room pages, `sync` pages) the node may
+    /// hold for clients that have not read them; past it HTTP answers 503
+    /// `unavailable` and replays wait. 0 = no limit.
+    #[arg(long, env = "PARLEY_MAX_UNSENT_BYTES", default_value_t = 512 << 20)]
+    pub max_unsent_bytes: u64,
+    /// The same per user: past it the user's HTTP answers are 429
+    /// `rate_limited` and their replays wait. 0 = no limit.
+    #[arg(long, env = "PARLEY_MAX_UNSENT_BYTES_PER_USER", default_value_t = 32 << 20)]
+    pub max_unsent_bytes_per_user: u64,
     /// Threads of the runtime that writes to client sockets (0: one per CPU).
     #[arg(long, env = "PARLEY_WRITER_THREADS", default_value_t = 0)]
     pub writer_threads: usize,
@@ -446,6 +455,8 @@ impl Config {
             presence_fanout_max_members: self.presence_fanout_max_members,
             heartbeat: Duration::from_millis(self.heartbeat_ms.max(1000)),
             sync_page: 200,
+            unsent_max: self.max_unsent_bytes,
+            unsent_per_user_max: self.max_unsent_bytes_per_user,
         }
     }
 }

@@ -542,6 +542,8 @@ fn sync_item(order: &mut DeliveryOrder, session: &ActorRef<SessionMsg>, item: Sy
         }
         SyncItem::RoomReleased(room_id) => Frames::Many(order.release(&room_id)),
         SyncItem::Done(json) => Frames::One(json),
+        // Dropping it gives the page's bytes back.
+        SyncItem::PageTaken(_) => Frames::None,
     }
 }
 

@@ -166,6 +166,11 @@ impl Metrics {
                 "client connections open (HTTP and WebSocket)",
                 self.connections_open.load(Ordering::Relaxed) as usize,
             ),
+            (
+                "parley_unsent_answer_bytes",
+                "bytes of history, room and sync pages held for clients that have not read them",
+                stats.unsent_bytes as usize,
+            ),
         ];
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");

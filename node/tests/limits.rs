@@ -374,3 +374,163 @@ async fn a_half_sent_request_does_not_hold_the_shutdown() {
         started.elapsed()
     );
 }
+
+/// The most a socket's kernel send buffer grows to (`tcp_wmem`'s maximum):
+/// that much of an answer leaves the node even if the client reads nothing.
+fn kernel_send_buffer_max() -> u64 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20)
+}
+
+/// Asks for `path` as `token` `times` times in a row on a raw connection
+/// and never reads the answers: once the kernel's buffers are full, the
+/// answer being written stays in the node.
+async fn unread_requests(
+    node: &Node,
+    path: &str,
+    token: &str,
+    times: u64,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut socket = tokio::net::TcpStream::connect(node.addr.as_str())
+        .await
+        .expect("connect");
+    let head =
+        format!("GET {path} HTTP/1.1\r\nHost: parley\r\nAuthorization: Bearer {token}\r\n\r\n");
+    socket
+        .write_all(head.repeat(times as usize).as_bytes())
+        .await
+        .expect("write");
+    socket
+}
+
+/// Waits until the node's unsent-answer gauge satisfies `ok`; returns it.
+async fn unsent_bytes(node: &Node, what: &str, ok: impl Fn(u64) -> bool) -> u64 {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let held = metric_in(&node.metrics_text().await, "parley_unsent_answer_bytes");
+        if ok(held) {
+            return held;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: unsent answer bytes stayed at {held}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn answers_clients_do_not_read_are_bounded_per_user_and_per_node() {
+    let dir = data_dir();
+    // Pages of ~1.65 MB (200 messages of 4,000 two-byte characters): a user
+    // may hold two unread, the node three.
+    let node = Node::start_with(
+        dir.path(),
+        &[
+            "--ws-rate",
+            "0",
+            "--api-rate-per-user",
+            "0",
+            "--max-unsent-bytes-per-user",
+            "4200000",
+            "--max-unsent-bytes",
+            "5800000",
+        ],
+    )
+    .await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let carol = user(&node, "carol").await;
+    let room = room_id(&group(&node, &alice, "big pages", &[&bob, &carol]).await);
+    let page = 1_650_000;
+    // Enough pages that the kernel's buffers cannot take them all.
+    let pages = kernel_send_buffer_max() / page + 2;
+    let messages = pages * 200;
+    let mut ws = Client::connect(&node, &alice.token).await;
+    let body = "ü".repeat(4000);
+    for batch in 0..messages / 40 {
+        let frames: Vec<Value> = (0..40)
+            .map(|i| {
+                json!({"type": "send", "ref": format!("r{batch}.{i}"), "room_id": room,
+                    "client_msg_id": format!("m{batch}.{i}"), "body": body})
+            })
+            .collect();
+        ws.send_together(&frames).await;
+        for i in 0..40 {
+            let r = format!("r{batch}.{i}");
+            let ack = ws.expect(|f| f["ref"] == r.as_str()).await;
+            assert_eq!(ack["type"], "sent", "{ack}");
+        }
+        ws.take_backlog();
+    }
+    ws.close().await;
+    let path = format!("/api/v1/rooms/{room}/messages?limit=200");
+    let full = history(&node, &alice, &room, "?limit=200").await;
+    assert_eq!(full.status, 200);
+    let size = serde_json::to_vec(&full.body).unwrap().len() as u64;
+    assert!(size.abs_diff(page) < 20_000, "page of {size} bytes");
+    assert_eq!(unsent_bytes(&node, "at rest", |b| b == 0).await, 0);
+
+    // Alice's two unread pages fit her share; a third answer does not.
+    let a1 = unread_requests(&node, &path, &alice.token, pages).await;
+    let a2 = unread_requests(&node, &path, &alice.token, pages).await;
+    unsent_bytes(&node, "two unread", |b| b >= 2 * page - 40_000).await;
+    let refused = history(&node, &alice, &room, "?limit=200").await;
+    assert_error(&refused, 429, "rate_limited");
+    assert!(retry_after_secs(&refused.headers) >= 1);
+    // A small answer still fits in what is left of her share.
+    let rooms = call(&node, "GET", "/api/v1/rooms", Some(&alice.token), None).await;
+    assert_eq!(rooms.status, 200);
+
+    // Bob has his own share; once he holds a page, the node holds three.
+    assert_eq!(history(&node, &bob, &room, "?limit=200").await.status, 200);
+    let b1 = unread_requests(&node, &path, &bob.token, pages).await;
+    unsent_bytes(&node, "three unread", |b| b >= 3 * page - 60_000).await;
+    let refused = history(&node, &carol, &room, "?limit=200").await;
+    assert_error(&refused, 503, "unavailable");
+    assert!(retry_after_secs(&refused.headers) >= 1);
+
+    // A sync of Alice's waits for room without failing, and goes on once
+    // she lets an unread answer go.
+    let mut syncing = Client::connect(&node, &alice.token).await;
+    syncing
+        .send(json!({"type": "sync", "ref": "s", "rooms": {room.clone(): 0}}))
+        .await;
+    syncing
+        .expect_none(Duration::from_secs(2), |f| {
+            f["type"] == "message" || f["type"] == "synced"
+        })
+        .await;
+    drop(a1);
+    let replayed = syncing.messages_until(&room, messages).await;
+    assert_eq!(replayed.len() as u64, messages);
+    let synced = syncing.expect(|f| f["type"] == "synced").await;
+    assert_eq!(synced["rooms"][&room], messages);
+
+    // A sync nobody reads holds the page it is writing: with it and one
+    // unread answer, Alice is at her share again.
+    drop(b1);
+    unsent_bytes(&node, "one unread", |b| b < 2 * page - 40_000).await;
+    let mut stalled = Client::connect(&node, &alice.token).await;
+    stalled
+        .send(json!({"type": "sync", "ref": "t", "rooms": {room.clone(): 0}}))
+        .await;
+    unsent_bytes(&node, "unread sync", |b| b >= 2 * page - 40_000).await;
+    assert_error(
+        &history(&node, &alice, &room, "?limit=200").await,
+        429,
+        "rate_limited",
+    );
+
+    // Every byte comes back once the readers are gone.
+    drop(a2);
+    drop(stalled);
+    unsent_bytes(&node, "readers gone", |b| b == 0).await;
+    let page_again = history(&node, &carol, &room, "?limit=200").await;
+    assert_eq!(page_again.status, 200);
+    assert_eq!(page_again.body["messages"].as_array().unwrap().len(), 200);
+    syncing.close().await;
+}

@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod ops;
 pub mod rooms;
+pub mod unsent_answer;
 pub mod users;
 
 use axum::extract::{DefaultBodyLimit, Request, State};

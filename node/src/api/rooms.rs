@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Json;
 use futures_util::stream::{self, StreamExt};
 
@@ -21,6 +22,7 @@ use parley_storage::{HistoryRange, MemberRecord, RoomRecord, UserRecord};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Body, Path, Query};
+use super::unsent_answer;
 use crate::auth::extract::AuthUser;
 use crate::state::AppState;
 
@@ -166,7 +168,7 @@ pub async fn direct(
 }
 
 /// `GET /rooms`: the caller's rooms with read state and unread counts.
-pub async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<RoomList>> {
+pub async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<Response> {
     let room_ids = state.store.user_rooms(&user.user_id).await?;
     // Several rooms at a time (on ScyllaDB each read is a round trip), as
     // many as the store can serve at once.
@@ -181,7 +183,7 @@ pub async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<Js
     }
     // Newest rooms first (ids are time-ordered).
     rooms.sort_by(|a, b| b.room.room_id.cmp(&a.room.room_id));
-    Ok(Json(RoomList { rooms }))
+    unsent_answer::answer(&state, &user.user_id, &RoomList { rooms })
 }
 
 /// One room of `GET /rooms` with the caller's receipts; `None` if the room
@@ -209,8 +211,9 @@ pub async fn get(
     State(state): State<AppState>,
     user: AuthUser,
     Path(room_id): Path<String>,
-) -> ApiResult<Json<RoomInfo>> {
-    Ok(Json(member_room(&state, &room_id, &user.user_id).await?))
+) -> ApiResult<Response> {
+    let room = member_room(&state, &room_id, &user.user_id).await?;
+    unsent_answer::answer(&state, &user.user_id, &room)
 }
 
 /// `PATCH /rooms/{room_id}`: rename (owner/admin).
@@ -295,7 +298,7 @@ pub async fn history(
     user: AuthUser,
     Path(room_id): Path<String>,
     Query(q): Query<HistoryQuery>,
-) -> ApiResult<Json<MessagePage>> {
+) -> ApiResult<Response> {
     member_room(&state, &room_id, &user.user_id).await?;
     let limit = q.limit.unwrap_or(HISTORY_DEFAULT_LIMIT);
     if limit == 0 {
@@ -340,8 +343,10 @@ pub async fn history(
             messages.truncate(limit as usize);
         }
     }
-    Ok(Json(MessagePage {
+    let page = MessagePage {
         messages: messages.iter().map(convert::message).collect(),
         has_more,
-    }))
+    };
+    drop(messages);
+    unsent_answer::answer(&state, &user.user_id, &page)
 }
