@@ -89,6 +89,13 @@ pub struct DeliveryOrder {
     gate: Option<Vec<Waiting>>,
     /// A client `sync` has started on this connection.
     client_synced: bool,
+    /// Bytes of the messages in `held` and `gate`.
+    held_bytes: usize,
+}
+
+/// The bytes of held messages' events.
+fn bytes_of<'a>(jsons: impl Iterator<Item = &'a Arc<str>>) -> usize {
+    jsons.map(|json| json.len()).sum()
 }
 
 impl DeliveryOrder {
@@ -111,6 +118,7 @@ impl DeliveryOrder {
         let Some(waiting) = self.gate.take() else {
             return Vec::new();
         };
+        self.held_bytes -= bytes_of(waiting.iter().map(|(_, _, json)| json));
         waiting
             .into_iter()
             .filter(|(room, seq, _)| self.admit(room, *seq) == Verdict::Write)
@@ -143,6 +151,7 @@ impl DeliveryOrder {
             match self.held.get_mut(&room) {
                 Some(h) => h.msgs.push((seq, json)),
                 None => {
+                    self.held_bytes -= json.len();
                     if self.admit(&room, seq) == Verdict::Write {
                         now.push(json);
                     }
@@ -158,14 +167,21 @@ impl DeliveryOrder {
             + self.gate.as_ref().map_or(0, Vec::len)
     }
 
+    /// Bytes of the live messages currently held.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
+    }
+
     /// Decides about a live message.
     pub fn live(&mut self, room: &Arc<str>, seq: u64, json: &Arc<str>) -> Verdict {
         if let Some(g) = self.gate.as_mut() {
             g.push((room.clone(), seq, json.clone()));
+            self.held_bytes += json.len();
             return Verdict::Held;
         }
         if let Some(h) = self.held.get_mut(room) {
             h.msgs.push((seq, json.clone()));
+            self.held_bytes += json.len();
             return Verdict::Held;
         }
         // One lookup on the hot path: the gap check and the admission share it.
@@ -174,6 +190,7 @@ impl DeliveryOrder {
         };
         match spans.top() {
             Some(top) if seq > top.saturating_add(1) => {
+                self.held_bytes += json.len();
                 self.held.insert(
                     room.clone(),
                     Held::repair(top, vec![(seq, json.clone())], 0),
@@ -225,6 +242,7 @@ impl DeliveryOrder {
         let Some(held) = self.held.remove(room) else {
             return Released::default();
         };
+        self.held_bytes -= bytes_of(held.msgs.iter().map(|(_, json)| json));
         let top = spans.top().unwrap_or(after);
         let fruitless = held.repair && top <= held.top_at_hold;
         let mut msgs = held.msgs;
@@ -262,6 +280,7 @@ impl DeliveryOrder {
         head: u64,
         frames: Vec<Arc<str>>,
     ) -> Released {
+        self.held_bytes += bytes_of(msgs.iter().map(|(_, json)| json));
         self.held
             .insert(room.clone(), Held::repair(top, msgs, head));
         Released {
@@ -276,6 +295,7 @@ impl DeliveryOrder {
         let Some(held) = self.held.remove(room) else {
             return Vec::new();
         };
+        self.held_bytes -= bytes_of(held.msgs.iter().map(|(_, json)| json));
         let mut msgs = held.msgs;
         msgs.sort_by_key(|(seq, _)| *seq);
         msgs.into_iter()
@@ -468,6 +488,47 @@ mod tests {
         // held messages.
         assert_eq!(o.live(&r, 12, &j(12)), Verdict::Gap { after: 10 });
         assert_eq!(o.release(&r), vec![j(12)]);
+    }
+
+    /// The held bytes counted from scratch.
+    fn recount(o: &DeliveryOrder) -> usize {
+        bytes_of(o.held.values().flat_map(|h| h.msgs.iter().map(|(_, j)| j)))
+            + bytes_of(o.gate.iter().flatten().map(|(_, _, j)| j))
+    }
+
+    #[test]
+    fn held_bytes_follow_every_hold_and_release() {
+        let mut o = DeliveryOrder::gated();
+        let (r, other): (Arc<str>, Arc<str>) = (Arc::from("r"), Arc::from("o"));
+        let check = |o: &DeliveryOrder, want: usize| {
+            assert_eq!(o.held_bytes(), recount(o));
+            assert_eq!(o.held_bytes(), want);
+        };
+        o.live(&r, 8, &j(8));
+        o.live(&other, 1, &j(1));
+        check(&o, 4);
+        // `other` goes out, `r`'s 8 moves into its replay's hold.
+        o.start_sync(&[(r.clone(), 5)], true);
+        check(&o, 2);
+        o.live(&r, 10, &j(10));
+        check(&o, 5);
+        // 9 is missing: 8 goes out, 10 stays held for a repair.
+        o.replayed(&r, 6);
+        o.replayed(&r, 7);
+        let released = o.end_sync(&r, 5);
+        assert_eq!(released.repair_after, Some(8));
+        check(&o, 3);
+        assert_eq!(o.live(&other, 2, &j(2)), Verdict::Write);
+        check(&o, 3);
+        assert_eq!(o.live(&other, 5, &j(5)), Verdict::Gap { after: 2 });
+        check(&o, 5);
+        o.release(&r);
+        o.release(&other);
+        check(&o, 0);
+        let mut o = DeliveryOrder::gated();
+        o.live(&r, 1, &j(1));
+        o.open_gate();
+        check(&o, 0);
     }
 
     #[test]

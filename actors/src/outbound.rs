@@ -1,9 +1,10 @@
 //! A session's outbound side: what actors push toward a client's socket.
 //!
 //! Each session has a bounded queue of [`Outbound`] items drained by the
-//! socket writer. Producers never wait on it: when it is full the client is
-//! too slow, and the session is closed with 1013 through its [`CloseSignal`]
-//! instead of growing memory. `sync` replays use a second, small queue that
+//! socket writer, bounded in items and in bytes ([`LiveBytes`]). Producers
+//! never wait on it: when it is full the client is too slow, and the
+//! session is closed with 1013 through its [`CloseSignal`] instead of
+//! growing memory. `sync` replays use a second, small queue that
 //! the replaying task does wait on ([`SyncItem`]).
 //!
 //! Nothing orders the two queues against each other: with several producers
@@ -15,7 +16,7 @@
 //! and the writer takes a start only after the sync items already queued,
 //! which are the previous replay's ([`OutboundRx::next`]).
 
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -192,12 +193,61 @@ impl CloseSignal {
     }
 }
 
+/// The bytes of events waiting in a session's live queue, and their bound.
+///
+/// Most queued events are shared with other recipients (one allocation per
+/// message for a whole room), but not all: in a room of one, or a user's
+/// own rooms, a client that stops reading holds every message sent there
+/// until its queue is full, up to `--outbound-queue` events of up to 16 KB.
+/// Counting bytes closes it sooner when the events are large.
+#[derive(Debug)]
+pub struct LiveBytes {
+    queued: AtomicUsize,
+    max: usize,
+}
+
+impl LiveBytes {
+    /// Counts `bytes` in; false (and nothing counted) if that passes the
+    /// bound. An event always fits an empty queue, whatever its size.
+    fn add(&self, bytes: usize) -> bool {
+        let before = self.queued.fetch_add(bytes, Ordering::Relaxed);
+        if before > 0 && before.saturating_add(bytes) > self.max {
+            self.remove(bytes);
+            return false;
+        }
+        true
+    }
+
+    /// Counts `bytes` out.
+    fn remove(&self, bytes: usize) {
+        self.queued.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes queued now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+}
+
+impl Outbound {
+    /// The bytes this item will write (what it counts in [`LiveBytes`]).
+    pub fn bytes(&self) -> usize {
+        match self {
+            Outbound::Frame(json) => json.len(),
+            Outbound::Typing(t) => t.json.len(),
+            Outbound::Message(m) => m.json.len(),
+            Outbound::SyncStart(_) | Outbound::OpenGate | Outbound::Head(_) => 0,
+        }
+    }
+}
+
 /// The handle producers use to reach one session's socket.
 #[derive(Debug, Clone)]
 pub struct OutboundTx {
     live: mpsc::Sender<Outbound>,
     sync: mpsc::Sender<SyncItem>,
     close: Arc<CloseSignal>,
+    bytes: Arc<LiveBytes>,
 }
 
 /// The writer's ends of a session's queues.
@@ -211,6 +261,8 @@ pub struct OutboundRx {
     pub close: Arc<CloseSignal>,
     /// A replay's start taken from `live` and not yet handed out.
     start: Option<Outbound>,
+    /// Bytes in `live`.
+    bytes: Arc<LiveBytes>,
 }
 
 /// Counts an item taken from a live queue out of the queued-frames gauge.
@@ -292,6 +344,7 @@ impl OutboundRx {
     /// replay's start back (`None`).
     fn admit(&mut self, item: Outbound) -> Option<Outbound> {
         dequeued();
+        self.bytes.remove(item.bytes());
         if let Outbound::SyncStart(_) = item {
             self.start = Some(item);
             return None;
@@ -305,8 +358,9 @@ impl OutboundRx {
     /// which `try_next_live` would stop at); returns how many.
     fn drain_live(&mut self) -> usize {
         let mut n = 0;
-        while self.live.try_recv().is_ok() {
+        while let Ok(item) = self.live.try_recv() {
             dequeued();
+            self.bytes.remove(item.bytes());
             n += 1;
         }
         n
@@ -331,29 +385,45 @@ pub enum Push {
     Closed,
 }
 
-/// Creates a session's outbound queues with room for `capacity` live items.
-pub fn channel(capacity: usize) -> (OutboundTx, OutboundRx) {
+/// Creates a session's outbound queues with room for `capacity` live items
+/// of `max_bytes` in all.
+pub fn channel(capacity: usize, max_bytes: usize) -> (OutboundTx, OutboundRx) {
     let (live_tx, live_rx) = mpsc::channel(capacity.max(1));
     let (sync_tx, sync_rx) = mpsc::channel(64);
     let close = Arc::new(CloseSignal::default());
+    let bytes = Arc::new(LiveBytes {
+        queued: AtomicUsize::new(0),
+        max: max_bytes,
+    });
     (
         OutboundTx {
             live: live_tx,
             sync: sync_tx,
             close: close.clone(),
+            bytes: bytes.clone(),
         },
         OutboundRx {
             live: live_rx,
             sync: sync_rx,
             close,
             start: None,
+            bytes,
         },
     )
 }
 
 impl OutboundTx {
-    /// Queues an item without waiting; a full queue closes the session with 1013.
+    /// Queues an item without waiting; a queue full of items or of bytes
+    /// closes the session with 1013.
     pub fn push(&self, item: Outbound) -> Push {
+        let bytes = item.bytes();
+        if !self.bytes.add(bytes) {
+            if self.live.is_closed() {
+                return Push::Closed;
+            }
+            self.close.close(CLOSE_TRY_AGAIN);
+            return Push::Overflow;
+        }
         match self.live.try_send(item) {
             Ok(()) => {
                 crate::metrics::METRICS
@@ -361,11 +431,16 @@ impl OutboundTx {
                     .fetch_add(1, Ordering::Relaxed);
                 Push::Queued
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close.close(CLOSE_TRY_AGAIN);
-                Push::Overflow
+            Err(e) => {
+                self.bytes.remove(bytes);
+                match e {
+                    mpsc::error::TrySendError::Full(_) => {
+                        self.close.close(CLOSE_TRY_AGAIN);
+                        Push::Overflow
+                    }
+                    mpsc::error::TrySendError::Closed(_) => Push::Closed,
+                }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Push::Closed,
         }
     }
 
@@ -420,6 +495,28 @@ mod tests {
     /// Every idle connection pays for 32 slots of each queue up front, so the
     /// items stay at three words (they were five before).
     #[test]
+    fn a_queue_full_of_bytes_closes_the_session_and_frees_what_it_took() {
+        let (tx, mut rx) = channel(100, 100);
+        let frame = |n: usize| Outbound::Frame(Arc::from("x".repeat(n)));
+        assert_eq!(tx.push(frame(150)), Push::Queued, "one item always fits");
+        assert_eq!(tx.push(frame(1)), Push::Overflow);
+        assert_eq!(tx.close.requested(), Some(CLOSE_TRY_AGAIN));
+        assert!(rx.try_next_live().is_some());
+        assert_eq!(rx.bytes.queued(), 0);
+        assert_eq!(tx.push(frame(60)), Push::Queued);
+        assert_eq!(tx.push(frame(40)), Push::Queued);
+        assert_eq!(rx.bytes.queued(), 100);
+        assert_eq!(tx.push(frame(1)), Push::Overflow);
+        drop(rx);
+        assert_eq!(tx.push(frame(1)), Push::Closed);
+        assert_eq!(
+            tx.bytes.queued(),
+            0,
+            "what was queued and never written is counted out"
+        );
+    }
+
+    #[test]
     fn queue_items_stay_small() {
         assert!(std::mem::size_of::<Outbound>() <= 24);
         assert!(std::mem::size_of::<SyncItem>() <= 24);
@@ -427,7 +524,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_replay_starts_only_once_the_writer_took_its_start_in() {
-        let (tx, mut rx) = channel(4);
+        let (tx, mut rx) = channel(4, usize::MAX);
         let starting = tokio::spawn({
             let tx = tx.clone();
             async move { tx.start_sync(Vec::new(), true).await }
@@ -464,7 +561,7 @@ mod tests {
             .worker_threads(2)
             .build()
             .unwrap();
-        let (tx, mut rx) = channel(4096);
+        let (tx, mut rx) = channel(4096, usize::MAX);
         let stop = Arc::new(AtomicBool::new(false));
         // Other producers (rooms, presence) pushing all the while.
         let noise: Vec<_> = (0..2)
@@ -530,7 +627,7 @@ mod tests {
     /// queued-frames gauge, past a replay's start too.
     #[test]
     fn a_closing_writer_drains_past_a_replay_start() {
-        let (tx, mut rx) = channel(8);
+        let (tx, mut rx) = channel(8, usize::MAX);
         tx.frame("a");
         tx.push(Outbound::SyncStart(SyncStart::new(Vec::new(), true).0));
         tx.frame("b");
@@ -543,7 +640,7 @@ mod tests {
     /// order: earlier sync items, the held-back start, then what follows.
     #[tokio::test]
     async fn a_closing_writer_takes_everything_past_a_replay_start() {
-        let (tx, mut rx) = channel(8);
+        let (tx, mut rx) = channel(8, usize::MAX);
         tx.push(Outbound::SyncStart(SyncStart::new(Vec::new(), true).0));
         tx.frame("a");
         assert!(tx.sync(SyncItem::Done(Arc::from("synced"))).await);
@@ -560,7 +657,7 @@ mod tests {
 
     #[test]
     fn full_queue_closes_with_1013_and_keeps_order() {
-        let (tx, mut rx) = channel(2);
+        let (tx, mut rx) = channel(2, usize::MAX);
         assert_eq!(tx.frame("a"), Push::Queued);
         assert_eq!(tx.frame("b"), Push::Queued);
         assert_eq!(tx.frame("c"), Push::Overflow);

@@ -219,6 +219,10 @@ pub struct Config {
     /// (keep it at least twice `--commit-batch-max`: one commit fans out a whole batch).
     #[arg(long, env = "PARLEY_OUTBOUND_QUEUE", default_value_t = 4096)]
     pub outbound_queue: usize,
+    /// Bytes of events queued per session before a slow client is closed
+    /// with 1013 (one event always fits, whatever its size).
+    #[arg(long, env = "PARLEY_OUTBOUND_QUEUE_BYTES", default_value_t = 16 << 20)]
+    pub outbound_queue_bytes: usize,
     /// Bytes of answers (history and room pages, `sync` pages) the node may
     /// hold for clients that have not read them; past it HTTP answers 503
     /// `unavailable` and replays wait. 0 = no limit.

@@ -166,7 +166,10 @@ async fn open(
 ) -> Option<(Connection, tracing::Span)> {
     inc(&state.metrics.ws_connections);
     let session_id: Arc<str> = Arc::from(new_id());
-    let (tx, rx) = outbound::channel(state.config.outbound_queue.max(16));
+    let (tx, rx) = outbound::channel(
+        state.config.outbound_queue.max(16),
+        state.config.outbound_queue_bytes,
+    );
     let session = match state
         .system
         .start_session(
@@ -187,7 +190,10 @@ async fn open(
     let writer = state.writers.spawn(write_loop(
         sink,
         rx,
-        state.config.outbound_queue.max(16),
+        HoldMax {
+            messages: state.config.outbound_queue.max(16),
+            bytes: state.config.outbound_queue_bytes,
+        },
         state.config.typing_ttl(),
         session.clone(),
     ));
@@ -459,6 +465,28 @@ async fn write(sink: &mut Sink, frames: Frames) -> bool {
 /// Too much is held back for a slow client: close with 1013.
 struct Overflow;
 
+/// How much a connection may hold back (live messages waiting for a replay,
+/// or for the first `sync`) before it is closed with 1013: the same as its
+/// live queue, in messages and in bytes.
+#[derive(Debug, Clone, Copy)]
+struct HoldMax {
+    messages: usize,
+    bytes: usize,
+}
+
+impl HoldMax {
+    /// No bound (a closing connection writing what is left).
+    const NONE: HoldMax = HoldMax {
+        messages: usize::MAX,
+        bytes: usize::MAX,
+    };
+
+    /// Whether `order` holds more than this.
+    fn passed(self, order: &DeliveryOrder) -> bool {
+        order.held_len() > self.messages || order.held_bytes() > self.bytes
+    }
+}
+
 /// What the writer keeps about its connection besides the socket.
 struct Shown {
     /// Live messages against `sync` replays.
@@ -473,7 +501,7 @@ fn live_item(
     shown: &mut Shown,
     session: &ActorRef<SessionMsg>,
     item: Outbound,
-    hold_max: usize,
+    hold_max: HoldMax,
 ) -> Result<Frames, Overflow> {
     let Shown { order, typing } = shown;
     let frames = match item {
@@ -488,9 +516,7 @@ fn live_item(
         Outbound::Message(m) => match order.live(&m.room_id, m.seq, &m.json) {
             Verdict::Write => Frames::One(m.json.clone()),
             Verdict::Duplicate => Frames::None,
-            Verdict::Held | Verdict::Gap { .. } if order.held_len() > hold_max => {
-                return Err(Overflow)
-            }
+            Verdict::Held | Verdict::Gap { .. } if hold_max.passed(order) => return Err(Overflow),
             Verdict::Held => Frames::None,
             Verdict::Gap { after } => {
                 // A delivery was lost on the way: the session replays the
@@ -552,7 +578,7 @@ fn next_item(
     shown: &mut Shown,
     session: &ActorRef<SessionMsg>,
     next: Next,
-    hold_max: usize,
+    hold_max: HoldMax,
 ) -> Result<Frames, Overflow> {
     match next {
         Next::Live(item) => live_item(shown, session, item, hold_max),
@@ -569,7 +595,7 @@ async fn flush_queued(
 ) {
     for _ in 0..256 {
         let Some(next) = rx.try_next() else { break };
-        let Ok(frames) = next_item(shown, session, next, usize::MAX) else {
+        let Ok(frames) = next_item(shown, session, next, HoldMax::NONE) else {
             break;
         };
         if !write(sink, frames).await {
@@ -638,7 +664,7 @@ fn timer_frames(shown: &mut Shown, gate_deadline: tokio::time::Instant) -> Frame
 fn write_loop(
     mut sink: Sink,
     mut rx: OutboundRx,
-    hold_max: usize,
+    hold_max: HoldMax,
     typing_ttl: Duration,
     session: ActorRef<SessionMsg>,
 ) -> impl std::future::Future<Output = ()> + Send {

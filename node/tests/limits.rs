@@ -40,6 +40,45 @@ async fn a_client_that_cannot_keep_up_is_closed_with_1013() {
 }
 
 #[tokio::test]
+async fn a_client_whose_queue_holds_too_many_bytes_is_closed_with_1013() {
+    let dir = data_dir();
+    // Room for 4096 events, but only ~37 of 8 KB.
+    let node = Node::start_with(
+        dir.path(),
+        &["--outbound-queue-bytes", "300000", "--ws-rate", "0"],
+    )
+    .await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let room_id = room_id(&group(&node, &alice, "big bodies", &[&bob]).await);
+    let mut a = Client::connect(&node, &alice.token).await;
+    // Two sessions of Bob read nothing: one has sent nothing either (its
+    // live messages wait for a first `sync`), the other has (they queue).
+    let mut waiting = Client::connect(&node, &bob.token).await;
+    let mut queueing = Client::connect(&node, &bob.token).await;
+    queueing.ping_pong("open").await;
+    // More than the kernel's buffers take, far fewer events than 4096;
+    // Alice sends 10 at a time (80 KB) and reads what comes back.
+    let body = "ü".repeat(4000);
+    let total = (kernel_send_buffer_max() + (1 << 20)) / 8000;
+    assert!(total < 2000);
+    let mut seq = 0;
+    while seq < total {
+        for i in 0..10 {
+            let id = format!("f{}", seq + i);
+            a.send(json!({"type": "send", "room_id": room_id, "client_msg_id": id, "body": body}))
+                .await;
+        }
+        seq += 10;
+        a.messages_until(&room_id, seq).await;
+    }
+    assert_eq!(waiting.expect_close().await, Some(1013));
+    assert_eq!(queueing.expect_close().await, Some(1013));
+    a.send(json!({"type": "ping", "ref": "alive"})).await;
+    a.expect(|f| f["type"] == "pong").await;
+}
+
+#[tokio::test]
 async fn settings_come_from_a_toml_file() {
     let dir = data_dir();
     let file = dir.path().join("parley.toml");
