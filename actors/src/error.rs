@@ -25,13 +25,17 @@ pub enum ChatError {
     /// Unexpected failure.
     #[error("{0}")]
     Internal(String),
+    /// The room exists for the caller, but the user a change names is not
+    /// one of its members. (Last, so that earlier variants keep their wire tags.)
+    #[error("member not found")]
+    NoSuchMember,
 }
 
 impl ChatError {
     /// The contract error code for this error.
     pub fn code(&self) -> ErrorCode {
         match self {
-            ChatError::NotFound => ErrorCode::NotFound,
+            ChatError::NotFound | ChatError::NoSuchMember => ErrorCode::NotFound,
             ChatError::Forbidden(_) => ErrorCode::Forbidden,
             ChatError::Invalid(_) => ErrorCode::InvalidRequest,
             ChatError::Conflict(_) => ErrorCode::Conflict,

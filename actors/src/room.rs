@@ -764,7 +764,7 @@ impl RoomState {
                 Ok(self.info())
             }
             ManageCmd::RemoveMember { user_id } => {
-                let target_role = *self.roles.get(&user_id).ok_or(ChatError::NotFound)?;
+                let target_role = *self.roles.get(&user_id).ok_or(ChatError::NoSuchMember)?;
                 if direct {
                     return Err(ChatError::Forbidden(
                         "the members of a direct room cannot change".into(),
@@ -824,7 +824,7 @@ impl RoomState {
                 let m = members
                     .iter_mut()
                     .find(|m| m.user_id == user_id)
-                    .ok_or(ChatError::NotFound)?;
+                    .ok_or(ChatError::NoSuchMember)?;
                 m.role = role.as_str().into();
                 let rec = m.clone();
                 self.deps.store.put_member(&self.room_id, &rec).await?;

@@ -990,6 +990,19 @@ async fn members_are_removed_by_owners_or_leave_themselves() {
         404,
         "not_found",
     );
+    // Naming someone who is not a member: the room is there, the member is not.
+    let message = assert_error(
+        &remove_member(&node, &alice, &rid, &carol.user_id).await,
+        404,
+        "not_found",
+    );
+    assert_eq!(message, "member not found");
+    let message = assert_error(
+        &set_role(&node, &alice, &rid, &dave.user_id, "admin").await,
+        404,
+        "not_found",
+    );
+    assert_eq!(message, "member not found");
 }
 
 #[tokio::test]
