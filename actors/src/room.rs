@@ -691,6 +691,24 @@ impl RoomState {
         }
     }
 
+    /// A member added to a room with messages starts with its watermarks at
+    /// the head: what was said before is history to read, not unread. Set
+    /// quietly (no receipt: the member has not read anything yet) and
+    /// persisted before the answer, so `GET /rooms` shows it at once.
+    async fn start_marks_at_head(&mut self, user_id: &str) {
+        if self.last_seq == 0 {
+            return;
+        }
+        let head = Watermarks {
+            delivered_seq: self.last_seq,
+            read_seq: self.last_seq,
+        };
+        let m = self.marks.entry(Arc::from(user_id)).or_default();
+        m.current = head;
+        m.announced = head;
+        self.persist(vec![(user_id.to_string(), head)]).await;
+    }
+
     async fn persist(&self, marks: Vec<(String, Watermarks)>) {
         save_marks(self.deps.store.clone(), self.room_id.clone(), marks).await;
     }
@@ -760,6 +778,7 @@ impl RoomState {
                 let mut members = self.members.clone();
                 members.push(rec);
                 self.set_members(members);
+                self.start_marks_at_head(&user_id).await;
                 self.room_event(RoomEventKind::MemberAdded, None);
                 Ok(self.info())
             }

@@ -713,6 +713,88 @@ async fn room_list_carries_read_state_and_unread_counts() {
 }
 
 #[tokio::test]
+async fn a_member_added_later_finds_earlier_messages_in_history_not_unread() {
+    let dir = data_dir();
+    let node = Node::start(dir.path()).await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let carol = user(&node, "carol").await;
+    let rid = room_id(&group(&node, &alice, "late", &[&bob]).await);
+    let mut a = Client::connect(&node, &alice.token).await;
+    let mut b = Client::connect(&node, &bob.token).await;
+    for i in 1..=3 {
+        let ack = a
+            .send_message(&rid, &format!("early{i}"), "before carol")
+            .await;
+        assert_eq!(ack["type"], "sent", "{ack}");
+    }
+    let entry_of = |list: Vec<Value>| {
+        list.into_iter()
+            .find(|r| r["room_id"] == rid.as_str())
+            .expect("room listed")
+    };
+    let bobs = entry_of(rooms_of(&node, &bob).await);
+    assert_eq!((&bobs["read_seq"], &bobs["unread"]), (&json!(0), &json!(3)));
+
+    assert_eq!(
+        add_member(&node, &alice, &rid, &carol.username)
+            .await
+            .status,
+        200
+    );
+    let carols = entry_of(rooms_of(&node, &carol).await);
+    assert_eq!(
+        (&carols["last_seq"], &carols["read_seq"], &carols["unread"]),
+        (&json!(3), &json!(3), &json!(0)),
+        "{carols}"
+    );
+    assert_eq!(
+        history(&node, &carol, &rid, "").await.body["messages"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+    // Nobody is told Carol read anything: she has not.
+    b.expect_none(Duration::from_millis(400), |f| {
+        f["type"] == "receipt" && f["user_id"] == carol.user_id.as_str()
+    })
+    .await;
+    let ack = a.send_message(&rid, "after", "welcome carol").await;
+    assert_eq!(ack["type"], "sent", "{ack}");
+    let carols = entry_of(rooms_of(&node, &carol).await);
+    assert_eq!(
+        (&carols["read_seq"], &carols["unread"]),
+        (&json!(3), &json!(1))
+    );
+
+    // Removed and added again: what was said meanwhile is not unread either.
+    assert_eq!(
+        remove_member(&node, &alice, &rid, &carol.user_id)
+            .await
+            .status,
+        204
+    );
+    for i in 1..=2 {
+        let ack = a
+            .send_message(&rid, &format!("away{i}"), "without carol")
+            .await;
+        assert_eq!(ack["type"], "sent", "{ack}");
+    }
+    assert_eq!(
+        add_member(&node, &alice, &rid, &carol.username)
+            .await
+            .status,
+        200
+    );
+    let carols = entry_of(rooms_of(&node, &carol).await);
+    assert_eq!(
+        (&carols["last_seq"], &carols["read_seq"], &carols["unread"]),
+        (&json!(6), &json!(6), &json!(0)),
+        "{carols}"
+    );
+}
+
+#[tokio::test]
 async fn room_list_holds_every_room_newest_first() {
     // More rooms than the node loads at once, each with its own count, so
     // a list that loses, repeats or mixes up rooms cannot pass.
