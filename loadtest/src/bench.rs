@@ -640,16 +640,18 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<Verdict, BenchError> 
     };
     std::fs::create_dir_all(&b.assets).map_err(write_err(&b.assets))?;
     crate::outfile::check_writable(&b.out).map_err(write_err(&b.out))?;
-    let scratch = b
-        .scratch
-        .clone()
-        .unwrap_or_else(std::env::temp_dir)
-        .join(format!("parley-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).map_err(write_err(&scratch))?;
+    let scratch = Scratch(
+        b.scratch
+            .clone()
+            .unwrap_or_else(std::env::temp_dir)
+            .join(format!("parley-bench-{}", std::process::id())),
+    );
+    let scratch = &scratch.0;
+    std::fs::create_dir_all(scratch).map_err(write_err(scratch))?;
     let data_disk = format!(
         "`{}` ({})",
         scratch.display(),
-        sysinfo::filesystem_of(&scratch).unwrap_or_else(|| "filesystem unknown".into())
+        sysinfo::filesystem_of(scratch).unwrap_or_else(|| "filesystem unknown".into())
     );
     let started = std::time::SystemTime::now();
     let mut rows = Vec::new();
@@ -666,7 +668,7 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<Verdict, BenchError> 
                 run.map(|k| format!(" (run {k} of {repeat})"))
                     .unwrap_or_default()
             );
-            runs.push(run_once(&case, b, &node_bin, &scratch, &command, run).await?);
+            runs.push(run_once(&case, b, &node_bin, scratch, &command, run).await?);
         }
         let keys: Vec<Option<Key>> = runs.iter().map(key_metric).collect();
         let spread_text = spread(&keys);
@@ -729,7 +731,6 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<Verdict, BenchError> 
         };
         rows.push(row);
     }
-    let _ = std::fs::remove_dir_all(&scratch);
     let facts = PageFacts {
         started,
         node_bin: &node_bin,
@@ -739,6 +740,17 @@ pub async fn run(b: &BenchArgs, command: String) -> Result<Verdict, BenchError> 
     let md = markdown(b, &machine, &command, &rows, &facts);
     std::fs::write(&b.out, md).map_err(write_err(&b.out))?;
     Ok(overall)
+}
+
+/// The bench's scratch directory (the nodes' data), removed with
+/// everything in it however the bench ends: done, or stopped by an error
+/// such as a node that would not start (whose log is in the error).
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The worse of the verdict so far and one of `case`'s runs (violations,

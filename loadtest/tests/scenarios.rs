@@ -670,6 +670,36 @@ fn bench_starts_its_own_nodes_repeats_and_writes_its_page() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A bench whose node will not start ends with the node's error and leaves
+/// no scratch data behind (it was left for every failed start).
+#[test]
+fn a_bench_whose_node_fails_cleans_up_its_scratch() {
+    let dir = scratch("bench-fail");
+    let out_md = dir.join("benchmarks.md");
+    let out = bench(&dir, &out_md)
+        .arg("--scratch")
+        .arg(dir.join("data"))
+        .args([
+            "--only",
+            "fanout-small-rooms",
+            "--sync-probe",
+            "0",
+            "--quiet",
+        ])
+        // A bad flag value: the node exits at once.
+        .env("PARLEY_MAX_FRAME_BYTES", "not-a-number")
+        .output()
+        .expect("run parley-loadtest bench");
+    let text = all_output(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("exited early"), "{text}");
+    let left: Vec<_> = std::fs::read_dir(dir.join("data"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Options that name no sensible run are refused with exit 2 before
 /// anything starts. Numbers used to panic (a time too big for a timer, also
 /// after a chaos kill, leaving the node dead), run for 0 s (NaN), kill the
