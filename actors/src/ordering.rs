@@ -130,17 +130,23 @@ impl DeliveryOrder {
     /// has: live messages of them are held from now on. Opens the gate:
     /// returns the waiting messages of other rooms to write now.
     ///
-    /// The connection's first client `sync` (a reconnect's) and gap repairs
-    /// never write a message twice. A later client `sync` asks again on
-    /// purpose (the client dropped what it had): the seqs written above
-    /// its cursor count as not written, and the replay sends them again.
+    /// Gap repairs never write a message twice. Nor does the connection's
+    /// first client `sync` (a reconnect's) where what was written live
+    /// before it follows on from its cursor. Where it does not (the sync
+    /// came late, after live messages above a hole: the client has 4 and 5
+    /// and asks from 0), skipping them would write 1..=3 after 5, and a
+    /// client that keeps the highest seq it saw would drop those; so, as
+    /// for a later client `sync` (which asks again on purpose: the client
+    /// dropped what it had), the seqs written above its cursor count as not
+    /// written and the replay sends everything after it in order.
     pub fn start_sync(&mut self, rooms: &[(Arc<str>, u64)], client: bool) -> Vec<Arc<str>> {
-        let resend = client && self.client_synced;
+        let later = client && self.client_synced;
+        let first = client && !self.client_synced;
         self.client_synced |= client;
         for (r, after) in rooms {
             self.held.entry(r.clone()).or_default();
-            if resend {
-                if let Some(spans) = self.written.get_mut(r) {
+            if let Some(spans) = self.written.get_mut(r) {
+                if later || (first && !spans.follow_on_from(*after)) {
                     spans.truncate(*after);
                 }
             }
@@ -337,6 +343,18 @@ impl Spans {
         }
     }
 
+    /// Whether the seqs written above `seq` run on from it without a hole
+    /// (or there are none): a replay after `seq` then has only later seqs
+    /// to write.
+    fn follow_on_from(&self, seq: u64) -> bool {
+        let mut above = self.0.iter().filter(|(_, b)| *b > seq);
+        match (above.next(), above.next()) {
+            (None, _) => true,
+            (Some((a, _)), None) => *a <= seq.saturating_add(1),
+            _ => false,
+        }
+    }
+
     /// Forgets every seq above `seq`.
     fn truncate(&mut self, seq: u64) {
         self.0.retain(|(a, _)| *a <= seq);
@@ -419,8 +437,9 @@ mod tests {
                 .filter(|s| o.replayed(&r, *s) == Verdict::Write)
                 .collect()
         };
-        // The first sync (a reconnect whose sync came late) and a repair
-        // skip what was already written.
+        // The first sync (a reconnect whose sync came late, from a cursor
+        // that what was written follows on from) and a repair skip what was
+        // already written.
         o.start_sync(&[(r.clone(), 2)], true);
         assert_eq!(replay(&mut o), Vec::<u64>::new());
         assert_eq!(o.end_sync(&r, 2), out(&[]));
@@ -439,6 +458,31 @@ mod tests {
         o.start_sync(&[(r.clone(), 9)], true);
         assert_eq!(o.end_sync(&r, 9), out(&[]));
         assert_eq!(o.live(&r, 6, &j(6)), Verdict::Duplicate);
+    }
+
+    #[test]
+    fn a_late_first_sync_from_below_a_hole_sends_everything_after_its_cursor_in_order() {
+        let mut o = DeliveryOrder::default();
+        let (r, other): (Arc<str>, Arc<str>) = (Arc::from("r"), Arc::from("o"));
+        // The gate opened before the client's sync; 4 and 5 came live.
+        for s in 4..=5 {
+            assert_eq!(o.live(&r, s, &j(s)), Verdict::Write);
+        }
+        for s in 1..=2 {
+            assert_eq!(o.live(&other, s, &j(s)), Verdict::Write);
+        }
+        o.start_sync(&[(r.clone(), 0), (other.clone(), 0)], true);
+        let written: Vec<u64> = (1..=5)
+            .filter(|s| o.replayed(&r, *s) == Verdict::Write)
+            .collect();
+        assert_eq!(written, vec![1, 2, 3, 4, 5], "in order, 4 and 5 again");
+        assert_eq!(o.end_sync(&r, 0), out(&[]));
+        // `other` had 1 and 2 from its cursor on: nothing twice there.
+        assert_eq!(o.replayed(&other, 1), Verdict::Duplicate);
+        assert_eq!(o.replayed(&other, 2), Verdict::Duplicate);
+        assert_eq!(o.end_sync(&other, 0), out(&[]));
+        assert_eq!(o.live(&r, 5, &j(5)), Verdict::Duplicate);
+        assert_eq!(o.live(&r, 6, &j(6)), Verdict::Write);
     }
 
     #[test]

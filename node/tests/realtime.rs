@@ -736,6 +736,42 @@ async fn a_message_between_hello_and_sync_still_arrives_in_order() {
     assert_eq!(seqs, vec![3, 4, 5, 6]);
 }
 
+/// A first `sync` that comes late, after live messages above a hole (the
+/// client pinged first, so they were not held): everything after its cursor
+/// comes in order, the live ones again after the older ones (they came
+/// before 1..=3, which a client keeping the highest seq would drop).
+#[tokio::test]
+async fn a_late_first_sync_sends_everything_after_its_cursor_in_order() {
+    let dir = data_dir();
+    let node = Node::start(dir.path()).await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let room = room_id(&group(&node, &alice, "late", &[&bob]).await);
+    let mut a = Client::connect(&node, &alice.token).await;
+    for i in 1..=3 {
+        a.send_message(&room, &format!("l{i}"), "while bob was away")
+            .await;
+    }
+    let mut b = Client::connect(&node, &bob.token).await;
+    b.ping_pong("first").await;
+    for i in 4..=5 {
+        a.send_message(&room, &format!("l{i}"), "live").await;
+    }
+    let live = b.messages_until(&room, 5).await;
+    let live: Vec<u64> = live.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(live, vec![4, 5]);
+    let (got, done) = sync(&mut b, "late", json!({&room: 0})).await;
+    assert_eq!(seqs(&got, &room), vec![1, 2, 3, 4, 5]);
+    assert_eq!(done["rooms"][&room], 5, "{done}");
+    // A first sync from a cursor the live ones follow on from sends nothing twice.
+    let mut b2 = Client::connect(&node, &bob.token).await;
+    b2.ping_pong("first").await;
+    a.send_message(&room, "l6", "live").await;
+    b2.messages_until(&room, 6).await;
+    let (got, _) = sync(&mut b2, "prompt", json!({&room: 5})).await;
+    assert!(seqs(&got, &room).is_empty(), "{got:?}");
+}
+
 #[tokio::test]
 async fn large_rooms_carry_no_presence() {
     let dir = data_dir();
