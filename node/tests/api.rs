@@ -586,6 +586,23 @@ async fn creating_a_group_room_makes_the_caller_owner_and_tells_members() {
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.body);
+    // No members: left out, empty, or null alike.
+    for members in [None, Some(json!([])), Some(Value::Null)] {
+        let mut body = json!({"name": "alone"});
+        if let Some(m) = members.clone() {
+            body["members"] = m;
+        }
+        let r = call(
+            &node,
+            "POST",
+            "/api/v1/rooms",
+            Some(&alice.token),
+            Some(body),
+        )
+        .await;
+        assert_eq!(r.status, 201, "members {members:?}: {}", r.body);
+        assert_eq!(r.body["members"].as_array().map(Vec::len), Some(1));
+    }
     assert_error(
         &call(
             &node,

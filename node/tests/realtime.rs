@@ -177,6 +177,36 @@ async fn typing_reaches_others_but_not_the_typist() {
         .await;
 }
 
+/// A refreshed indicator ends one TTL after its last refresh, by the room
+/// (the connection's own backstop, a second later, was what ended it).
+#[tokio::test]
+async fn a_refreshed_typing_indicator_ends_one_ttl_after_the_refresh() {
+    let dir = data_dir();
+    let node = Node::start_with(dir.path(), &["--typing-ttl-ms", "2000"]).await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let room_id = room_id(&group(&node, &alice, "typing", &[&bob]).await);
+    let mut a = Client::connect(&node, &alice.token).await;
+    let mut b = Client::connect(&node, &bob.token).await;
+    b.ping_pong("open").await;
+    let typing = json!({"type": "typing", "room_id": room_id, "active": true});
+    a.send(typing.clone()).await;
+    b.expect(|f| f["type"] == "typing" && f["active"] == true)
+        .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    a.send(typing).await;
+    b.expect(|f| f["type"] == "typing" && f["active"] == true)
+        .await;
+    let refreshed = std::time::Instant::now();
+    b.expect(|f| f["type"] == "typing" && f["active"] == false)
+        .await;
+    let took = refreshed.elapsed();
+    assert!(
+        took < Duration::from_millis(2900),
+        "ended {took:?} after the refresh"
+    );
+}
+
 /// Typing indicators end when their reason goes, not when their TTL
 /// (a minute here) runs out: a typist who closes the app stops typing at
 /// once; a member removed from the room stops typing there, and the

@@ -59,9 +59,19 @@ pub struct RefreshRequest {
 pub struct CreateRoomRequest {
     /// Room name, 1-100 characters.
     pub name: String,
-    /// Usernames to add as members besides the caller.
-    #[serde(default)]
+    /// Usernames to add as members besides the caller (absent or `null`: none).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub members: Vec<String>,
+}
+
+/// Reads `null` as the field's default, as if it were absent (clients that
+/// write every optional field send `null` for "none").
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// `PATCH /rooms/{room_id}` body.
