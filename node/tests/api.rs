@@ -739,19 +739,11 @@ async fn a_member_added_later_finds_earlier_messages_in_history_not_unread() {
     let rid = room_id(&group(&node, &alice, "late", &[&bob]).await);
     let mut a = Client::connect(&node, &alice.token).await;
     let mut b = Client::connect(&node, &bob.token).await;
-    for i in 1..=3 {
-        let ack = a
-            .send_message(&rid, &format!("early{i}"), "before carol")
-            .await;
+    for id in ["early1", "early2", "early3"] {
+        let ack = a.send_message(&rid, id, "before carol").await;
         assert_eq!(ack["type"], "sent", "{ack}");
     }
-    let entry_of = |list: Vec<Value>| {
-        list.into_iter()
-            .find(|r| r["room_id"] == rid.as_str())
-            .expect("room listed")
-    };
-    let bobs = entry_of(rooms_of(&node, &bob).await);
-    assert_eq!((&bobs["read_seq"], &bobs["unread"]), (&json!(0), &json!(3)));
+    assert_eq!(marks_in(&node, &bob, &rid).await, (3, 0, 3));
 
     assert_eq!(
         add_member(&node, &alice, &rid, &carol.username)
@@ -759,18 +751,9 @@ async fn a_member_added_later_finds_earlier_messages_in_history_not_unread() {
             .status,
         200
     );
-    let carols = entry_of(rooms_of(&node, &carol).await);
-    assert_eq!(
-        (&carols["last_seq"], &carols["read_seq"], &carols["unread"]),
-        (&json!(3), &json!(3), &json!(0)),
-        "{carols}"
-    );
-    assert_eq!(
-        history(&node, &carol, &rid, "").await.body["messages"]
-            .as_array()
-            .map(Vec::len),
-        Some(3)
-    );
+    assert_eq!(marks_in(&node, &carol, &rid).await, (3, 3, 0));
+    let old = history(&node, &carol, &rid, "").await;
+    assert_eq!(old.body["messages"].as_array().map(Vec::len), Some(3));
     // Nobody is told Carol read anything: she has not.
     b.expect_none(Duration::from_millis(400), |f| {
         f["type"] == "receipt" && f["user_id"] == carol.user_id.as_str()
@@ -778,23 +761,13 @@ async fn a_member_added_later_finds_earlier_messages_in_history_not_unread() {
     .await;
     let ack = a.send_message(&rid, "after", "welcome carol").await;
     assert_eq!(ack["type"], "sent", "{ack}");
-    let carols = entry_of(rooms_of(&node, &carol).await);
-    assert_eq!(
-        (&carols["read_seq"], &carols["unread"]),
-        (&json!(3), &json!(1))
-    );
+    assert_eq!(marks_in(&node, &carol, &rid).await, (4, 3, 1));
 
     // Removed and added again: what was said meanwhile is not unread either.
-    assert_eq!(
-        remove_member(&node, &alice, &rid, &carol.user_id)
-            .await
-            .status,
-        204
-    );
-    for i in 1..=2 {
-        let ack = a
-            .send_message(&rid, &format!("away{i}"), "without carol")
-            .await;
+    let removed = remove_member(&node, &alice, &rid, &carol.user_id).await;
+    assert_eq!(removed.status, 204);
+    for id in ["away1", "away2"] {
+        let ack = a.send_message(&rid, id, "without carol").await;
         assert_eq!(ack["type"], "sent", "{ack}");
     }
     assert_eq!(
@@ -803,12 +776,22 @@ async fn a_member_added_later_finds_earlier_messages_in_history_not_unread() {
             .status,
         200
     );
-    let carols = entry_of(rooms_of(&node, &carol).await);
-    assert_eq!(
-        (&carols["last_seq"], &carols["read_seq"], &carols["unread"]),
-        (&json!(6), &json!(6), &json!(0)),
-        "{carols}"
-    );
+    assert_eq!(marks_in(&node, &carol, &rid).await, (6, 6, 0));
+}
+
+/// `(last_seq, read_seq, unread)` of `room_id` in `user`'s `GET /rooms`.
+async fn marks_in(node: &Node, user: &User, room_id: &str) -> (u64, u64, u64) {
+    let list = rooms_of(node, user).await;
+    let entry = list
+        .iter()
+        .find(|r| r["room_id"] == room_id)
+        .unwrap_or_else(|| panic!("{room_id} not in {list:?}"));
+    let n = |k: &str| {
+        entry[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} in {entry}"))
+    };
+    (n("last_seq"), n("read_seq"), n("unread"))
 }
 
 #[tokio::test]
