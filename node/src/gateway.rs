@@ -47,9 +47,8 @@ use crate::ratelimit::ConnectionLimit;
 use crate::session_cap::SessionSlot;
 use crate::state::AppState;
 
-/// Tungstenite refuses frames beyond this outright; frames between the
-/// configured limit and this are read and refused with 1009 by us.
-const HARD_FRAME_LIMIT: usize = 1024 * 1024;
+/// The most the socket writer may have written and not yet flushed.
+const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 
 /// Seconds a client refused for holding too many sessions is told to wait.
 const SESSION_CAP_RETRY_SECS: u64 = 5;
@@ -101,11 +100,15 @@ pub async fn upgrade(
         .into_response();
     };
     let limit = state.config.max_frame_bytes;
-    ws.max_frame_size(HARD_FRAME_LIMIT.max(limit))
-        .max_message_size(HARD_FRAME_LIMIT.max(limit))
+    // The library refuses a frame whose header says it is over the limit,
+    // and a fragmented message once its parts pass it, before buffering
+    // more (1009 either way): an unfinished message never costs more than
+    // the limit (it held up to 1 MiB per connection, with no time limit).
+    ws.max_frame_size(limit)
+        .max_message_size(limit)
         .read_buffer_size(1024)
         .write_buffer_size(4 * 1024)
-        .max_write_buffer_size(HARD_FRAME_LIMIT)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
             // Set up in the upgrade's task, then serve from a task of its
             // own that holds only what the connection needs for its whole

@@ -67,6 +67,13 @@ const MIN_DERIVED_CAP: u64 = 64;
 #[derive(Debug, Clone, Copy)]
 pub struct BodyDeadline(pub Duration);
 
+/// The most of a request head a connection buffers (hyper's default is
+/// about 400 KiB). Every connection still sending its head holds this
+/// much until the head timeout: at 400 KiB, a few thousand unfinished
+/// heads held gigabytes. Real heads are a few KiB (a bearer token is well
+/// under 1 KiB); a larger one is answered 431.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 16 * 1024;
+
 /// Unanswered keepalive probes after which a client connection fails.
 const KEEPALIVE_PROBES: u32 = 3;
 
@@ -265,6 +272,7 @@ async fn connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD_BYTES)
         .keep_alive(true);
     let conn = builder
         .serve_connection(TokioIo::new(JsonParseErrors::new(io)), service)

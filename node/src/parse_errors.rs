@@ -37,7 +37,7 @@ const ANSWERS: [(&[u8], ErrorCode, &str); 3] = [
     (
         b"HTTP/1.1 431 ",
         ErrorCode::TooLarge,
-        "request head too large (at most 100 header fields and about 400 KiB)",
+        "request head too large (at most 100 header fields and 16 KiB)",
     ),
 ];
 

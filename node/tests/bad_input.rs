@@ -953,7 +953,17 @@ async fn http_unparseable_heads(node: &Node) {
                 "a".repeat(70_000)
             )
             .into_bytes(),
-            414,
+            431,
+            "too_large",
+        ),
+        (
+            "a 64 KB header (over the 16 KiB a head may take)",
+            format!(
+                "GET /health HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+                "a".repeat(64_000)
+            )
+            .into_bytes(),
+            431,
             "too_large",
         ),
         (
@@ -962,9 +972,8 @@ async fn http_unparseable_heads(node: &Node) {
             431,
             "too_large",
         ),
-        // Well over hyper's limit (about 408 KiB buffered): a head only a
-        // little over it can still be parsed whole when it arrives in big
-        // reads, and is then served.
+        // Well over the limit: a head only a little over it can still be
+        // parsed whole when it arrives in big reads, and is then served.
         (
             "a 2 MB header",
             format!(
@@ -1438,6 +1447,84 @@ async fn ws_protocol_errors_close_with_1002_or_1007() {
         metric_in(&metrics, "parley_ws_protocol_error_closes_total"),
         n
     );
+}
+
+/// A message sent in fragments is refused with 1009 as soon as its parts
+/// pass the frame limit, finished or not, and so is a frame whose header
+/// announces more than the limit before its payload has come: neither is
+/// buffered up to 1 MiB, for as long as the client likes, any more.
+#[tokio::test]
+async fn unfinished_messages_over_the_limit_close_with_1009() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+    use tokio_tungstenite::tungstenite::Bytes;
+    let dir = data_dir();
+    let node = start(dir.path()).await;
+    let alice = user(&node, "alice").await;
+    let part = |opcode, payload: &[u8]| {
+        let header = FrameHeader {
+            is_final: false,
+            opcode,
+            ..FrameHeader::default()
+        };
+        Frame::from_payload(header, Bytes::copy_from_slice(payload))
+    };
+    let mut ws = Client::connect(&node, &alice.token).await;
+    ws.send_frame(part(OpCode::Data(Data::Text), &[b'a'; 40 * 1024]))
+        .await;
+    ws.send_frame(part(OpCode::Data(Data::Continue), &[b'b'; 40 * 1024]))
+        .await;
+    assert_eq!(ws.expect_close().await, Some(1009), "80 KiB in two parts");
+
+    // A header that says 1 MiB, and only the start of the payload.
+    let mut raw = tokio::net::TcpStream::connect(node.addr.as_str())
+        .await
+        .expect("connect");
+    let close = big_frame_header_then_wait(&mut raw, &node, &alice.token).await;
+    assert_eq!(close, Some(1009), "a 1 MiB frame announced");
+    Client::connect(&node, &alice.token)
+        .await
+        .ping_pong("still serving")
+        .await;
+}
+
+/// Upgrades `raw` to a WebSocket, sends the header of a 1 MiB masked text
+/// frame and 1 KiB of it, and returns the close code the node sends.
+async fn big_frame_header_then_wait(
+    raw: &mut tokio::net::TcpStream,
+    node: &Node,
+    token: &str,
+) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upgrade = format!(
+        "GET /ws?token={token} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        node.addr
+    );
+    raw.write_all(upgrade.as_bytes()).await.expect("upgrade");
+    // FIN + text; masked, 64-bit length of 1 MiB; a zero mask key.
+    let mut frame = vec![0x81, 0x80 | 127];
+    frame.extend_from_slice(&(1u64 << 20).to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(&[b'x'; 1024]);
+    raw.write_all(&frame).await.expect("frame");
+    // Read the 101 answer, hello, and whatever follows, up to a close frame.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, raw.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+        }
+        // A close frame from the server: 0x88, length, then the code.
+        if let Some(i) = seen.windows(2).position(|w| w[0] == 0x88 && w[1] >= 2) {
+            if seen.len() >= i + 4 {
+                return Some(u16::from_be_bytes([seen[i + 2], seen[i + 3]]));
+            }
+        }
+    }
+    None
 }
 
 #[tokio::test]
