@@ -4,6 +4,7 @@
 //! operations endpoints on one address, on top of the actor system and the
 //! configured storage. See `docs/operations.md` for every flag.
 
+mod allocator;
 mod api;
 mod auth;
 mod client_ip;
@@ -24,6 +25,7 @@ mod telemetry;
 mod web;
 
 fn main() -> anyhow::Result<()> {
+    allocator::return_large_blocks();
     let config = config::Config::load()?;
     // Telemetry's exporters run on their own threads, so they are set up
     // (and flushed at the end) outside the async runtime.

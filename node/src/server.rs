@@ -13,7 +13,7 @@ use parley_storage::embedded::EmbeddedStore;
 use parley_storage::scylla::ScyllaStore;
 use parley_storage::Store;
 
-use crate::auth::password::PasswordHasherConfig;
+use crate::auth::password::PasswordHasher;
 use crate::auth::{secret, tokens::TokenKeys};
 use crate::config::{Config, StorageKind};
 use crate::metrics::Metrics;
@@ -79,10 +79,7 @@ pub async fn run(config: Config, writers: tokio::runtime::Handle) -> anyhow::Res
         system: system.clone(),
         store,
         tokens: Arc::new(TokenKeys::new(&secret, config.access_token_ttl_secs)),
-        passwords: PasswordHasherConfig {
-            memory_kib: config.argon2_memory_kib,
-            iterations: config.argon2_iterations,
-        },
+        passwords: PasswordHasher::per_cpu(config.argon2_memory_kib, config.argon2_iterations),
         config: Arc::new(config.clone()),
         metrics: Arc::new(Metrics::default()),
         limits: limits.clone(),

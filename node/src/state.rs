@@ -6,7 +6,7 @@ use std::sync::Arc;
 use parley_actors::ChatSystem;
 use parley_storage::Store;
 
-use crate::auth::password::PasswordHasherConfig;
+use crate::auth::password::PasswordHasher;
 use crate::auth::tokens::TokenKeys;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -52,7 +52,7 @@ pub struct AppState {
     /// Access token keys.
     pub tokens: Arc<TokenKeys>,
     /// Password hashing cost.
-    pub passwords: PasswordHasherConfig,
+    pub passwords: PasswordHasher,
     /// Configuration.
     pub config: Arc<Config>,
     /// Counters.

@@ -573,3 +573,43 @@ async fn answers_clients_do_not_read_are_bounded_per_user_and_per_node() {
     assert_eq!(page_again.body["messages"].as_array().unwrap().len(), 200);
     syncing.close().await;
 }
+
+/// The node's peak resident memory so far, in bytes.
+fn peak_rss(node: &Node) -> u64 {
+    let pid = node.pid().expect("node pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        * 1024
+}
+
+#[tokio::test]
+async fn a_burst_of_failed_logins_hashes_a_few_at_a_time() {
+    let dir = data_dir();
+    // 64 MiB per hash: forty at once would hold 2.5 GB.
+    let node = Node::start_with(dir.path(), &["--argon2-memory-kib", "65536"]).await;
+    let before = peak_rss(&node);
+    let logins = (0..40).map(|i| {
+        let node = &node;
+        async move {
+            let body = json!({"username": format!("nobody{i}"), "password": "wrong password"});
+            call(node, "POST", "/api/v1/auth/login", None, Some(body)).await
+        }
+    });
+    let answers = futures_util::future::join_all(logins).await;
+    for a in &answers {
+        assert_error(a, 401, "unauthorized");
+    }
+    // One hash per CPU runs at a time (and a little besides).
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let bound = (cpus + 3).min(20) * (64 << 20);
+    let grew = peak_rss(&node).saturating_sub(before);
+    assert!(
+        grew < bound,
+        "the node's peak grew by {} MiB ({cpus} CPUs)",
+        grew >> 20
+    );
+}

@@ -13,6 +13,7 @@ use parley_storage::{RefreshTokenRecord, StorageError, UserRecord};
 use super::error::{ApiError, ApiResult};
 use super::extract::{is_json, parse_object, Body, RawBody, NOT_JSON};
 use crate::auth::extract::AuthUser;
+use crate::auth::password::HashError;
 use crate::auth::refresh;
 use crate::client_ip::ClientIp;
 use crate::metrics::inc;
@@ -40,11 +41,7 @@ pub async fn register(
     if state.store.user_by_name(&username).await?.is_some() {
         return Err(ApiError::new(ErrorCode::Conflict, "username is taken"));
     }
-    let password_hash = state
-        .passwords
-        .hash(req.password)
-        .await
-        .map_err(ApiError::internal)?;
+    let password_hash = state.passwords.hash(req.password).await?;
     let user = UserRecord {
         user_id: new_id(),
         username: username.clone(),
@@ -120,15 +117,19 @@ pub async fn login(
     }
     let user = state.store.user_by_name(&username).await?;
     let ok = match &user {
-        Some(u) => state
-            .passwords
-            .verify(req.password, u.password_hash.clone())
-            .await
-            .map_err(ApiError::internal)?,
+        Some(u) => {
+            state
+                .passwords
+                .verify(req.password, u.password_hash.clone())
+                .await?
+        }
         None => {
-            // Spend the same effort as a real check so timing reveals nothing.
-            let _ = state.passwords.hash(req.password).await;
-            false
+            // Spend the same effort as a real check so timing reveals
+            // nothing (and be as busy: a busy answer is the same for all).
+            match state.passwords.hash(req.password).await {
+                Err(HashError::Busy) => return Err(HashError::Busy.into()),
+                _ => false,
+            }
         }
     };
     match user {

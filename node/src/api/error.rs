@@ -8,6 +8,8 @@ use parley_actors::ChatError;
 use parley_protocol::{ErrorBody, ErrorCode};
 use parley_storage::StorageError;
 
+use crate::auth::password::HashError;
+
 /// An error answered to an HTTP client.
 #[derive(Debug)]
 pub struct ApiError {
@@ -94,6 +96,19 @@ impl From<ChatError> for ApiError {
             ChatError::Internal(m) => ApiError::internal(m),
             ChatError::NotFound => ApiError::not_found("room not found"),
             other => ApiError::new(other.code(), other.to_string()),
+        }
+    }
+}
+
+impl From<HashError> for ApiError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Busy => ApiError {
+                code: ErrorCode::Unavailable,
+                message: e.to_string(),
+                retry_after: Some(1),
+            },
+            HashError::Failed(_) => ApiError::internal(e),
         }
     }
 }
