@@ -128,6 +128,40 @@ impl Reservation {
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
+
+    /// Reserves `more` bytes on top, or says which limit that breaks.
+    pub fn try_grow(&mut self, more: u64) -> Result<(), OverBudget> {
+        let mut held = self.budget.lock();
+        let by_user = held.users.get(&self.user).copied().unwrap_or(0);
+        if over(self.budget.user_max, by_user, more) {
+            return Err(OverBudget::User);
+        }
+        if over(self.budget.node_max, held.node, more) {
+            return Err(OverBudget::Node);
+        }
+        held.node += more;
+        *held.users.entry(self.user.clone()).or_insert(0) += more;
+        self.bytes += more;
+        Ok(())
+    }
+
+    /// Settles an estimate reserved up front to the `bytes` the answer
+    /// turned out to take (at most the estimate: it is not checked).
+    pub fn settle(&mut self, bytes: u64) {
+        let less = self.bytes.saturating_sub(bytes);
+        if less == 0 {
+            return;
+        }
+        {
+            let mut held = self.budget.lock();
+            held.node = held.node.saturating_sub(less);
+            if let Some(by_user) = held.users.get_mut(&self.user) {
+                *by_user = by_user.saturating_sub(less);
+            }
+        }
+        self.bytes -= less;
+        self.budget.released.notify_waiters();
+    }
 }
 
 impl Drop for Reservation {
@@ -202,6 +236,21 @@ mod tests {
             .map(|_| budget.try_reserve(&alice, u64::MAX / 20).unwrap())
             .collect();
         assert_eq!(held.len(), 10);
+    }
+
+    #[test]
+    fn a_reservation_grows_within_the_limits_and_settles_to_what_was_used() {
+        let budget = UnsentBudget::new(0, 100);
+        let alice = user("alice");
+        let mut r = budget.try_reserve(&alice, 10).unwrap();
+        r.try_grow(60).unwrap();
+        assert_eq!(r.try_grow(31).unwrap_err(), OverBudget::User);
+        assert_eq!(budget.held(), 70);
+        r.settle(25);
+        assert_eq!((r.bytes(), budget.held()), (25, 25));
+        budget.try_reserve(&alice, 75).unwrap();
+        drop(r);
+        assert_eq!(budget.held(), 0);
     }
 
     #[tokio::test]

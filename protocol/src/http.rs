@@ -252,6 +252,11 @@ pub struct MessagePage {
     pub has_more: bool,
 }
 
+/// The most bytes one message can take as JSON: a body of
+/// [`BODY_MAX`](crate::validate::BODY_MAX) characters each escaped to at
+/// most 6 bytes (`\u0001`), and 1 KiB for the other fields.
+pub const MESSAGE_JSON_MAX: u64 = crate::validate::BODY_MAX as u64 * 6 + 1024;
+
 /// Query of `GET /rooms/{room_id}/messages`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct HistoryQuery {

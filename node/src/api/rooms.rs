@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -11,8 +12,9 @@ use futures_util::stream::{self, StreamExt};
 use parley_actors::convert;
 use parley_actors::room::ManageCmd;
 use parley_protocol::http::{
-    CreateRoomRequest, HistoryQuery, MessagePage, Role, RoleRequest, RoomInfo, RoomKind, RoomList,
+    CreateRoomRequest, HistoryQuery, MessagePage, Role, RoleRequest, RoomInfo, RoomKind,
     RoomSummary, UpdateRoomRequest, UsernameRequest, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT,
+    MESSAGE_JSON_MAX,
 };
 use parley_protocol::ids::{is_valid_id, new_id};
 use parley_protocol::time::now_millis;
@@ -167,23 +169,45 @@ pub async fn direct(
     }
 }
 
+/// What a room list's rooms are written between: the JSON of a `RoomList`.
+const LIST_FRAME: [&str; 2] = ["{\"rooms\":[", "]}"];
+
 /// `GET /rooms`: the caller's rooms with read state and unread counts.
+///
+/// The answer is `{"rooms":[...]}` (a `RoomList`), built room by room, each
+/// room's bytes reserved as it is added: a list over the budget is refused
+/// part way, not after it was built whole (a user can be in many rooms of
+/// a thousand members, each 90 KB).
 pub async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<Response> {
     let room_ids = state.store.user_rooms(&user.user_id).await?;
+    let frame_len = LIST_FRAME.iter().map(|s| s.len() as u64).sum();
+    let mut reserved = unsent_answer::reserve(&state, &user.user_id, frame_len).await?;
     // Several rooms at a time (on ScyllaDB each read is a round trip), as
     // many as the store can serve at once.
-    let loaded: Vec<ApiResult<Option<RoomSummary>>> = stream::iter(room_ids)
+    let mut loading = stream::iter(room_ids)
         .map(|room_id| summary(&state, &user.user_id, room_id))
-        .buffer_unordered(state.store.read_parallelism())
-        .collect()
-        .await;
-    let mut rooms = Vec::with_capacity(loaded.len());
-    for room in loaded {
-        rooms.extend(room?);
+        .buffer_unordered(state.store.read_parallelism());
+    let mut rooms: Vec<(String, Bytes)> = Vec::new();
+    while let Some(room) = loading.next().await {
+        let Some(room) = room? else { continue };
+        let json = serde_json::to_vec(&room).map_err(ApiError::internal)?;
+        reserved
+            .try_grow(json.len() as u64 + 1)
+            .map_err(unsent_answer::refusal)?;
+        rooms.push((room.room.room_id, json.into()));
     }
     // Newest rooms first (ids are time-ordered).
-    rooms.sort_by(|a, b| b.room.room_id.cmp(&a.room.room_id));
-    unsent_answer::answer(&state, &user.user_id, &RoomList { rooms })
+    rooms.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut parts = Vec::with_capacity(rooms.len() * 2 + 2);
+    parts.push(Bytes::from_static(LIST_FRAME[0].as_bytes()));
+    for (i, (_, json)) in rooms.into_iter().enumerate() {
+        if i > 0 {
+            parts.push(Bytes::from_static(b","));
+        }
+        parts.push(json);
+    }
+    parts.push(Bytes::from_static(LIST_FRAME[1].as_bytes()));
+    Ok(unsent_answer::reserved_answer(reserved, parts))
 }
 
 /// One room of `GET /rooms` with the caller's receipts; `None` if the room
@@ -306,6 +330,10 @@ pub async fn history(
     }
     let limit = limit.min(HISTORY_MAX_LIMIT);
     let probe = limit + 1;
+    // Reserved before anything is read: a request refused for the budget
+    // has not built its page.
+    let reserved =
+        unsent_answer::reserve(&state, &user.user_id, u64::from(probe) * MESSAGE_JSON_MAX).await?;
     let (mut messages, backwards) = match (q.after_seq, q.before_seq) {
         (Some(after), before) => (
             state
@@ -348,5 +376,6 @@ pub async fn history(
         has_more,
     };
     drop(messages);
-    unsent_answer::answer(&state, &user.user_id, &page)
+    let json = serde_json::to_vec(&page).map_err(ApiError::internal)?;
+    Ok(unsent_answer::reserved_answer(reserved, vec![json.into()]))
 }

@@ -1,16 +1,22 @@
 //! Large JSON answers that count against the node's unsent budget.
 //!
-//! A history page can be megabytes, and it stays in the node's memory until
-//! the client reads it (see `parley_actors::unsent`). [`answer`] serializes
-//! the page, reserves its bytes for the user and hands it to the connection
-//! in a body that gives them back once its last chunk is out (or the
-//! connection is dropped). Over the user's share it answers 429
-//! `rate_limited`, over the node's 503 `unavailable`, both with
-//! `Retry-After`: the answer is dropped at once rather than kept.
+//! A history page or a room list can be megabytes, and it stays in the
+//! node's memory until the client reads it (see `parley_actors::unsent`).
+//! Its bytes are reserved for the user before the answer is built (an
+//! upper bound, settled to the real size once built), or as it is built
+//! (a room list, room by room), and handed to the connection in a body
+//! that gives them back once its last chunk is out (or the connection is
+//! dropped). So a request refused for the budget has not built its answer
+//! first. Over the user's share the answer is 429 `rate_limited`; over the
+//! node's, a request waits up to [`NODE_WAIT`] for room (answers being
+//! built settle within moments) and is then 503 `unavailable`; both with
+//! `Retry-After`.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue};
@@ -32,8 +38,24 @@ const CHUNK: usize = 64 * 1024;
 /// Seconds a refused client is asked to wait before asking again.
 const RETRY_AFTER_SECS: u64 = 1;
 
+/// The longest a request waits for the node's budget to have room.
+const NODE_WAIT: Duration = Duration::from_secs(5);
+
+/// Reserves `bytes` for an answer to `user_id` that is about to be built.
+pub async fn reserve(state: &AppState, user_id: &str, bytes: u64) -> ApiResult<Reservation> {
+    let budget = state.system.unsent();
+    let user: Arc<str> = Arc::from(user_id);
+    match budget.try_reserve(&user, bytes) {
+        Ok(r) => Ok(r),
+        Err(OverBudget::User) => Err(refusal(OverBudget::User)),
+        Err(OverBudget::Node) => tokio::time::timeout(NODE_WAIT, budget.reserve(&user, bytes))
+            .await
+            .map_err(|_| refusal(OverBudget::Node)),
+    }
+}
+
 /// `value` as a JSON answer whose bytes are reserved for `user_id` until
-/// the connection has taken them.
+/// the connection has taken them (for answers small enough to build first).
 pub fn answer<T: Serialize>(state: &AppState, user_id: &str, value: &T) -> ApiResult<Response> {
     let json = serde_json::to_vec(value).map_err(ApiError::internal)?;
     let user: Arc<str> = Arc::from(user_id);
@@ -42,8 +64,17 @@ pub fn answer<T: Serialize>(state: &AppState, user_id: &str, value: &T) -> ApiRe
         .unsent()
         .try_reserve(&user, json.len() as u64)
         .map_err(refusal)?;
+    Ok(reserved_answer(reserved, vec![Bytes::from(json)]))
+}
+
+/// A JSON answer of `parts` in order, holding `reserved` (settled to their
+/// size) until the connection has taken them.
+pub fn reserved_answer(mut reserved: Reservation, parts: Vec<Bytes>) -> Response {
+    let len: usize = parts.iter().map(Bytes::len).sum();
+    reserved.settle(len as u64);
     let body = ReservedBody {
-        rest: Bytes::from(json),
+        parts: parts.into(),
+        len,
         _reserved: reserved,
     };
     let mut resp = Body::new(body).into_response();
@@ -51,11 +82,11 @@ pub fn answer<T: Serialize>(state: &AppState, user_id: &str, value: &T) -> ApiRe
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    Ok(resp)
+    resp
 }
 
 /// The contract's error for an answer over the budget.
-fn refusal(over: OverBudget) -> ApiError {
+pub fn refusal(over: OverBudget) -> ApiError {
     let code = match over {
         OverBudget::User => ErrorCode::RateLimited,
         OverBudget::Node => ErrorCode::Unavailable,
@@ -69,7 +100,9 @@ fn refusal(over: OverBudget) -> ApiError {
 
 /// A body that holds its bytes' reservation until they are all handed out.
 struct ReservedBody {
-    rest: Bytes,
+    parts: VecDeque<Bytes>,
+    /// Bytes left in `parts`.
+    len: usize,
     _reserved: Reservation,
 }
 
@@ -81,18 +114,25 @@ impl hyper::body::Body for ReservedBody {
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if self.rest.is_empty() {
+        let Some(front) = self.parts.front_mut() else {
             return Poll::Ready(None);
-        }
-        let n = self.rest.len().min(CHUNK);
-        Poll::Ready(Some(Ok(Frame::data(self.rest.split_to(n)))))
+        };
+        let chunk = if front.len() > CHUNK {
+            front.split_to(CHUNK)
+        } else {
+            let whole = std::mem::take(front);
+            self.parts.pop_front();
+            whole
+        };
+        self.len -= chunk.len();
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.rest.is_empty()
+        self.len == 0
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.rest.len() as u64)
+        SizeHint::with_exact(self.len as u64)
     }
 }
