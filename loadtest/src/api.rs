@@ -53,6 +53,9 @@ impl ApiError {
     }
 }
 
+/// How many times a request refused with `Retry-After` is sent again.
+const RETRIES: u32 = 10;
+
 /// A client of one node's HTTP API.
 #[derive(Debug, Clone)]
 pub struct Api {
@@ -80,6 +83,10 @@ impl Api {
         })
     }
 
+    /// Sends a request; a read refused with `Retry-After` (429 or 503: the
+    /// node holds too much its clients have not read yet, for one) is sent
+    /// again after the time it asks, at most [`RETRIES`] times. Writes are
+    /// not: a refused registration is the node's limit, reported as such.
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
@@ -88,17 +95,33 @@ impl Api {
         body: Option<&B>,
     ) -> Result<T, ApiError> {
         let url = format!("{}{}", self.base, path);
-        let mut req = self.http.request(method, &url);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req.send().await.map_err(|source| ApiError::Transport {
-            url: url.clone(),
-            source,
-        })?;
+        let mut attempt = 0;
+        let resp = loop {
+            let mut req = self.http.request(method.clone(), &url);
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = req.send().await.map_err(|source| ApiError::Transport {
+                url: url.clone(),
+                source,
+            })?;
+            let status = resp.status().as_u16();
+            let again = (status == 429 || status == 503) && method == reqwest::Method::GET;
+            let wait = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            match wait {
+                Some(secs) if again && attempt < RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_secs(secs.clamp(1, 5))).await;
+                }
+                _ => break resp,
+            }
+        };
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|source| ApiError::Transport {
             url: url.clone(),

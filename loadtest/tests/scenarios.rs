@@ -167,6 +167,11 @@ impl Drop for Node {
 
 /// The node's `parley_messages_committed_total` (0 when it cannot be read).
 fn committed(port: u16) -> u64 {
+    metric(port, "parley_messages_committed_total")
+}
+
+/// The node's counter `name` (0 when it cannot be read).
+fn metric(port: u16, name: &str) -> u64 {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return 0;
     };
@@ -179,7 +184,7 @@ fn committed(port: u16) -> u64 {
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
     text.lines()
-        .filter(|l| l.starts_with("parley_messages_committed_total"))
+        .filter(|l| l.starts_with(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .map(|v| v as u64)
         .sum()
@@ -326,6 +331,43 @@ fn dm_scenario() {
         "{out}"
     );
     assert!(r["messages"]["acked"].as_u64().unwrap() > 200, "{out}");
+}
+
+/// The node refuses a user's second history read while the first is unread
+/// (a share of one byte: one answer at a time); the harness reads again
+/// when it is told to (`Retry-After`), and the run is complete and clean.
+/// In `mixed` a user reads its group room's and its direct room's history
+/// at once.
+#[test]
+fn history_reads_the_node_asks_to_repeat_are_repeated() {
+    let mut flags = LOAD_FLAGS.to_vec();
+    flags.extend(["--max-unsent-bytes-per-user", "1"]);
+    let node = Node::start_with(&scratch("unsent"), &flags);
+    let (code, r, out) = loadtest(
+        &node,
+        "mixed",
+        &[
+            "--rooms",
+            "4",
+            "--members",
+            "4",
+            "--senders",
+            "2",
+            "--rate",
+            "5",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+            "--reconnect-fraction",
+            "0",
+        ],
+    );
+    assert_clean(code, &r, &out);
+    assert!(
+        metric(node.port, "parley_http_errors_total") > 0,
+        "no read was refused, so nothing was repeated"
+    );
 }
 
 #[test]
