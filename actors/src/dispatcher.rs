@@ -130,10 +130,8 @@ impl DispatcherState {
                 for item in items {
                     match e.tx.push(item.clone()) {
                         Push::Queued => add(&METRICS.deliveries, 1),
-                        Push::Overflow => {
-                            add(&METRICS.slow_consumer_closes, 1);
-                            return false;
-                        }
+                        // Counted by the writer as it closes (once per session).
+                        Push::Overflow => return false,
                         Push::Closed => return false,
                     }
                 }

@@ -195,7 +195,7 @@ impl Metrics {
             ),
             (
                 "parley_slow_consumer_closes_total",
-                "sessions closed with 1013 (queue full)",
+                "sessions closed with 1013 (queue full, or too much held back for a replay)",
                 &self.slow_consumer_closes,
             ),
             (

@@ -716,6 +716,11 @@ fn write_loop(
                 return;
             }
         };
+        if code == CLOSE_TRY_AGAIN {
+            // Every 1013 is a slow consumer: a full queue (the producers'
+            // close signal) or too much held back (the writer's own).
+            parley_actors::metrics::add(&parley_actors::metrics::METRICS.slow_consumer_closes, 1);
+        }
         // Boxed: it happens once, and kept inline its futures would be part
         // of the writer's memory for the connection's whole life.
         Box::pin(close_after_queued(

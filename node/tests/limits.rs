@@ -74,6 +74,9 @@ async fn a_client_whose_queue_holds_too_many_bytes_is_closed_with_1013() {
     }
     assert_eq!(waiting.expect_close().await, Some(1013));
     assert_eq!(queueing.expect_close().await, Some(1013));
+    // Both are counted, however they overflowed.
+    let metrics = node.metrics_text().await;
+    assert_eq!(metric_in(&metrics, "parley_slow_consumer_closes_total"), 2);
     a.send(json!({"type": "ping", "ref": "alive"})).await;
     a.expect(|f| f["type"] == "pong").await;
 }
