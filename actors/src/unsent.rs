@@ -73,7 +73,16 @@ impl UnsentBudget {
         user: &Arc<str>,
         bytes: u64,
     ) -> Result<Reservation, OverBudget> {
-        let mut held = self.lock();
+        self.take(&mut self.lock(), user, bytes)?;
+        Ok(Reservation {
+            budget: self.clone(),
+            user: user.clone(),
+            bytes,
+        })
+    }
+
+    /// Counts `bytes` more for `user` in `held`, or says which limit that breaks.
+    fn take(&self, held: &mut Held, user: &Arc<str>, bytes: u64) -> Result<(), OverBudget> {
         let by_user = held.users.get(user).copied().unwrap_or(0);
         if over(self.user_max, by_user, bytes) {
             return Err(OverBudget::User);
@@ -83,11 +92,7 @@ impl UnsentBudget {
         }
         held.node += bytes;
         *held.users.entry(user.clone()).or_insert(0) += bytes;
-        Ok(Reservation {
-            budget: self.clone(),
-            user: user.clone(),
-            bytes,
-        })
+        Ok(())
     }
 
     /// Reserves `bytes` for `user`'s answer, waiting until earlier answers
@@ -103,6 +108,22 @@ impl UnsentBudget {
             }
             released.await;
         }
+    }
+
+    /// Counts `bytes` of `user` out (forgetting a user left with none) and
+    /// wakes those waiting for room.
+    fn give_back(&self, user: &Arc<str>, bytes: u64) {
+        {
+            let mut held = self.lock();
+            held.node = held.node.saturating_sub(bytes);
+            if let Some(by_user) = held.users.get_mut(user) {
+                *by_user = by_user.saturating_sub(bytes);
+                if *by_user == 0 {
+                    held.users.remove(user);
+                }
+            }
+        }
+        self.released.notify_waiters();
     }
 
     /// Bytes reserved on this node now.
@@ -131,16 +152,8 @@ impl Reservation {
 
     /// Reserves `more` bytes on top, or says which limit that breaks.
     pub fn try_grow(&mut self, more: u64) -> Result<(), OverBudget> {
-        let mut held = self.budget.lock();
-        let by_user = held.users.get(&self.user).copied().unwrap_or(0);
-        if over(self.budget.user_max, by_user, more) {
-            return Err(OverBudget::User);
-        }
-        if over(self.budget.node_max, held.node, more) {
-            return Err(OverBudget::Node);
-        }
-        held.node += more;
-        *held.users.entry(self.user.clone()).or_insert(0) += more;
+        self.budget
+            .take(&mut self.budget.lock(), &self.user, more)?;
         self.bytes += more;
         Ok(())
     }
@@ -149,34 +162,16 @@ impl Reservation {
     /// turned out to take (at most the estimate: it is not checked).
     pub fn settle(&mut self, bytes: u64) {
         let less = self.bytes.saturating_sub(bytes);
-        if less == 0 {
-            return;
+        if less > 0 {
+            self.budget.give_back(&self.user, less);
+            self.bytes -= less;
         }
-        {
-            let mut held = self.budget.lock();
-            held.node = held.node.saturating_sub(less);
-            if let Some(by_user) = held.users.get_mut(&self.user) {
-                *by_user = by_user.saturating_sub(less);
-            }
-        }
-        self.bytes -= less;
-        self.budget.released.notify_waiters();
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        {
-            let mut held = self.budget.lock();
-            held.node = held.node.saturating_sub(self.bytes);
-            if let Some(by_user) = held.users.get_mut(&self.user) {
-                *by_user = by_user.saturating_sub(self.bytes);
-                if *by_user == 0 {
-                    held.users.remove(&self.user);
-                }
-            }
-        }
-        self.budget.released.notify_waiters();
+        self.budget.give_back(&self.user, self.bytes);
     }
 }
 
