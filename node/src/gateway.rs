@@ -12,6 +12,7 @@
 //!   stands between an actor and its next message.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -449,6 +450,35 @@ enum Frames {
     Many(Vec<Arc<str>>),
 }
 
+/// Runs `work` (a write or flush to the socket) unless the session is
+/// closed as a slow consumer (1013) meanwhile: a client that reads nothing
+/// keeps a write waiting up to [`WRITE_TIMEOUT`], and its queue's overflow
+/// must end it now, not then (`Err` with the code). A close with another
+/// code lets the work finish (its frames may be the reason for the close)
+/// and is noted in `asked`, where `close_wait`, which completes once, is
+/// not polled again.
+async fn unless_overflow<T, F: std::future::Future<Output = u16>>(
+    work: impl std::future::Future<Output = T>,
+    close_wait: Pin<&mut F>,
+    asked: &mut Option<u16>,
+) -> Result<T, u16> {
+    if asked.is_some() {
+        return Ok(work.await);
+    }
+    tokio::pin!(work);
+    tokio::select! {
+        biased;
+        code = close_wait => {
+            if code == CLOSE_TRY_AGAIN {
+                return Err(code);
+            }
+            *asked = Some(code);
+            Ok(work.await)
+        }
+        out = &mut work => Ok(out),
+    }
+}
+
 /// Writes `frames` into the socket's write buffer; false if the socket is gone.
 async fn write(sink: &mut Sink, frames: Frames) -> bool {
     match frames {
@@ -682,7 +712,13 @@ fn write_loop(
         // it per frame cost two lock round trips on every write).
         let close_wait = close_signal.wait();
         tokio::pin!(close_wait);
+        // A close asked for while a write was in progress (other than 1013,
+        // which does not wait for the write): taken once the write is done.
+        let mut asked: Option<u16> = None;
         let code = 'writing: loop {
+            if let Some(code) = asked {
+                break code;
+            }
             let timer = next_timer(&shown, gate_deadline);
             let step = tokio::select! {
                 biased;
@@ -696,7 +732,13 @@ fn write_loop(
                 }
             };
             let mut ok = match step {
-                Step::Write(frames) => write(&mut sink, frames).await,
+                Step::Write(frames) => {
+                    let write = write(&mut sink, frames);
+                    match unless_overflow(write, close_wait.as_mut(), &mut asked).await {
+                        Ok(ok) => ok,
+                        Err(code) => break code,
+                    }
+                }
                 Step::Close(code) => break code,
             };
             // Write whatever else is ready too, then flush once.
@@ -708,12 +750,23 @@ fn write_loop(
                     break;
                 };
                 ok = match Step::after(live_item(&mut shown, &session, item, hold_max)) {
-                    Step::Write(frames) => write(&mut sink, frames).await,
+                    Step::Write(frames) => {
+                        let write = write(&mut sink, frames);
+                        match unless_overflow(write, close_wait.as_mut(), &mut asked).await {
+                            Ok(ok) => ok,
+                            Err(code) => break 'writing code,
+                        }
+                    }
                     Step::Close(code) => break 'writing code,
                 };
             }
-            if !ok || !flush(&mut sink).await {
+            if !ok {
                 return;
+            }
+            match unless_overflow(flush(&mut sink), close_wait.as_mut(), &mut asked).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(code) => break code,
             }
         };
         if code == CLOSE_TRY_AGAIN {

@@ -81,6 +81,48 @@ async fn a_client_whose_queue_holds_too_many_bytes_is_closed_with_1013() {
     a.expect(|f| f["type"] == "pong").await;
 }
 
+/// A client that reads nothing keeps its writer waiting in a write (up to
+/// 15 s); its queue's overflow ends the session at once all the same, and
+/// is counted, without the client reading anything.
+#[tokio::test]
+async fn a_stuck_writer_is_closed_as_soon_as_its_queue_overflows() {
+    let dir = data_dir();
+    let node = Node::start_with(
+        dir.path(),
+        &["--outbound-queue-bytes", "300000", "--ws-rate", "0"],
+    )
+    .await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let room_id = room_id(&group(&node, &alice, "stuck", &[&bob]).await);
+    let mut a = Client::connect(&node, &alice.token).await;
+    let mut b = Client::connect(&node, &bob.token).await;
+    b.ping_pong("open").await;
+    let body = "ü".repeat(4000);
+    let total = (kernel_send_buffer_max() + (1 << 20)) / 8000;
+    let mut seq = 0;
+    while seq < total {
+        for i in 0..10 {
+            let id = format!("s{}", seq + i);
+            a.send(json!({"type": "send", "room_id": room_id, "client_msg_id": id, "body": body}))
+                .await;
+        }
+        seq += 10;
+        a.messages_until(&room_id, seq).await;
+    }
+    // Bob has read nothing since: the close is seen and counted anyway.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let metrics = node.metrics_text().await;
+        if metric_in(&metrics, "parley_slow_consumer_closes_total") == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no 1013 counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(b.expect_close().await, Some(1013));
+}
+
 #[tokio::test]
 async fn settings_come_from_a_toml_file() {
     let dir = data_dir();
