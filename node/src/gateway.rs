@@ -12,7 +12,7 @@
 //!   stands between an actor and its next message.
 
 use std::collections::HashMap;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -457,15 +457,21 @@ enum Frames {
 /// code lets the work finish (its frames may be the reason for the close)
 /// and is noted in `asked`, where `close_wait`, which completes once, is
 /// not polled again.
-async fn unless_overflow<T, F: std::future::Future<Output = u16>>(
-    work: impl std::future::Future<Output = T>,
+///
+/// `work` comes pinned by the caller: moved in here, it would be kept
+/// twice in this future, which is part of every connection's memory.
+async fn unless_overflow<T, W, F>(
+    mut work: Pin<&mut W>,
     close_wait: Pin<&mut F>,
     asked: &mut Option<u16>,
-) -> Result<T, u16> {
+) -> Result<T, u16>
+where
+    W: std::future::Future<Output = T>,
+    F: std::future::Future<Output = u16>,
+{
     if asked.is_some() {
         return Ok(work.await);
     }
-    tokio::pin!(work);
     tokio::select! {
         biased;
         code = close_wait => {
@@ -475,7 +481,7 @@ async fn unless_overflow<T, F: std::future::Future<Output = u16>>(
             *asked = Some(code);
             Ok(work.await)
         }
-        out = &mut work => Ok(out),
+        out = work.as_mut() => Ok(out),
     }
 }
 
@@ -733,7 +739,7 @@ fn write_loop(
             };
             let mut ok = match step {
                 Step::Write(frames) => {
-                    let write = write(&mut sink, frames);
+                    let write = pin!(write(&mut sink, frames));
                     match unless_overflow(write, close_wait.as_mut(), &mut asked).await {
                         Ok(ok) => ok,
                         Err(code) => break code,
@@ -751,7 +757,7 @@ fn write_loop(
                 };
                 ok = match Step::after(live_item(&mut shown, &session, item, hold_max)) {
                     Step::Write(frames) => {
-                        let write = write(&mut sink, frames);
+                        let write = pin!(write(&mut sink, frames));
                         match unless_overflow(write, close_wait.as_mut(), &mut asked).await {
                             Ok(ok) => ok,
                             Err(code) => break 'writing code,
@@ -763,7 +769,8 @@ fn write_loop(
             if !ok {
                 return;
             }
-            match unless_overflow(flush(&mut sink), close_wait.as_mut(), &mut asked).await {
+            let flushing = pin!(flush(&mut sink));
+            match unless_overflow(flushing, close_wait.as_mut(), &mut asked).await {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(code) => break code,
