@@ -272,3 +272,61 @@ impl Api {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers its first `refusals` requests with `status`
+    /// and `Retry-After: 1`, then an empty history page; counts requests.
+    async fn server(status: &'static str, refusals: usize) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let (head, body) = if n < refusals {
+                    (
+                        status,
+                        r#"{"error":{"code":"rate_limited","message":"later"}}"#,
+                    )
+                } else {
+                    ("200 OK", r#"{"messages":[],"has_more":false}"#)
+                };
+                let answer = format!(
+                    "HTTP/1.1 {head}\r\nretry-after: 1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        (base, seen)
+    }
+
+    #[tokio::test]
+    async fn a_read_refused_with_retry_after_is_asked_again() {
+        for status in ["429 Too Many Requests", "503 Service Unavailable"] {
+            let (base, seen) = server(status, 2).await;
+            let api = Api::new(&base).unwrap();
+            let page = api.messages_after("t", "r", 0, 200).await.unwrap();
+            assert!(page.messages.is_empty());
+            assert_eq!(seen.load(Ordering::SeqCst), 3, "{status}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_refused_is_reported_not_repeated() {
+        let (base, seen) = server("429 Too Many Requests", 1).await;
+        let api = Api::new(&base).unwrap();
+        let err = api.register("someone", "a password").await.unwrap_err();
+        assert_eq!(err.code(), Some("rate_limited"));
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+    }
+}
