@@ -339,7 +339,7 @@ fn dm_scenario() {
 /// falls so): the run is complete and clean all the same. That the
 /// harness asks again is pinned by the API client's unit tests.
 #[test]
-fn history_reads_the_node_asks_to_repeat_are_repeated() {
+fn a_run_against_a_one_byte_unread_share_is_clean() {
     let mut flags = LOAD_FLAGS.to_vec();
     flags.extend(["--max-unsent-bytes-per-user", "1"]);
     let node = Node::start_with(&scratch("unsent"), &flags);

@@ -8,6 +8,21 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+/// Alice sends `total` messages of `body` to `room_id`, `batch` at a time,
+/// reading back her own before the next batch (so only the others lag).
+async fn send_in_batches(a: &mut Client, room_id: &str, body: &str, total: u64, batch: u64) {
+    let mut seq = 0;
+    while seq < total {
+        for i in 0..batch {
+            let id = format!("f{}", seq + i);
+            a.send(json!({"type": "send", "room_id": room_id, "client_msg_id": id, "body": body}))
+                .await;
+        }
+        seq += batch;
+        a.messages_until(room_id, seq).await;
+    }
+}
+
 #[tokio::test]
 async fn a_client_that_cannot_keep_up_is_closed_with_1013() {
     let dir = data_dir();
@@ -20,19 +35,7 @@ async fn a_client_that_cannot_keep_up_is_closed_with_1013() {
     // Bob connects and then reads nothing while alice sends far more than
     // his socket buffers and his queue can hold.
     let mut b = Client::connect(&node, &bob.token).await;
-    let body = "x".repeat(4000);
-    let total = 4000u64;
-    let batch = 50u64;
-    let mut seq = 0;
-    while seq < total {
-        for i in 0..batch {
-            let id = format!("f{}", seq + i);
-            a.send(json!({"type": "send", "room_id": room_id, "client_msg_id": id, "body": body}))
-                .await;
-        }
-        seq += batch;
-        a.messages_until(&room_id, seq).await;
-    }
+    send_in_batches(&mut a, &room_id, &"x".repeat(4000), 4000, 50).await;
     assert_eq!(b.expect_close().await, Some(1013));
     // Alice, who kept up, is still served.
     a.send(json!({"type": "ping", "ref": "alive"})).await;
@@ -62,16 +65,7 @@ async fn a_client_whose_queue_holds_too_many_bytes_is_closed_with_1013() {
     let body = "ü".repeat(4000);
     let total = (kernel_send_buffer_max() + (1 << 20)) / 8000;
     assert!(total < 2000);
-    let mut seq = 0;
-    while seq < total {
-        for i in 0..10 {
-            let id = format!("f{}", seq + i);
-            a.send(json!({"type": "send", "room_id": room_id, "client_msg_id": id, "body": body}))
-                .await;
-        }
-        seq += 10;
-        a.messages_until(&room_id, seq).await;
-    }
+    send_in_batches(&mut a, &room_id, &body, total, 10).await;
     assert_eq!(waiting.expect_close().await, Some(1013));
     assert_eq!(queueing.expect_close().await, Some(1013));
     // Both are counted, however they overflowed.
@@ -100,16 +94,7 @@ async fn a_stuck_writer_is_closed_as_soon_as_its_queue_overflows() {
     b.ping_pong("open").await;
     let body = "ü".repeat(4000);
     let total = (kernel_send_buffer_max() + (1 << 20)) / 8000;
-    let mut seq = 0;
-    while seq < total {
-        for i in 0..10 {
-            let id = format!("s{}", seq + i);
-            a.send(json!({"type": "send", "room_id": room_id, "client_msg_id": id, "body": body}))
-                .await;
-        }
-        seq += 10;
-        a.messages_until(&room_id, seq).await;
-    }
+    send_in_batches(&mut a, &room_id, &body, total, 10).await;
     // Bob has read nothing since: the close is seen and counted anyway.
     let deadline = std::time::Instant::now() + WAIT;
     loop {

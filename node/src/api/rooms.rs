@@ -237,7 +237,7 @@ pub async fn get(
     Path(room_id): Path<String>,
 ) -> ApiResult<Response> {
     let room = member_room(&state, &room_id, &user.user_id).await?;
-    unsent_answer::answer(&state, &user.user_id, &room)
+    unsent_answer::answer(&state, &user.user_id, &room).await
 }
 
 /// `PATCH /rooms/{room_id}`: rename (owner/admin).

@@ -56,14 +56,13 @@ pub async fn reserve(state: &AppState, user_id: &str, bytes: u64) -> ApiResult<R
 
 /// `value` as a JSON answer whose bytes are reserved for `user_id` until
 /// the connection has taken them (for answers small enough to build first).
-pub fn answer<T: Serialize>(state: &AppState, user_id: &str, value: &T) -> ApiResult<Response> {
+pub async fn answer<T: Serialize>(
+    state: &AppState,
+    user_id: &str,
+    value: &T,
+) -> ApiResult<Response> {
     let json = serde_json::to_vec(value).map_err(ApiError::internal)?;
-    let user: Arc<str> = Arc::from(user_id);
-    let reserved = state
-        .system
-        .unsent()
-        .try_reserve(&user, json.len() as u64)
-        .map_err(refusal)?;
+    let reserved = reserve(state, user_id, json.len() as u64).await?;
     Ok(reserved_answer(reserved, vec![Bytes::from(json)]))
 }
 
