@@ -12,6 +12,7 @@
 //! no HTTP and no SQL: it talks to clients through [`outbound`] queues and to
 //! storage through [`parley_storage::Store`].
 
+pub mod budget;
 pub mod cluster;
 pub mod config;
 pub mod convert;
@@ -30,7 +31,6 @@ pub mod session;
 pub mod system;
 pub mod trace;
 pub mod typing_watch;
-pub mod unsent;
 
 pub use config::ActorConfig;
 pub use error::ChatError;

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use parley_protocol::ws::{ServerEvent, CLOSE_TRY_AGAIN};
 
-use crate::unsent::Reservation;
+use crate::budget::Reservation;
 
 /// A live `message` event as queued for every recipient: one allocation
 /// shared by all of them.

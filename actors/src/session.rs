@@ -15,6 +15,7 @@ use parley_protocol::ws::{ClientFrame, ClientRequest, ServerEvent};
 use parley_protocol::ErrorCode;
 use parley_storage::{HistoryRange, Store};
 
+use crate::budget::{ByteBudget, Reservation};
 use crate::cluster::wire::{AckKey, PeerPayload, WireCaller, WireRoomOp};
 use crate::convert;
 use crate::dispatcher::SessionEntry;
@@ -24,7 +25,6 @@ use crate::replay_queue::{ReplayQueue, ReplayRooms, StartReplay, SyncBusy};
 use crate::room::{Caller, ReplyTo};
 use crate::room_cache::RoomCache;
 use crate::system::ChatSystem;
-use crate::unsent::{Reservation, UnsentBudget};
 
 /// Most rooms one `sync` request may name.
 pub const SYNC_MAX_ROOMS: usize = 10_000;
@@ -323,7 +323,7 @@ struct Replay {
     tx: OutboundTx,
     page: u32,
     /// Bytes the node holds for clients that have not read them.
-    unsent: Arc<UnsentBudget>,
+    unsent: Arc<ByteBudget>,
     r#ref: Option<String>,
     /// Filling gaps the writer found, not answering a `sync`: no `synced`
     /// and no errors for the client, and every room is ended even if it

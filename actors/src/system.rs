@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::watch;
 
+use crate::budget::ByteBudget;
 use crate::cluster::inbox::{Inbox, InboxArgs};
 use crate::cluster::membership::{ClusterActor, ClusterArgs, ClusterConfig, ClusterMsg, Listeners};
 use crate::cluster::{Cluster, View};
@@ -24,7 +25,6 @@ use crate::outbound::{Outbound, OutboundTx};
 use crate::presence::{Presence, PresenceArgs, PresenceMsg};
 use crate::room::{ManageCmd, RoomMsg};
 use crate::session::{SessionActor, SessionArgs, SessionMsg};
-use crate::unsent::UnsentBudget;
 use crate::ActorConfig;
 
 /// Applies a room change on this node (the room's owner).
@@ -99,7 +99,7 @@ struct Inner {
     directory: ActorRef<DirectoryMsg>,
     cluster: Cluster,
     gauges: Arc<Gauges>,
-    unsent: Arc<UnsentBudget>,
+    unsent: Arc<ByteBudget>,
 }
 
 /// Counts kept up to date by the actors, readable without a round trip.
@@ -215,7 +215,7 @@ impl ChatSystem {
         Ok(ChatSystem {
             inner: Arc::new(Inner {
                 store,
-                unsent: UnsentBudget::new(config.unsent_max, config.unsent_per_user_max),
+                unsent: ByteBudget::new(config.unsent_max, config.unsent_per_user_max),
                 config,
                 dispatcher,
                 presence,
@@ -247,7 +247,7 @@ impl ChatSystem {
     }
 
     /// The bound on bytes held for clients that have not read them.
-    pub fn unsent(&self) -> &Arc<UnsentBudget> {
+    pub fn unsent(&self) -> &Arc<ByteBudget> {
         &self.inner.unsent
     }
 

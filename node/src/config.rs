@@ -215,6 +215,14 @@ pub struct Config {
     /// Largest HTTP request body in bytes; larger answers 413.
     #[arg(long, env = "PARLEY_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
+    /// Bytes of request bodies the node may hold while they arrive (each
+    /// counts its stated size until it is read); past it a body waits up
+    /// to 5 s, then 503 `unavailable`. 0 = no limit.
+    #[arg(long, env = "PARLEY_MAX_INCOMING_BODY_BYTES", default_value_t = 64 << 20)]
+    pub max_incoming_body_bytes: u64,
+    /// The same per client address: past it 429 `rate_limited`. 0 = no limit.
+    #[arg(long, env = "PARLEY_MAX_INCOMING_BODY_BYTES_PER_IP", default_value_t = 1 << 20)]
+    pub max_incoming_body_bytes_per_ip: u64,
     /// Frames queued per session before a slow client is closed with 1013
     /// (keep it at least twice `--commit-batch-max`: one commit fans out a whole batch).
     #[arg(long, env = "PARLEY_OUTBOUND_QUEUE", default_value_t = 4096)]

@@ -51,8 +51,16 @@ pub fn inc(c: &AtomicU64) {
 }
 
 impl Metrics {
-    /// Renders every metric in Prometheus text format.
-    pub fn render(&self, stats: Stats, members: usize, node: &str) -> String {
+    /// Renders every metric in Prometheus text format, with the actors'
+    /// `stats`, the cluster's live `members` and the `incoming_body_bytes`
+    /// reserved for request bodies arriving.
+    pub fn render(
+        &self,
+        stats: Stats,
+        members: usize,
+        incoming_body_bytes: u64,
+        node: &str,
+    ) -> String {
         let mut out = String::new();
         let counters: [(&str, &str, &AtomicU64); 16] = [
             (
@@ -170,6 +178,11 @@ impl Metrics {
                 "parley_unsent_answer_bytes",
                 "bytes of history, room and sync pages held for clients that have not read them",
                 stats.unsent_bytes as usize,
+            ),
+            (
+                "parley_incoming_body_bytes",
+                "bytes reserved for HTTP request bodies still arriving",
+                incoming_body_bytes as usize,
             ),
         ];
         for (name, help, v) in gauges {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use parley_actors::budget::ByteBudget;
 use parley_actors::ChatSystem;
 use parley_protocol::ws::CLOSE_GOING_AWAY;
 use parley_storage::embedded::EmbeddedStore;
@@ -87,6 +88,10 @@ pub async fn run(config: Config, writers: tokio::runtime::Handle) -> anyhow::Res
         node_name: node_name.clone(),
         sessions: crate::session_cap::SessionCap::new(config.max_sessions_per_user),
         writers,
+        bodies: ByteBudget::new(
+            config.max_incoming_body_bytes,
+            config.max_incoming_body_bytes_per_ip,
+        ),
     };
     // Keyed rate limiters keep an entry per key; prune them now and then.
     tokio::spawn(async move {

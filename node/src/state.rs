@@ -3,6 +3,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use parley_actors::budget::ByteBudget;
 use parley_actors::ChatSystem;
 use parley_storage::Store;
 
@@ -67,4 +68,7 @@ pub struct AppState {
     pub sessions: Arc<SessionCap>,
     /// The runtime the socket writers run on, apart from the actors'.
     pub writers: tokio::runtime::Handle,
+    /// Bytes of request bodies arriving, per client address and for the
+    /// node (see `api::incoming_body`).
+    pub bodies: Arc<ByteBudget>,
 }

@@ -1,6 +1,6 @@
 //! Connection-level protection: the request-head timeout (slow headers,
-//! idle keep-alive), the cap on open connections, and TCP keepalive for
-//! clients that vanish, over real sockets.
+//! idle keep-alive), the bound on request bodies arriving, the cap on open
+//! connections, and TCP keepalive for clients that vanish, over real sockets.
 
 mod common;
 
@@ -105,6 +105,134 @@ async fn a_body_that_trickles_in_is_refused() {
     }
     // The rest of the body never came: the connection is not reused.
     assert_eq!(next(&mut s, WAIT).await, Next::Closed);
+}
+
+/// A login body of `len` bytes: a JSON object padded with spaces.
+fn login_body(len: usize) -> Vec<u8> {
+    let mut body = br#"{"username":"nobody","password":"not-the-password"}"#.to_vec();
+    body.resize(len, b' ');
+    body
+}
+
+/// Opens a connection and sends a login request's head saying its body is
+/// `len` bytes, and the first `sent` bytes of that body.
+async fn login_body_started(node: &Node, len: usize, sent: usize) -> TcpStream {
+    let mut s = raw(node).await;
+    let head = format!(
+        "POST /api/v1/auth/login HTTP/1.1\r\nHost: parley\r\n\
+         Content-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.expect("write head");
+    s.write_all(&login_body(len)[..sent])
+        .await
+        .expect("write body");
+    s
+}
+
+/// Sends the rest of a body begun by [`login_body_started`].
+async fn finish_body(s: &mut TcpStream, len: usize, sent: usize) {
+    s.write_all(&login_body(len)[sent..])
+        .await
+        .expect("write body");
+}
+
+/// `parley_incoming_body_bytes` once it reads `want` (bodies reach the
+/// budget when their head has been handled).
+async fn wait_incoming(node: &Node, want: u64) {
+    let mut seen = 0;
+    for _ in 0..200 {
+        seen = metric_in(&node.metrics_text().await, "parley_incoming_body_bytes");
+        if seen == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("parley_incoming_body_bytes stayed {seen}, expected {want}");
+}
+
+/// Asserts `s` gets an answer with `status` and the contract's `code`.
+async fn expect_answer(s: &mut TcpStream, status: &str, code: &str) {
+    match next(s, WAIT).await {
+        Next::Data(d) => {
+            assert!(d.starts_with(&format!("HTTP/1.1 {status}")), "{d}");
+            assert!(d.contains(code), "{d}");
+        }
+        other => panic!("expected a {status} answer, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn stalled_bodies_hold_an_address_to_its_share() {
+    let dir = data_dir();
+    let node = Node::start_with(dir.path(), &["--max-incoming-body-bytes-per-ip", "200000"]).await;
+    // Three bodies of 60,000 bytes, each stalled a byte short of its end,
+    // hold 180,000 of the address's 200,000.
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        stalled.push(login_body_started(&node, 60_000, 59_999).await);
+    }
+    wait_incoming(&node, 180_000).await;
+    // A fourth is refused before any of it is read; the node holds nothing more.
+    let mut fourth = login_body_started(&node, 60_000, 1_000).await;
+    match next(&mut fourth, WAIT).await {
+        Next::Data(d) => {
+            assert!(d.starts_with("HTTP/1.1 429"), "{d}");
+            assert!(d.contains("rate_limited"), "{d}");
+            assert!(d.to_ascii_lowercase().contains("retry-after: 1"), "{d}");
+        }
+        other => panic!("expected a 429 answer, got {other:?}"),
+    }
+    wait_incoming(&node, 180_000).await;
+    // A small body still fits in what is left.
+    let small = reqwest::Client::new()
+        .post(node.url("/api/v1/auth/login"))
+        .json(&serde_json::json!({"username": "nobody", "password": "whatever-it-is"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(small.status(), 401);
+    // A stalled body that completes is answered and gives its share back.
+    let mut first = stalled.remove(0);
+    finish_body(&mut first, 60_000, 59_999).await;
+    expect_answer(&mut first, "401", "unauthorized").await;
+    wait_incoming(&node, 120_000).await;
+    drop(stalled);
+    wait_incoming(&node, 0).await;
+}
+
+#[tokio::test]
+async fn over_the_node_limit_a_body_waits_for_room_then_is_refused() {
+    let dir = data_dir();
+    let node = Node::start_with(
+        dir.path(),
+        &[
+            "--max-incoming-body-bytes",
+            "100000",
+            "--max-incoming-body-bytes-per-ip",
+            "0",
+        ],
+    )
+    .await;
+    let mut holding = login_body_started(&node, 60_000, 59_999).await;
+    wait_incoming(&node, 60_000).await;
+    // A second body waits while the first holds the room it needs...
+    let mut waiting = login_body_started(&node, 60_000, 0).await;
+    finish_body(&mut waiting, 60_000, 0).await;
+    assert_eq!(
+        next(&mut waiting, Duration::from_secs(1)).await,
+        Next::Quiet,
+        "a body past the node's limit was read at once"
+    );
+    // ...and goes once the first is read.
+    finish_body(&mut holding, 60_000, 59_999).await;
+    expect_answer(&mut holding, "401", "unauthorized").await;
+    expect_answer(&mut waiting, "401", "unauthorized").await;
+    wait_incoming(&node, 0).await;
+    // One that finds no room within 5 s is refused.
+    let _holding = login_body_started(&node, 60_000, 59_999).await;
+    wait_incoming(&node, 60_000).await;
+    let mut refused = login_body_started(&node, 60_000, 0).await;
+    expect_answer(&mut refused, "503", "unavailable").await;
 }
 
 #[tokio::test]

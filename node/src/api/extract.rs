@@ -5,12 +5,16 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
+use hyper::body::Body as _;
 use serde::de::DeserializeOwned;
 
 use parley_protocol::ErrorCode;
 
 use super::error::ApiError;
+use super::incoming_body;
+use crate::client_ip::ClientIp;
 use crate::listener::BodyDeadline;
+use crate::state::AppState;
 
 /// Reads a body with `read`, within the request's [`BodyDeadline`] if it
 /// has one: a body that trickles in is refused rather than holding the
@@ -30,10 +34,10 @@ async fn within_deadline<T>(
 /// A JSON body; bad JSON is `invalid_request`, an oversized body `too_large`.
 pub struct Body<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let json = is_json(req.headers());
         let RawBody(bytes) = RawBody::from_request(req, state).await?;
         if !json {
@@ -77,13 +81,20 @@ pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .map_err(|e: JsonRejection| ApiError::invalid(e.body_text()))
 }
 
-/// Raw body bytes; an oversized body is `too_large`.
+/// Raw body bytes; an oversized body is `too_large`. The body's size is
+/// reserved in the node's incoming-body budget before any of it is read
+/// (see [`incoming_body`]).
 pub struct RawBody(pub axum::body::Bytes);
 
-impl<S: Send + Sync> FromRequest<S> for RawBody {
+impl FromRequest<AppState> for RawBody {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let ClientIp(ip) = ClientIp::from_request_parts(&mut parts, state).await?;
+        let len = incoming_body::expected_len(&body.size_hint(), state.config.max_body_bytes);
+        let _reserved = incoming_body::reserve(state, ip, len).await?;
+        let req = Request::from_parts(parts, body);
         within_deadline(req, async |req| {
             axum::body::Bytes::from_request(req, state)
                 .await

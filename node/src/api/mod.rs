@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod incoming_body;
 pub mod ops;
 pub mod rooms;
 pub mod unsent_answer;

@@ -72,6 +72,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         state.metrics.render(
             stats,
             state.system.cluster().view().members.len(),
+            state.bodies.held(),
             &state.node_name,
         ),
     )

@@ -1,7 +1,7 @@
 //! Large JSON answers that count against the node's unsent budget.
 //!
 //! A history page or a room list can be megabytes, and it stays in the
-//! node's memory until the client reads it (see `parley_actors::unsent`).
+//! node's memory until the client reads it (see `parley_actors::budget`).
 //! Its bytes are reserved for the user before the answer is built (an
 //! upper bound, settled to the real size once built), or as it is built
 //! (a room list, room by room), and handed to the connection in a body
@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use hyper::body::{Frame, SizeHint};
 use serde::Serialize;
 
-use parley_actors::unsent::{OverBudget, Reservation};
+use parley_actors::budget::{OverBudget, Reservation};
 use parley_protocol::ErrorCode;
 
 use crate::api::error::{ApiError, ApiResult};
@@ -47,7 +47,7 @@ pub async fn reserve(state: &AppState, user_id: &str, bytes: u64) -> ApiResult<R
     let user: Arc<str> = Arc::from(user_id);
     match budget.try_reserve(&user, bytes) {
         Ok(r) => Ok(r),
-        Err(OverBudget::User) => Err(refusal(OverBudget::User)),
+        Err(OverBudget::Share) => Err(refusal(OverBudget::Share)),
         Err(OverBudget::Node) => tokio::time::timeout(NODE_WAIT, budget.reserve(&user, bytes))
             .await
             .map_err(|_| refusal(OverBudget::Node)),
@@ -86,13 +86,19 @@ pub fn reserved_answer(mut reserved: Reservation, parts: Vec<Bytes>) -> Response
 
 /// The contract's error for an answer over the budget.
 pub fn refusal(over: OverBudget) -> ApiError {
-    let code = match over {
-        OverBudget::User => ErrorCode::RateLimited,
-        OverBudget::Node => ErrorCode::Unavailable,
+    let (code, message) = match over {
+        OverBudget::Share => (
+            ErrorCode::RateLimited,
+            "too much unread: read earlier answers first",
+        ),
+        OverBudget::Node => (
+            ErrorCode::Unavailable,
+            "the node is holding too many unread answers, try again",
+        ),
     };
     ApiError {
         code,
-        message: over.to_string(),
+        message: message.to_string(),
         retry_after: Some(RETRY_AFTER_SECS),
     }
 }

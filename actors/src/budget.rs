@@ -1,43 +1,42 @@
-//! A bound on the bytes a node holds for clients that have not read them.
+//! A bound on bytes a node holds on behalf of others, per holder and per node.
 //!
-//! A history page or a `sync` page can be megabytes (200 messages of 4,000
-//! characters). Once built, it stays in the node's memory until the client's
-//! socket takes it, and a client that never reads (or reads a trickle now and
-//! then, which no write timeout catches) keeps it there. Without a bound, a
-//! few accounts asking for large pages on many connections could make a node
-//! hold gigabytes.
+//! Two kinds of bytes sit in a node's memory for as long as someone else
+//! decides: answers built for clients that have not read them yet (a
+//! history page or a `sync` page can be megabytes, and a client that never
+//! reads keeps it there), and request bodies still arriving (a client can
+//! send most of a body and stall). Without a bound, a few clients doing
+//! either on many connections could make a node hold gigabytes.
 //!
-//! So every such answer reserves its bytes here before it is handed over,
-//! under a limit per user and one per node ([`UnsentBudget`]); the
-//! [`Reservation`] gives them back when it is dropped, once the answer has
-//! reached the connection or the connection is gone. An HTTP answer over
-//! the budget is refused (the user's own limit: 429; the node's: 503) and a
-//! `sync` page waits for room without holding its messages.
+//! So such bytes are reserved here first, under a share per holder (a user,
+//! a client address) and a limit for the whole node ([`ByteBudget`]); the
+//! [`Reservation`] gives them back when it is dropped. What a caller does
+//! over the limits is its own choice: refuse, or wait for room.
 //!
-//! One answer is always allowed when its user (or the node) holds nothing,
-//! however large, so a limit set below a page never stops a client for good.
+//! One reservation is always allowed when its holder (or the node) holds
+//! nothing, however large, so a limit set below one answer never stops a
+//! client for good.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-/// Which limit an answer would break.
+/// Which limit a reservation would break.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum OverBudget {
-    /// The user holds as much unread as one user may.
-    #[error("too much unread: read earlier answers first")]
-    User,
-    /// The node holds as much unread as it may.
-    #[error("the node is holding too many unread answers, try again")]
+    /// The holder has as much reserved as one holder may.
+    #[error("over the holder's share")]
+    Share,
+    /// The node has as much reserved as it may.
+    #[error("over the node's limit")]
     Node,
 }
 
-/// The bytes of answers reserved and not yet handed to their connections.
+/// Bytes reserved and not yet given back, per holder and for the node.
 #[derive(Debug)]
-pub struct UnsentBudget {
+pub struct ByteBudget {
     node_max: u64,
-    user_max: u64,
+    share_max: u64,
     held: Mutex<Held>,
     released: Notify,
 }
@@ -45,81 +44,81 @@ pub struct UnsentBudget {
 #[derive(Debug, Default)]
 struct Held {
     node: u64,
-    users: HashMap<Arc<str>, u64>,
+    holders: HashMap<Arc<str>, u64>,
 }
 
-/// Bytes held for one user's answer; given back on drop.
+/// Bytes held for one holder; given back on drop.
 #[derive(Debug)]
 pub struct Reservation {
-    budget: Arc<UnsentBudget>,
-    user: Arc<str>,
+    budget: Arc<ByteBudget>,
+    holder: Arc<str>,
     bytes: u64,
 }
 
-impl UnsentBudget {
-    /// A budget of `node_max` bytes per node and `user_max` per user (0: no limit).
-    pub fn new(node_max: u64, user_max: u64) -> Arc<Self> {
-        Arc::new(UnsentBudget {
+impl ByteBudget {
+    /// A budget of `node_max` bytes per node and `share_max` per holder (0: no limit).
+    pub fn new(node_max: u64, share_max: u64) -> Arc<Self> {
+        Arc::new(ByteBudget {
             node_max,
-            user_max,
+            share_max,
             held: Mutex::new(Held::default()),
             released: Notify::new(),
         })
     }
 
-    /// Reserves `bytes` for `user`'s answer, or says which limit it breaks.
+    /// Reserves `bytes` for `holder`, or says which limit that breaks.
     pub fn try_reserve(
         self: &Arc<Self>,
-        user: &Arc<str>,
+        holder: &Arc<str>,
         bytes: u64,
     ) -> Result<Reservation, OverBudget> {
-        self.take(&mut self.lock(), user, bytes)?;
+        self.take(&mut self.lock(), holder, bytes)?;
         Ok(Reservation {
             budget: self.clone(),
-            user: user.clone(),
+            holder: holder.clone(),
             bytes,
         })
     }
 
-    /// Counts `bytes` more for `user` in `held`, or says which limit that breaks.
-    fn take(&self, held: &mut Held, user: &Arc<str>, bytes: u64) -> Result<(), OverBudget> {
-        let by_user = held.users.get(user).copied().unwrap_or(0);
-        if over(self.user_max, by_user, bytes) {
-            return Err(OverBudget::User);
+    /// Counts `bytes` more for `holder` in `held`, or says which limit that breaks.
+    fn take(&self, held: &mut Held, holder: &Arc<str>, bytes: u64) -> Result<(), OverBudget> {
+        let by_holder = held.holders.get(holder).copied().unwrap_or(0);
+        if over(self.share_max, by_holder, bytes) {
+            return Err(OverBudget::Share);
         }
         if over(self.node_max, held.node, bytes) {
             return Err(OverBudget::Node);
         }
         held.node += bytes;
-        *held.users.entry(user.clone()).or_insert(0) += bytes;
+        *held.holders.entry(holder.clone()).or_insert(0) += bytes;
         Ok(())
     }
 
-    /// Reserves `bytes` for `user`'s answer, waiting until earlier answers
+    /// Reserves `bytes` for `holder`, waiting until earlier reservations
     /// have made room.
-    pub async fn reserve(self: &Arc<Self>, user: &Arc<str>, bytes: u64) -> Reservation {
+    pub async fn reserve(self: &Arc<Self>, holder: &Arc<str>, bytes: u64) -> Reservation {
         loop {
             // Registered before trying, so a release in between is not missed.
             let released = self.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
-            if let Ok(r) = self.try_reserve(user, bytes) {
+            if let Ok(r) = self.try_reserve(holder, bytes) {
                 return r;
             }
             released.await;
         }
     }
 
-    /// Counts `bytes` of `user` out (forgetting a user left with none) and
-    /// wakes those waiting for room.
-    fn give_back(&self, user: &Arc<str>, bytes: u64) {
+    /// Counts `bytes` of `holder` out (forgetting a holder left with none)
+    /// and wakes those waiting for room.
+    fn give_back(&self, holder: &Arc<str>, bytes: u64) {
         {
             let mut held = self.lock();
             held.node = held.node.saturating_sub(bytes);
-            if let Some(by_user) = held.users.get_mut(user) {
-                *by_user = by_user.saturating_sub(bytes);
-                if *by_user == 0 {
-                    held.users.remove(user);
+            if let Some(by_holder) = held.holders.get_mut(holder) {
+                *by_holder = by_holder.saturating_sub(bytes);
+                if *by_holder == 0 {
+                    held.holders.remove(holder);
                 }
             }
         }
@@ -139,7 +138,7 @@ impl UnsentBudget {
 }
 
 /// Whether `bytes` more on top of `held` break `max` (0: no limit). Nothing
-/// held never does: one answer always goes, however large.
+/// held never does: one reservation always goes, however large.
 fn over(max: u64, held: u64, bytes: u64) -> bool {
     max > 0 && held > 0 && held.saturating_add(bytes) > max
 }
@@ -153,17 +152,17 @@ impl Reservation {
     /// Reserves `more` bytes on top, or says which limit that breaks.
     pub fn try_grow(&mut self, more: u64) -> Result<(), OverBudget> {
         self.budget
-            .take(&mut self.budget.lock(), &self.user, more)?;
+            .take(&mut self.budget.lock(), &self.holder, more)?;
         self.bytes += more;
         Ok(())
     }
 
-    /// Settles an estimate reserved up front to the `bytes` the answer
-    /// turned out to take (at most the estimate: it is not checked).
+    /// Settles an estimate reserved up front to the `bytes` it turned out
+    /// to take (at most the estimate: it is not checked).
     pub fn settle(&mut self, bytes: u64) {
         let less = self.bytes.saturating_sub(bytes);
         if less > 0 {
-            self.budget.give_back(&self.user, less);
+            self.budget.give_back(&self.holder, less);
             self.bytes -= less;
         }
     }
@@ -171,7 +170,7 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.budget.give_back(&self.user, self.bytes);
+        self.budget.give_back(&self.holder, self.bytes);
     }
 }
 
@@ -180,18 +179,18 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn user(name: &str) -> Arc<str> {
+    fn holder(name: &str) -> Arc<str> {
         Arc::from(name)
     }
 
     #[test]
-    fn holds_each_user_and_the_node_to_their_limits() {
-        let budget = UnsentBudget::new(250, 100);
-        let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
+    fn holds_each_holder_and_the_node_to_their_limits() {
+        let budget = ByteBudget::new(250, 100);
+        let (alice, bob, carol) = (holder("alice"), holder("bob"), holder("carol"));
         let a1 = budget.try_reserve(&alice, 60).unwrap();
         assert_eq!(
             budget.try_reserve(&alice, 60).unwrap_err(),
-            OverBudget::User
+            OverBudget::Share
         );
         let a2 = budget.try_reserve(&alice, 40).unwrap();
         let b1 = budget.try_reserve(&bob, 100).unwrap();
@@ -204,29 +203,32 @@ mod tests {
         drop((a2, b1, c1, c2));
         assert_eq!(budget.held(), 0);
         assert!(
-            budget.lock().users.is_empty(),
-            "users holding nothing are forgotten"
+            budget.lock().holders.is_empty(),
+            "holders holding nothing are forgotten"
         );
     }
 
     #[test]
-    fn one_answer_goes_whatever_its_size_when_nothing_is_held() {
-        let budget = UnsentBudget::new(100, 10);
-        let alice = user("alice");
+    fn one_reservation_goes_whatever_its_size_when_nothing_is_held() {
+        let budget = ByteBudget::new(100, 10);
+        let alice = holder("alice");
         let big = budget.try_reserve(&alice, 1_000).unwrap();
-        assert_eq!(budget.try_reserve(&alice, 1).unwrap_err(), OverBudget::User);
         assert_eq!(
-            budget.try_reserve(&user("bob"), 1).unwrap_err(),
+            budget.try_reserve(&alice, 1).unwrap_err(),
+            OverBudget::Share
+        );
+        assert_eq!(
+            budget.try_reserve(&holder("bob"), 1).unwrap_err(),
             OverBudget::Node
         );
         drop(big);
-        budget.try_reserve(&user("bob"), 1_000).unwrap();
+        budget.try_reserve(&holder("bob"), 1_000).unwrap();
     }
 
     #[test]
     fn zero_means_no_limit() {
-        let budget = UnsentBudget::new(0, 0);
-        let alice = user("alice");
+        let budget = ByteBudget::new(0, 0);
+        let alice = holder("alice");
         let held: Vec<_> = (0..10)
             .map(|_| budget.try_reserve(&alice, u64::MAX / 20).unwrap())
             .collect();
@@ -235,11 +237,11 @@ mod tests {
 
     #[test]
     fn a_reservation_grows_within_the_limits_and_settles_to_what_was_used() {
-        let budget = UnsentBudget::new(0, 100);
-        let alice = user("alice");
+        let budget = ByteBudget::new(0, 100);
+        let alice = holder("alice");
         let mut r = budget.try_reserve(&alice, 10).unwrap();
         r.try_grow(60).unwrap();
-        assert_eq!(r.try_grow(31).unwrap_err(), OverBudget::User);
+        assert_eq!(r.try_grow(31).unwrap_err(), OverBudget::Share);
         assert_eq!(budget.held(), 70);
         r.settle(25);
         assert_eq!((r.bytes(), budget.held()), (25, 25));
@@ -250,8 +252,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_reservation_goes_when_room_is_made() {
-        let budget = UnsentBudget::new(0, 100);
-        let alice = user("alice");
+        let budget = ByteBudget::new(0, 100);
+        let alice = holder("alice");
         let first = budget.try_reserve(&alice, 80).unwrap();
         let waiter = {
             let (budget, alice) = (budget.clone(), alice.clone());
@@ -260,7 +262,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
             !waiter.is_finished(),
-            "it waits while the user holds 80 of 100"
+            "it waits while the holder has 80 of 100"
         );
         drop(first);
         let got = tokio::time::timeout(Duration::from_secs(5), waiter)

@@ -1,0 +1,97 @@
+//! A bound on the request bodies a node holds while they arrive.
+//!
+//! A body is read whole before it is parsed, and a client can send most of
+//! one and stall: the node keeps what came (up to `--max-body-bytes`) until
+//! the body deadline. With no account needed (a login body), thousands of
+//! such connections held over a gigabyte. So a body reserves its size (its
+//! `Content-Length`, or `--max-body-bytes` when it does not say) before any
+//! of it is read, under a share per client address
+//! (`--max-incoming-body-bytes-per-ip`) and a limit for the node
+//! (`--max-incoming-body-bytes`), and gives it back once it is read: a
+//! stalled connection past them holds only its socket's read buffer.
+//!
+//! Over the address's share the request is 429 `rate_limited`; over the
+//! node's, it waits up to [`NODE_WAIT`] for room (real bodies arrive in
+//! moments) and is then 503 `unavailable`; both with `Retry-After`. Real
+//! bodies are well under a kilobyte, so a share of a megabyte holds a
+//! thousand of them arriving at once.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::SizeHint;
+use parley_actors::budget::{OverBudget, Reservation};
+use parley_protocol::ErrorCode;
+
+use crate::api::error::ApiError;
+use crate::state::AppState;
+
+/// The longest a body waits for the node's limit to have room.
+const NODE_WAIT: Duration = Duration::from_secs(5);
+
+/// Seconds a refused client is asked to wait before sending again.
+const RETRY_AFTER_SECS: u64 = 1;
+
+/// The bytes a body may take: what its head says (`Content-Length`, or
+/// none at all), or the most a body may be when it is chunked (or says
+/// more, which is refused as too large while it is read).
+pub fn expected_len(hint: &SizeHint, max_body: usize) -> u64 {
+    let max = max_body as u64;
+    hint.upper().map_or(max, |len| len.min(max))
+}
+
+/// Reserves `bytes` for a body arriving from `ip`; `None` when there is
+/// nothing to reserve (an empty body).
+pub async fn reserve(
+    state: &AppState,
+    ip: IpAddr,
+    bytes: u64,
+) -> Result<Option<Reservation>, ApiError> {
+    if bytes == 0 {
+        return Ok(None);
+    }
+    let holder: Arc<str> = Arc::from(ip.to_string());
+    match state.bodies.try_reserve(&holder, bytes) {
+        Ok(r) => Ok(Some(r)),
+        Err(OverBudget::Share) => Err(refusal(OverBudget::Share)),
+        Err(OverBudget::Node) => {
+            tokio::time::timeout(NODE_WAIT, state.bodies.reserve(&holder, bytes))
+                .await
+                .map(Some)
+                .map_err(|_| refusal(OverBudget::Node))
+        }
+    }
+}
+
+/// The contract's error for a body over the limits.
+fn refusal(over: OverBudget) -> ApiError {
+    let (code, message) = match over {
+        OverBudget::Share => (
+            ErrorCode::RateLimited,
+            "too many request bodies arriving from your address at once",
+        ),
+        OverBudget::Node => (
+            ErrorCode::Unavailable,
+            "the node is receiving too many request bodies, try again",
+        ),
+    };
+    ApiError {
+        code,
+        message: message.to_string(),
+        retry_after: Some(RETRY_AFTER_SECS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_reserves_its_stated_length_or_the_most_allowed() {
+        assert_eq!(expected_len(&SizeHint::with_exact(120), 1000), 120);
+        assert_eq!(expected_len(&SizeHint::with_exact(0), 1000), 0);
+        assert_eq!(expected_len(&SizeHint::with_exact(5000), 1000), 1000);
+        assert_eq!(expected_len(&SizeHint::new(), 1000), 1000, "chunked");
+    }
+}
