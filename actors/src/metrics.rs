@@ -102,6 +102,8 @@ pub struct Metrics {
     pub room_pending: AtomicI64,
     /// Frames waiting in session queues for their socket (gauge).
     pub outbound_queued: AtomicI64,
+    /// Bytes of live `message` events in memory, each counted once (gauge).
+    pub live_message_bytes: AtomicI64,
     /// Users whose presence change waits to be announced (gauge).
     pub presence_waiting: AtomicI64,
     /// Messages per group commit.
@@ -151,6 +153,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     peer_bytes_in: AtomicU64::new(0),
     room_pending: AtomicI64::new(0),
     outbound_queued: AtomicI64::new(0),
+    live_message_bytes: AtomicI64::new(0),
     presence_waiting: AtomicI64::new(0),
     commit_batch: Histogram::new(SIZES),
     commit_seconds: Histogram::new(SECONDS),
@@ -243,7 +246,7 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             let _ = writeln!(out, "{name}{{{labels}}} {}", c.load(Ordering::Relaxed));
         }
-        let gauges: [(&str, &str, &AtomicI64); 3] = [
+        let gauges: [(&str, &str, &AtomicI64); 4] = [
             (
                 "parley_room_pending_sends",
                 "sends waiting in rooms for their commit",
@@ -253,6 +256,11 @@ impl Metrics {
                 "parley_outbound_queued_frames",
                 "frames waiting in session queues for their socket",
                 &self.outbound_queued,
+            ),
+            (
+                "parley_live_message_bytes",
+                "bytes of live message events in memory (queued, held or being written), each counted once",
+                &self.live_message_bytes,
             ),
             (
                 "parley_presence_waiting",

@@ -25,8 +25,8 @@ use parley_protocol::ws::{ServerEvent, CLOSE_TRY_AGAIN};
 
 use crate::budget::Reservation;
 
-/// A live `message` event as queued for every recipient: one allocation
-/// shared by all of them.
+/// A `message` event as queued for every recipient: one allocation shared
+/// by all of them.
 #[derive(Debug)]
 pub struct LiveMessage {
     /// Room of the message.
@@ -35,6 +35,54 @@ pub struct LiveMessage {
     pub seq: u64,
     /// The serialized `message` event.
     pub json: Arc<str>,
+    /// Whether its bytes count in `parley_live_message_bytes` until it is dropped.
+    counted: bool,
+}
+
+impl LiveMessage {
+    /// A message just committed (or just arrived from its room's node):
+    /// its bytes count in the node's live-message bytes until the last
+    /// holder lets it go, once however many sessions share it.
+    pub fn live(room_id: Arc<str>, seq: u64, json: Arc<str>) -> Self {
+        crate::metrics::METRICS
+            .live_message_bytes
+            .fetch_add(json.len() as i64, Ordering::Relaxed);
+        LiveMessage {
+            room_id,
+            seq,
+            json,
+            counted: true,
+        }
+    }
+
+    /// A message read back for a replay: not counted as live, its page's
+    /// bytes are in the unsent budget.
+    pub fn replayed(room_id: Arc<str>, seq: u64, json: Arc<str>) -> Self {
+        LiveMessage {
+            room_id,
+            seq,
+            json,
+            counted: false,
+        }
+    }
+}
+
+impl Drop for LiveMessage {
+    fn drop(&mut self) {
+        if self.counted {
+            crate::metrics::METRICS
+                .live_message_bytes
+                .fetch_sub(self.json.len() as i64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Live-message bytes on the node now (see [`LiveMessage::live`]).
+pub fn live_message_bytes() -> usize {
+    let bytes = crate::metrics::METRICS
+        .live_message_bytes
+        .load(Ordering::Relaxed);
+    usize::try_from(bytes).unwrap_or(0)
 }
 
 /// A room and a seq: what a head notice and the end of a replay carry.
@@ -193,25 +241,51 @@ impl CloseSignal {
     }
 }
 
+/// How far behind in bytes a session may fall before it is closed with 1013.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueBytes {
+    /// The most one session's live queue holds (one event always fits).
+    pub per_session: usize,
+    /// Live-message bytes on the node (each message counted once, however
+    /// many sessions share it) past which a session more than
+    /// [`BEHIND_FLOOR`] behind is closed at its next event; 0: no limit.
+    pub node_messages: usize,
+}
+
+/// How far behind a session may be, in queued bytes, and stay open while
+/// the node holds more live messages than it may: a client reading along
+/// is a few events behind at most.
+pub const BEHIND_FLOOR: usize = 1 << 20;
+
 /// The bytes of events waiting in a session's live queue, and their bound.
 ///
 /// Most queued events are shared with other recipients (one allocation per
 /// message for a whole room), but not all: in a room of one, or a user's
 /// own rooms, a client that stops reading holds every message sent there
 /// until its queue is full, up to `--outbound-queue` events of up to 16 KB.
-/// Counting bytes closes it sooner when the events are large.
+/// Counting bytes closes it sooner when the events are large. And since
+/// many such sessions (of many accounts, each in rooms of their own) could
+/// together hold far more than any one may, a session that is far behind
+/// is also closed while the node as a whole holds too many messages.
 #[derive(Debug)]
 pub struct LiveBytes {
     queued: AtomicUsize,
-    max: usize,
+    max: QueueBytes,
 }
 
 impl LiveBytes {
     /// Counts `bytes` in; false (and nothing counted) if that passes the
-    /// bound. An event always fits an empty queue, whatever its size.
+    /// session's bound, or takes the session past [`BEHIND_FLOOR`] while
+    /// the node is over its live-message bytes. An event always fits an
+    /// empty queue, whatever its size.
     fn add(&self, bytes: usize) -> bool {
         let before = self.queued.fetch_add(bytes, Ordering::Relaxed);
-        if before > 0 && before.saturating_add(bytes) > self.max {
+        let after = before.saturating_add(bytes);
+        let over_session = before > 0 && after > self.max.per_session;
+        let over_node = after > BEHIND_FLOOR
+            && self.max.node_messages > 0
+            && live_message_bytes() > self.max.node_messages;
+        if over_session || over_node {
             self.remove(bytes);
             return false;
         }
@@ -386,8 +460,8 @@ pub enum Push {
 }
 
 /// Creates a session's outbound queues with room for `capacity` live items
-/// of `max_bytes` in all.
-pub fn channel(capacity: usize, max_bytes: usize) -> (OutboundTx, OutboundRx) {
+/// within `max_bytes`.
+pub fn channel(capacity: usize, max_bytes: QueueBytes) -> (OutboundTx, OutboundRx) {
     let (live_tx, live_rx) = mpsc::channel(capacity.max(1));
     let (sync_tx, sync_rx) = mpsc::channel(64);
     let close = Arc::new(CloseSignal::default());
@@ -492,11 +566,19 @@ impl OutboundTx {
 mod tests {
     use super::*;
 
+    /// A bound per session only.
+    fn per_session(bytes: usize) -> QueueBytes {
+        QueueBytes {
+            per_session: bytes,
+            node_messages: 0,
+        }
+    }
+
     /// Every idle connection pays for 32 slots of each queue up front, so the
     /// items stay at three words (they were five before).
     #[test]
     fn a_queue_full_of_bytes_closes_the_session_and_frees_what_it_took() {
-        let (tx, mut rx) = channel(100, 100);
+        let (tx, mut rx) = channel(100, per_session(100));
         let frame = |n: usize| Outbound::Frame(Arc::from("x".repeat(n)));
         assert_eq!(tx.push(frame(150)), Push::Queued, "one item always fits");
         assert_eq!(tx.push(frame(1)), Push::Overflow);
@@ -517,6 +599,42 @@ mod tests {
     }
 
     #[test]
+    fn a_session_far_behind_is_closed_while_the_node_holds_too_many_messages() {
+        // Other tests' messages only add to the node's count, never take ours away.
+        let held = Arc::new(LiveMessage::live(
+            Arc::from("r1"),
+            1,
+            Arc::from("m".repeat(2 * BEHIND_FLOOR)),
+        ));
+        assert!(live_message_bytes() >= 2 * BEHIND_FLOOR);
+        let (tx, _rx) = channel(
+            100,
+            QueueBytes {
+                per_session: usize::MAX,
+                node_messages: BEHIND_FLOOR,
+            },
+        );
+        let frame = |n: usize| Outbound::Frame(Arc::from("x".repeat(n)));
+        assert_eq!(
+            tx.push(frame(BEHIND_FLOOR / 2)),
+            Push::Queued,
+            "a session less than the floor behind stays"
+        );
+        assert_eq!(tx.push(frame(BEHIND_FLOOR / 2)), Push::Queued);
+        assert_eq!(tx.push(frame(1)), Push::Overflow, "past the floor it goes");
+        assert_eq!(tx.close.requested(), Some(CLOSE_TRY_AGAIN));
+        drop(held);
+    }
+
+    #[test]
+    fn replayed_messages_are_not_counted_as_live() {
+        let before = live_message_bytes();
+        let replayed = LiveMessage::replayed(Arc::from("r1"), 1, Arc::from("m".repeat(64 << 20)));
+        assert!(live_message_bytes() < before + (64 << 20));
+        drop(replayed);
+    }
+
+    #[test]
     fn queue_items_stay_small() {
         assert!(std::mem::size_of::<Outbound>() <= 24);
         assert!(std::mem::size_of::<SyncItem>() <= 24);
@@ -524,7 +642,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_replay_starts_only_once_the_writer_took_its_start_in() {
-        let (tx, mut rx) = channel(4, usize::MAX);
+        let (tx, mut rx) = channel(4, per_session(usize::MAX));
         let starting = tokio::spawn({
             let tx = tx.clone();
             async move { tx.start_sync(Vec::new(), true).await }
@@ -561,7 +679,7 @@ mod tests {
             .worker_threads(2)
             .build()
             .unwrap();
-        let (tx, mut rx) = channel(4096, usize::MAX);
+        let (tx, mut rx) = channel(4096, per_session(usize::MAX));
         let stop = Arc::new(AtomicBool::new(false));
         // Other producers (rooms, presence) pushing all the while.
         let noise: Vec<_> = (0..2)
@@ -627,7 +745,7 @@ mod tests {
     /// queued-frames gauge, past a replay's start too.
     #[test]
     fn a_closing_writer_drains_past_a_replay_start() {
-        let (tx, mut rx) = channel(8, usize::MAX);
+        let (tx, mut rx) = channel(8, per_session(usize::MAX));
         tx.frame("a");
         tx.push(Outbound::SyncStart(SyncStart::new(Vec::new(), true).0));
         tx.frame("b");
@@ -640,7 +758,7 @@ mod tests {
     /// order: earlier sync items, the held-back start, then what follows.
     #[tokio::test]
     async fn a_closing_writer_takes_everything_past_a_replay_start() {
-        let (tx, mut rx) = channel(8, usize::MAX);
+        let (tx, mut rx) = channel(8, per_session(usize::MAX));
         tx.push(Outbound::SyncStart(SyncStart::new(Vec::new(), true).0));
         tx.frame("a");
         assert!(tx.sync(SyncItem::Done(Arc::from("synced"))).await);
@@ -657,7 +775,7 @@ mod tests {
 
     #[test]
     fn full_queue_closes_with_1013_and_keeps_order() {
-        let (tx, mut rx) = channel(2, usize::MAX);
+        let (tx, mut rx) = channel(2, per_session(usize::MAX));
         assert_eq!(tx.frame("a"), Push::Queued);
         assert_eq!(tx.frame("b"), Push::Queued);
         assert_eq!(tx.frame("c"), Push::Overflow);

@@ -623,11 +623,11 @@ impl RoomState {
                         self.last_seq = self.last_seq.max(m.seq);
                         let json: Arc<str> =
                             Arc::from(ServerEvent::Message(convert::message(m)).to_json());
-                        fanout.push(Outbound::Message(Arc::new(LiveMessage {
-                            room_id: self.room_id.clone(),
-                            seq: m.seq,
+                        fanout.push(Outbound::Message(Arc::new(LiveMessage::live(
+                            self.room_id.clone(),
+                            m.seq,
                             json,
-                        })));
+                        ))));
                         trace = trace.or(p.trace);
                         // A sender has read everything up to its own message.
                         self.raise(&p.from.user_id, m.seq, m.seq, false);

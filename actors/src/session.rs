@@ -367,11 +367,11 @@ impl Replay {
                 .await?
                 .iter()
                 .map(|m| {
-                    Arc::new(LiveMessage {
-                        room_id: room_id.clone(),
-                        seq: m.seq,
-                        json: Arc::from(ServerEvent::Message(convert::message(m)).to_json()),
-                    })
+                    Arc::new(LiveMessage::replayed(
+                        room_id.clone(),
+                        m.seq,
+                        Arc::from(ServerEvent::Message(convert::message(m)).to_json()),
+                    ))
                 })
                 .collect();
             let bytes = page.iter().map(|m| m.json.len() as u64).sum();

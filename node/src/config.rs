@@ -231,6 +231,11 @@ pub struct Config {
     /// with 1013 (one event always fits, whatever its size).
     #[arg(long, env = "PARLEY_OUTBOUND_QUEUE_BYTES", default_value_t = 16 << 20)]
     pub outbound_queue_bytes: usize,
+    /// Bytes of live messages the node may hold for its sessions (each
+    /// counted once, however many sessions share it); past it a session
+    /// more than 1 MiB behind is closed with 1013 at its next event. 0 = no limit.
+    #[arg(long, env = "PARLEY_MAX_LIVE_MESSAGE_BYTES", default_value_t = 256 << 20)]
+    pub max_live_message_bytes: usize,
     /// Bytes of answers (history and room pages, `sync` pages) the node may
     /// hold for clients that have not read them; past it HTTP answers 503
     /// `unavailable` and replays wait. 0 = no limit.
@@ -240,6 +245,11 @@ pub struct Config {
     /// `rate_limited` and their replays wait. 0 = no limit.
     #[arg(long, env = "PARLEY_MAX_UNSENT_BYTES_PER_USER", default_value_t = 32 << 20)]
     pub max_unsent_bytes_per_user: u64,
+    /// Seconds between handing the allocator's free pages back to the
+    /// system (0: never; they then stay resident after a burst).
+    #[arg(long, env = "PARLEY_MEMORY_TRIM_SECS",
+        value_parser = clap::value_parser!(u64).range(0..=MAX_DURATION_SECS), default_value_t = 30)]
+    pub memory_trim_secs: u64,
     /// Threads of the runtime that writes to client sockets (0: one per CPU).
     #[arg(long, env = "PARLEY_WRITER_THREADS", default_value_t = 0)]
     pub writer_threads: usize,

@@ -172,7 +172,10 @@ async fn open(
     let session_id: Arc<str> = Arc::from(new_id());
     let (tx, rx) = outbound::channel(
         state.config.outbound_queue.max(16),
-        state.config.outbound_queue_bytes,
+        outbound::QueueBytes {
+            per_session: state.config.outbound_queue_bytes,
+            node_messages: state.config.max_live_message_bytes,
+        },
     );
     let session = match state
         .system

@@ -24,9 +24,12 @@ mod state;
 mod telemetry;
 mod web;
 
+use std::time::Duration;
+
 fn main() -> anyhow::Result<()> {
     allocator::return_large_blocks();
     let config = config::Config::load()?;
+    allocator::trim_every(Duration::from_secs(config.memory_trim_secs))?;
     // Telemetry's exporters run on their own threads, so they are set up
     // (and flushed at the end) outside the async runtime.
     let telemetry = telemetry::init(config.log_format, &config.node_name());

@@ -75,6 +75,34 @@ async fn a_client_whose_queue_holds_too_many_bytes_is_closed_with_1013() {
     a.expect(|f| f["type"] == "pong").await;
 }
 
+#[tokio::test]
+async fn a_client_far_behind_is_closed_while_the_node_holds_too_many_messages() {
+    let dir = data_dir();
+    // Each session may hold 16 MiB, but the node only ~2 MB of messages.
+    let node = Node::start_with(
+        dir.path(),
+        &["--max-live-message-bytes", "2000000", "--ws-rate", "0"],
+    )
+    .await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let room_id = room_id(&group(&node, &alice, "too many", &[&bob]).await);
+    let mut a = Client::connect(&node, &alice.token).await;
+    let mut b = Client::connect(&node, &bob.token).await;
+    b.ping_pong("open").await;
+    // What the kernel's buffers take, then 4 MiB for Bob's queue: far less
+    // than his session's own limit.
+    let body = "ü".repeat(4000);
+    let total = (kernel_send_buffer_max() + (4 << 20)) / 8000;
+    assert!(total < 2000);
+    send_in_batches(&mut a, &room_id, &body, total, 10).await;
+    assert_eq!(b.expect_close().await, Some(1013));
+    // Alice read along and stays.
+    a.ping_pong("still-here").await;
+    let metrics = node.metrics_text().await;
+    assert_eq!(metric_in(&metrics, "parley_slow_consumer_closes_total"), 1);
+}
+
 /// A client that reads nothing keeps its writer waiting in a write (up to
 /// 15 s); its queue's overflow ends the session at once all the same, and
 /// is counted, without the client reading anything.
@@ -662,5 +690,78 @@ async fn a_burst_of_failed_logins_hashes_a_few_at_a_time() {
         grew < bound,
         "the node's peak grew by {} MiB ({cpus} CPUs)",
         grew >> 20
+    );
+}
+
+/// The node's resident memory now, in bytes.
+fn rss(node: &Node) -> u64 {
+    let pid = node.pid().expect("node pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+#[tokio::test]
+async fn memory_a_burst_left_free_goes_back_to_the_system() {
+    use tokio::io::AsyncWriteExt;
+    let dir = data_dir();
+    // Bodies unbounded, so that a burst of them takes memory.
+    let node = Node::start_with(
+        dir.path(),
+        &[
+            "--memory-trim-secs",
+            "1",
+            "--max-incoming-body-bytes",
+            "0",
+            "--max-incoming-body-bytes-per-ip",
+            "0",
+        ],
+    )
+    .await;
+    let before = rss(&node);
+    // 2,000 connections each send 60,000 of a 64,000-byte body and stall.
+    let head = "POST /api/v1/auth/login HTTP/1.1\r\nHost: parley\r\n\
+                Content-Type: application/json\r\nContent-Length: 64000\r\n\r\n";
+    let mut stalled = Vec::new();
+    for _ in 0..2000 {
+        let mut s = tokio::net::TcpStream::connect(&node.addr)
+            .await
+            .expect("connect");
+        s.write_all(head.as_bytes()).await.expect("head");
+        s.write_all(&[b' '; 60_000]).await.expect("body");
+        stalled.push(s);
+    }
+    let mut held = rss(&node);
+    for _ in 0..100 {
+        if held > before + (80 << 20) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        held = rss(&node);
+    }
+    assert!(
+        held > before + (80 << 20),
+        "the burst took only {} MiB",
+        (held - before) >> 20
+    );
+    drop(stalled);
+    // Once they are gone, what they took goes back (not only to malloc).
+    let mut now = held;
+    for _ in 0..150 {
+        now = rss(&node);
+        if now < before + (held - before) / 3 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "resident memory went from {} MiB to {} MiB with the burst and stayed at {} MiB",
+        before >> 20,
+        held >> 20,
+        now >> 20
     );
 }

@@ -100,11 +100,9 @@ impl WireItem {
     pub fn into_outbound(self) -> Outbound {
         match self {
             WireItem::Frame(json) => Outbound::Frame(Arc::from(json)),
-            WireItem::Message { room_id, seq, json } => Outbound::Message(Arc::new(LiveMessage {
-                room_id: Arc::from(room_id),
-                seq,
-                json: Arc::from(json),
-            })),
+            WireItem::Message { room_id, seq, json } => Outbound::Message(Arc::new(
+                LiveMessage::live(Arc::from(room_id), seq, Arc::from(json)),
+            )),
             WireItem::Head { room_id, seq } => Outbound::Head(Arc::new(RoomSeq {
                 room_id: Arc::from(room_id),
                 seq,
@@ -368,11 +366,11 @@ mod tests {
 
     #[test]
     fn session_events_cross_nodes_unchanged_and_markers_stay_home() {
-        let msg = Outbound::Message(Arc::new(LiveMessage {
-            room_id: Arc::from("r1"),
-            seq: 7,
-            json: Arc::from("{\"type\":\"message\"}"),
-        }));
+        let msg = Outbound::Message(Arc::new(LiveMessage::live(
+            Arc::from("r1"),
+            7,
+            Arc::from("{\"type\":\"message\"}"),
+        )));
         let frame = Outbound::Frame(Arc::from("{\"type\":\"presence\"}"));
         let typing = Outbound::Typing(Arc::new(TypingNotice::new(
             Arc::from("r1"),
