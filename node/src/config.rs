@@ -215,7 +215,7 @@ pub struct Config {
     /// Largest HTTP request body in bytes; larger answers 413.
     #[arg(long, env = "PARLEY_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
-    /// Bytes of request bodies the node may hold while they arrive (each
+    /// Bytes of request bodies over 4 KiB the node may hold while they arrive (each
     /// counts its stated size until it is read); past it a body waits up
     /// to 5 s, then 503 `unavailable`. 0 = no limit.
     #[arg(long, env = "PARLEY_MAX_INCOMING_BODY_BYTES", default_value_t = 64 << 20)]

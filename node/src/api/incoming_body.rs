@@ -3,18 +3,23 @@
 //! A body is read whole before it is parsed, and a client can send most of
 //! one and stall: the node keeps what came (up to `--max-body-bytes`) until
 //! the body deadline. With no account needed (a login body), thousands of
-//! such connections held over a gigabyte. So a body reserves its size (its
-//! `Content-Length`, or `--max-body-bytes` when it does not say) before any
-//! of it is read, under a share per client address
-//! (`--max-incoming-body-bytes-per-ip`) and a limit for the node
-//! (`--max-incoming-body-bytes`), and gives it back once it is read: a
-//! stalled connection past them holds only its socket's read buffer.
+//! such connections held over a gigabyte. So a body larger than
+//! [`FREE_BODY_BYTES`] reserves its size (its `Content-Length`, or
+//! `--max-body-bytes` when it does not say) before any of it is read,
+//! under a share per client address (`--max-incoming-body-bytes-per-ip`)
+//! and a limit for the node (`--max-incoming-body-bytes`), and gives it
+//! back once it is read: a stalled connection past them holds only its
+//! socket's read buffer.
 //!
 //! Over the address's share the request is 429 `rate_limited`; over the
 //! node's, it waits up to [`NODE_WAIT`] for room (real bodies arrive in
-//! moments) and is then 503 `unavailable`; both with `Retry-After`. Real
-//! bodies are well under a kilobyte, so a share of a megabyte holds a
-//! thousand of them arriving at once.
+//! moments) and is then 503 `unavailable`; both with `Retry-After`.
+//!
+//! Bodies up to [`FREE_BODY_BYTES`] (logins, registrations, tokens, most
+//! room changes: well under a kilobyte) reserve nothing. What they can
+//! hold is bounded by the connection cap like an unfinished request head,
+//! and so clients holding the whole budget with stalled large bodies, from
+//! many addresses, can delay only other large bodies, never a login.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -26,6 +31,9 @@ use parley_protocol::ErrorCode;
 
 use crate::api::error::ApiError;
 use crate::state::AppState;
+
+/// The largest body that reserves nothing (see the module docs).
+pub const FREE_BODY_BYTES: u64 = 4 * 1024;
 
 /// The longest a body waits for the node's limit to have room.
 const NODE_WAIT: Duration = Duration::from_secs(5);
@@ -42,13 +50,13 @@ pub fn expected_len(hint: &SizeHint, max_body: usize) -> u64 {
 }
 
 /// Reserves `bytes` for a body arriving from `ip`; `None` when there is
-/// nothing to reserve (an empty body).
+/// nothing to reserve (a body of at most [`FREE_BODY_BYTES`]).
 pub async fn reserve(
     state: &AppState,
     ip: IpAddr,
     bytes: u64,
 ) -> Result<Option<Reservation>, ApiError> {
-    if bytes == 0 {
+    if bytes <= FREE_BODY_BYTES {
         return Ok(None);
     }
     let holder: Arc<str> = Arc::from(ip.to_string());
