@@ -201,6 +201,15 @@ async fn stalled_bodies_hold_an_address_to_its_share() {
 }
 
 #[tokio::test]
+async fn a_body_stated_too_large_is_refused_before_it_is_read() {
+    let dir = data_dir();
+    let node = Node::start(dir.path()).await;
+    // Its head says 100,000 bytes; 1,000 come and the rest never does.
+    let mut s = login_body_started(&node, 100_000, 1_000).await;
+    expect_answer(&mut s, "413", "too_large").await;
+}
+
+#[tokio::test]
 async fn over_the_node_limit_a_body_waits_for_room_then_is_refused() {
     let dir = data_dir();
     let node = Node::start_with(

@@ -81,7 +81,8 @@ pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .map_err(|e: JsonRejection| ApiError::invalid(e.body_text()))
 }
 
-/// Raw body bytes; an oversized body is `too_large`. The body's size is
+/// Raw body bytes; an oversized body is `too_large`, at once when its
+/// `Content-Length` says so (nothing of it is read). The body's size is
 /// reserved in the node's incoming-body budget before any of it is read
 /// (see [`incoming_body`]).
 pub struct RawBody(pub axum::body::Bytes);
@@ -91,8 +92,12 @@ impl FromRequest<AppState> for RawBody {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (mut parts, body) = req.into_parts();
+        let max = state.config.max_body_bytes;
+        if body.size_hint().lower() > max as u64 {
+            return Err(too_large());
+        }
         let ClientIp(ip) = ClientIp::from_request_parts(&mut parts, state).await?;
-        let len = incoming_body::expected_len(&body.size_hint(), state.config.max_body_bytes);
+        let len = incoming_body::expected_len(&body.size_hint(), max);
         let _reserved = incoming_body::reserve(state, ip, len).await?;
         let req = Request::from_parts(parts, body);
         within_deadline(req, async |req| {
@@ -101,7 +106,7 @@ impl FromRequest<AppState> for RawBody {
                 .map(RawBody)
                 .map_err(|e| {
                     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                        ApiError::new(ErrorCode::TooLarge, "request body too large")
+                        too_large()
                     } else {
                         ApiError::invalid(e.body_text())
                     }
@@ -109,6 +114,11 @@ impl FromRequest<AppState> for RawBody {
         })
         .await
     }
+}
+
+/// The answer to a body over `--max-body-bytes`.
+fn too_large() -> ApiError {
+    ApiError::new(ErrorCode::TooLarge, "request body too large")
 }
 
 /// A query string; bad values are `invalid_request`.

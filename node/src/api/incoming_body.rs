@@ -42,8 +42,8 @@ const NODE_WAIT: Duration = Duration::from_secs(5);
 const RETRY_AFTER_SECS: u64 = 1;
 
 /// The bytes a body may take: what its head says (`Content-Length`, or
-/// none at all), or the most a body may be when it is chunked (or says
-/// more, which is refused as too large while it is read).
+/// none at all), or the most a body may be when it is chunked (a stated
+/// length over it is refused before this is asked).
 pub fn expected_len(hint: &SizeHint, max_body: usize) -> u64 {
     let max = max_body as u64;
     hint.upper().map_or(max, |len| len.min(max))
