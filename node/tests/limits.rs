@@ -23,6 +23,46 @@ async fn send_in_batches(a: &mut Client, room_id: &str, body: &str, total: u64, 
     }
 }
 
+/// A node started with `flags` (and no frame rate limit), Alice and Bob in
+/// a room named `room`, and Alice connected.
+struct BigBodies {
+    _dir: tempfile::TempDir,
+    node: Node,
+    bob: User,
+    room_id: String,
+    a: Client,
+}
+
+impl BigBodies {
+    async fn start(flags: &[&str], room: &str) -> Self {
+        let dir = data_dir();
+        let mut all = vec!["--ws-rate", "0"];
+        all.extend_from_slice(flags);
+        let node = Node::start_with(dir.path(), &all).await;
+        let alice = user(&node, "alice").await;
+        let bob = user(&node, "bob").await;
+        let room_id = room_id(&group(&node, &alice, room, &[&bob]).await);
+        let a = Client::connect(&node, &alice.token).await;
+        BigBodies {
+            _dir: dir,
+            node,
+            bob,
+            room_id,
+            a,
+        }
+    }
+
+    /// Alice sends 8 KB messages, 10 at a time, reading her own back: what
+    /// the kernel's buffers take for a client reading nothing, and `more`
+    /// bytes besides.
+    async fn send_past_the_kernel(&mut self, more: u64) {
+        let body = "ü".repeat(4000);
+        let total = (kernel_send_buffer_max() + more) / 8000;
+        assert!(total < 2000, "far fewer events than the queue's 4096");
+        send_in_batches(&mut self.a, &self.room_id, &body, total, 10).await;
+    }
+}
+
 #[tokio::test]
 async fn a_client_that_cannot_keep_up_is_closed_with_1013() {
     let dir = data_dir();
@@ -44,62 +84,34 @@ async fn a_client_that_cannot_keep_up_is_closed_with_1013() {
 
 #[tokio::test]
 async fn a_client_whose_queue_holds_too_many_bytes_is_closed_with_1013() {
-    let dir = data_dir();
     // Room for 4096 events, but only ~37 of 8 KB.
-    let node = Node::start_with(
-        dir.path(),
-        &["--outbound-queue-bytes", "300000", "--ws-rate", "0"],
-    )
-    .await;
-    let alice = user(&node, "alice").await;
-    let bob = user(&node, "bob").await;
-    let room_id = room_id(&group(&node, &alice, "big bodies", &[&bob]).await);
-    let mut a = Client::connect(&node, &alice.token).await;
+    let mut t = BigBodies::start(&["--outbound-queue-bytes", "300000"], "big bodies").await;
     // Two sessions of Bob read nothing: one has sent nothing either (its
     // live messages wait for a first `sync`), the other has (they queue).
-    let mut waiting = Client::connect(&node, &bob.token).await;
-    let mut queueing = Client::connect(&node, &bob.token).await;
+    let mut waiting = Client::connect(&t.node, &t.bob.token).await;
+    let mut queueing = Client::connect(&t.node, &t.bob.token).await;
     queueing.ping_pong("open").await;
-    // More than the kernel's buffers take, far fewer events than 4096;
-    // Alice sends 10 at a time (80 KB) and reads what comes back.
-    let body = "ü".repeat(4000);
-    let total = (kernel_send_buffer_max() + (1 << 20)) / 8000;
-    assert!(total < 2000);
-    send_in_batches(&mut a, &room_id, &body, total, 10).await;
+    t.send_past_the_kernel(1 << 20).await;
     assert_eq!(waiting.expect_close().await, Some(1013));
     assert_eq!(queueing.expect_close().await, Some(1013));
     // Both are counted, however they overflowed.
-    let metrics = node.metrics_text().await;
+    let metrics = t.node.metrics_text().await;
     assert_eq!(metric_in(&metrics, "parley_slow_consumer_closes_total"), 2);
-    a.send(json!({"type": "ping", "ref": "alive"})).await;
-    a.expect(|f| f["type"] == "pong").await;
+    t.a.ping_pong("alive").await;
 }
 
 #[tokio::test]
 async fn a_client_far_behind_is_closed_while_the_node_holds_too_many_messages() {
-    let dir = data_dir();
     // Each session may hold 16 MiB, but the node only ~2 MB of messages.
-    let node = Node::start_with(
-        dir.path(),
-        &["--max-live-message-bytes", "2000000", "--ws-rate", "0"],
-    )
-    .await;
-    let alice = user(&node, "alice").await;
-    let bob = user(&node, "bob").await;
-    let room_id = room_id(&group(&node, &alice, "too many", &[&bob]).await);
-    let mut a = Client::connect(&node, &alice.token).await;
-    let mut b = Client::connect(&node, &bob.token).await;
+    let mut t = BigBodies::start(&["--max-live-message-bytes", "2000000"], "too many").await;
+    let mut b = Client::connect(&t.node, &t.bob.token).await;
     b.ping_pong("open").await;
-    // What the kernel's buffers take, then 4 MiB for Bob's queue: far less
-    // than his session's own limit.
-    let body = "ü".repeat(4000);
-    let total = (kernel_send_buffer_max() + (4 << 20)) / 8000;
-    assert!(total < 2000);
-    send_in_batches(&mut a, &room_id, &body, total, 10).await;
+    // 4 MiB for Bob's queue: far less than his session's own limit.
+    t.send_past_the_kernel(4 << 20).await;
     assert_eq!(b.expect_close().await, Some(1013));
     // Alice read along and stays.
-    a.ping_pong("still-here").await;
-    let metrics = node.metrics_text().await;
+    t.a.ping_pong("still-here").await;
+    let metrics = t.node.metrics_text().await;
     assert_eq!(metric_in(&metrics, "parley_slow_consumer_closes_total"), 1);
 }
 
@@ -108,25 +120,14 @@ async fn a_client_far_behind_is_closed_while_the_node_holds_too_many_messages() 
 /// is counted, without the client reading anything.
 #[tokio::test]
 async fn a_stuck_writer_is_closed_as_soon_as_its_queue_overflows() {
-    let dir = data_dir();
-    let node = Node::start_with(
-        dir.path(),
-        &["--outbound-queue-bytes", "300000", "--ws-rate", "0"],
-    )
-    .await;
-    let alice = user(&node, "alice").await;
-    let bob = user(&node, "bob").await;
-    let room_id = room_id(&group(&node, &alice, "stuck", &[&bob]).await);
-    let mut a = Client::connect(&node, &alice.token).await;
-    let mut b = Client::connect(&node, &bob.token).await;
+    let mut t = BigBodies::start(&["--outbound-queue-bytes", "300000"], "stuck").await;
+    let mut b = Client::connect(&t.node, &t.bob.token).await;
     b.ping_pong("open").await;
-    let body = "ü".repeat(4000);
-    let total = (kernel_send_buffer_max() + (1 << 20)) / 8000;
-    send_in_batches(&mut a, &room_id, &body, total, 10).await;
+    t.send_past_the_kernel(1 << 20).await;
     // Bob has read nothing since: the close is seen and counted anyway.
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let metrics = node.metrics_text().await;
+        let metrics = t.node.metrics_text().await;
         if metric_in(&metrics, "parley_slow_consumer_closes_total") == 1 {
             break;
         }
