@@ -104,6 +104,9 @@ pub struct Metrics {
     pub outbound_queued: AtomicI64,
     /// Bytes of live `message` events in memory, each counted once (gauge).
     pub live_message_bytes: AtomicI64,
+    /// Bytes of `message` events socket writers hold back for a replay or
+    /// a first `sync`, per connection (gauge).
+    pub held_message_bytes: AtomicI64,
     /// Users whose presence change waits to be announced (gauge).
     pub presence_waiting: AtomicI64,
     /// Messages per group commit.
@@ -154,6 +157,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     room_pending: AtomicI64::new(0),
     outbound_queued: AtomicI64::new(0),
     live_message_bytes: AtomicI64::new(0),
+    held_message_bytes: AtomicI64::new(0),
     presence_waiting: AtomicI64::new(0),
     commit_batch: Histogram::new(SIZES),
     commit_seconds: Histogram::new(SECONDS),
@@ -246,7 +250,7 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             let _ = writeln!(out, "{name}{{{labels}}} {}", c.load(Ordering::Relaxed));
         }
-        let gauges: [(&str, &str, &AtomicI64); 4] = [
+        let gauges: [(&str, &str, &AtomicI64); 5] = [
             (
                 "parley_room_pending_sends",
                 "sends waiting in rooms for their commit",
@@ -259,8 +263,13 @@ impl Metrics {
             ),
             (
                 "parley_live_message_bytes",
-                "bytes of live message events in memory (queued, held or being written), each counted once",
+                "bytes of live message events in memory (queued or being written), each counted once",
                 &self.live_message_bytes,
+            ),
+            (
+                "parley_held_message_bytes",
+                "bytes of message events socket writers hold back for a replay or a first sync",
+                &self.held_message_bytes,
             ),
             (
                 "parley_presence_waiting",

@@ -20,7 +20,10 @@
 //!   found nothing new (storage does not have the seqs: no endless loop).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+use crate::metrics::METRICS;
 
 /// What to do with a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +93,36 @@ pub struct DeliveryOrder {
     /// A client `sync` has started on this connection.
     client_synced: bool,
     /// Bytes of the messages in `held` and `gate`.
-    held_bytes: usize,
+    held_bytes: HeldBytes,
+}
+
+/// A connection's held-back bytes, also counted node-wide in
+/// `parley_held_message_bytes` (and counted out when the connection's
+/// state is dropped).
+#[derive(Debug, Default)]
+struct HeldBytes(usize);
+
+impl HeldBytes {
+    fn add(&mut self, bytes: usize) {
+        self.0 += bytes;
+        METRICS
+            .held_message_bytes
+            .fetch_add(bytes as i64, Ordering::Relaxed);
+    }
+
+    fn sub(&mut self, bytes: usize) {
+        self.0 -= bytes;
+        METRICS
+            .held_message_bytes
+            .fetch_sub(bytes as i64, Ordering::Relaxed);
+    }
+}
+
+impl Drop for HeldBytes {
+    fn drop(&mut self) {
+        let left = self.0;
+        self.sub(left);
+    }
 }
 
 /// The bytes of held messages' events.
@@ -118,7 +150,8 @@ impl DeliveryOrder {
         let Some(waiting) = self.gate.take() else {
             return Vec::new();
         };
-        self.held_bytes -= bytes_of(waiting.iter().map(|(_, _, json)| json));
+        self.held_bytes
+            .sub(bytes_of(waiting.iter().map(|(_, _, json)| json)));
         waiting
             .into_iter()
             .filter(|(room, seq, _)| self.admit(room, *seq) == Verdict::Write)
@@ -157,7 +190,7 @@ impl DeliveryOrder {
             match self.held.get_mut(&room) {
                 Some(h) => h.msgs.push((seq, json)),
                 None => {
-                    self.held_bytes -= json.len();
+                    self.held_bytes.sub(json.len());
                     if self.admit(&room, seq) == Verdict::Write {
                         now.push(json);
                     }
@@ -175,19 +208,19 @@ impl DeliveryOrder {
 
     /// Bytes of the live messages currently held.
     pub fn held_bytes(&self) -> usize {
-        self.held_bytes
+        self.held_bytes.0
     }
 
     /// Decides about a live message.
     pub fn live(&mut self, room: &Arc<str>, seq: u64, json: &Arc<str>) -> Verdict {
         if let Some(g) = self.gate.as_mut() {
             g.push((room.clone(), seq, json.clone()));
-            self.held_bytes += json.len();
+            self.held_bytes.add(json.len());
             return Verdict::Held;
         }
         if let Some(h) = self.held.get_mut(room) {
             h.msgs.push((seq, json.clone()));
-            self.held_bytes += json.len();
+            self.held_bytes.add(json.len());
             return Verdict::Held;
         }
         // One lookup on the hot path: the gap check and the admission share it.
@@ -196,7 +229,7 @@ impl DeliveryOrder {
         };
         match spans.top() {
             Some(top) if seq > top.saturating_add(1) => {
-                self.held_bytes += json.len();
+                self.held_bytes.add(json.len());
                 self.held.insert(
                     room.clone(),
                     Held::repair(top, vec![(seq, json.clone())], 0),
@@ -248,7 +281,8 @@ impl DeliveryOrder {
         let Some(held) = self.held.remove(room) else {
             return Released::default();
         };
-        self.held_bytes -= bytes_of(held.msgs.iter().map(|(_, json)| json));
+        self.held_bytes
+            .sub(bytes_of(held.msgs.iter().map(|(_, json)| json)));
         let top = spans.top().unwrap_or(after);
         let fruitless = held.repair && top <= held.top_at_hold;
         let mut msgs = held.msgs;
@@ -286,7 +320,8 @@ impl DeliveryOrder {
         head: u64,
         frames: Vec<Arc<str>>,
     ) -> Released {
-        self.held_bytes += bytes_of(msgs.iter().map(|(_, json)| json));
+        self.held_bytes
+            .add(bytes_of(msgs.iter().map(|(_, json)| json)));
         self.held
             .insert(room.clone(), Held::repair(top, msgs, head));
         Released {
@@ -301,7 +336,8 @@ impl DeliveryOrder {
         let Some(held) = self.held.remove(room) else {
             return Vec::new();
         };
-        self.held_bytes -= bytes_of(held.msgs.iter().map(|(_, json)| json));
+        self.held_bytes
+            .sub(bytes_of(held.msgs.iter().map(|(_, json)| json)));
         let mut msgs = held.msgs;
         msgs.sort_by_key(|(seq, _)| *seq);
         msgs.into_iter()
@@ -573,6 +609,17 @@ mod tests {
         o.live(&r, 1, &j(1));
         o.open_gate();
         check(&o, 0);
+    }
+
+    #[test]
+    fn held_bytes_count_node_wide_while_held() {
+        let node_wide = || METRICS.held_message_bytes.load(Ordering::Relaxed);
+        let mut o = DeliveryOrder::gated();
+        let big: Arc<str> = Arc::from("m".repeat(1 << 20));
+        o.live(&Arc::from("r"), 1, &big);
+        // Other tests' holds only add to the count, never take ours away.
+        assert!(node_wide() >= 1 << 20);
+        drop(o);
     }
 
     #[test]

@@ -77,11 +77,12 @@ impl Drop for LiveMessage {
     }
 }
 
-/// Live-message bytes on the node now (see [`LiveMessage::live`]).
-pub fn live_message_bytes() -> usize {
-    let bytes = crate::metrics::METRICS
-        .live_message_bytes
-        .load(Ordering::Relaxed);
+/// Message bytes on their way to clients on the node now: live messages
+/// (see [`LiveMessage::live`]) and what socket writers hold back.
+pub fn message_bytes() -> usize {
+    let metrics = &crate::metrics::METRICS;
+    let bytes = metrics.live_message_bytes.load(Ordering::Relaxed)
+        + metrics.held_message_bytes.load(Ordering::Relaxed);
     usize::try_from(bytes).unwrap_or(0)
 }
 
@@ -246,10 +247,18 @@ impl CloseSignal {
 pub struct QueueBytes {
     /// The most one session's live queue holds (one event always fits).
     pub per_session: usize,
-    /// Live-message bytes on the node (each message counted once, however
-    /// many sessions share it) past which a session more than
-    /// [`BEHIND_FLOOR`] behind is closed at its next event; 0: no limit.
+    /// Message bytes on the node ([`message_bytes`]) past which a session
+    /// more than [`BEHIND_FLOOR`] behind is closed at its next event; 0: no
+    /// limit.
     pub node_messages: usize,
+}
+
+impl QueueBytes {
+    /// Whether a session `behind` bytes behind (queued, or held back by its
+    /// writer) is too far behind for a node holding too many messages.
+    pub fn too_far_behind(&self, behind: usize) -> bool {
+        behind > BEHIND_FLOOR && self.node_messages > 0 && message_bytes() > self.node_messages
+    }
 }
 
 /// How far behind a session may be, in queued bytes, and stay open while
@@ -276,16 +285,13 @@ pub struct LiveBytes {
 impl LiveBytes {
     /// Counts `bytes` in; false (and nothing counted) if that passes the
     /// session's bound, or takes the session past [`BEHIND_FLOOR`] while
-    /// the node is over its live-message bytes. An event always fits an
-    /// empty queue, whatever its size.
+    /// the node holds too many messages ([`QueueBytes::too_far_behind`]).
+    /// An event always fits an empty queue, whatever its size.
     fn add(&self, bytes: usize) -> bool {
         let before = self.queued.fetch_add(bytes, Ordering::Relaxed);
         let after = before.saturating_add(bytes);
         let over_session = before > 0 && after > self.max.per_session;
-        let over_node = after > BEHIND_FLOOR
-            && self.max.node_messages > 0
-            && live_message_bytes() > self.max.node_messages;
-        if over_session || over_node {
+        if over_session || self.max.too_far_behind(after) {
             self.remove(bytes);
             return false;
         }
@@ -606,7 +612,7 @@ mod tests {
             1,
             Arc::from("m".repeat(2 * BEHIND_FLOOR)),
         ));
-        assert!(live_message_bytes() >= 2 * BEHIND_FLOOR);
+        assert!(message_bytes() >= 2 * BEHIND_FLOOR);
         let (tx, _rx) = channel(
             100,
             QueueBytes {
@@ -623,14 +629,17 @@ mod tests {
         assert_eq!(tx.push(frame(BEHIND_FLOOR / 2)), Push::Queued);
         assert_eq!(tx.push(frame(1)), Push::Overflow, "past the floor it goes");
         assert_eq!(tx.close.requested(), Some(CLOSE_TRY_AGAIN));
+        // The same rule for what a writer holds back.
+        let bytes = tx.bytes.max;
+        assert!(bytes.too_far_behind(BEHIND_FLOOR + 1) && !bytes.too_far_behind(BEHIND_FLOOR));
         drop(held);
     }
 
     #[test]
     fn replayed_messages_are_not_counted_as_live() {
-        let before = live_message_bytes();
+        let before = message_bytes();
         let replayed = LiveMessage::replayed(Arc::from("r1"), 1, Arc::from("m".repeat(64 << 20)));
-        assert!(live_message_bytes() < before + (64 << 20));
+        assert!(message_bytes() < before + (64 << 20));
         drop(replayed);
     }
 

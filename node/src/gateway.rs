@@ -170,13 +170,11 @@ async fn open(
 ) -> Option<(Connection, tracing::Span)> {
     inc(&state.metrics.ws_connections);
     let session_id: Arc<str> = Arc::from(new_id());
-    let (tx, rx) = outbound::channel(
-        state.config.outbound_queue.max(16),
-        outbound::QueueBytes {
-            per_session: state.config.outbound_queue_bytes,
-            node_messages: state.config.max_live_message_bytes,
-        },
-    );
+    let queue_bytes = outbound::QueueBytes {
+        per_session: state.config.outbound_queue_bytes,
+        node_messages: state.config.max_outbound_message_bytes,
+    };
+    let (tx, rx) = outbound::channel(state.config.outbound_queue.max(16), queue_bytes);
     let session = match state
         .system
         .start_session(
@@ -199,7 +197,7 @@ async fn open(
         rx,
         HoldMax {
             messages: state.config.outbound_queue.max(16),
-            bytes: state.config.outbound_queue_bytes,
+            bytes: queue_bytes,
         },
         state.config.typing_ttl(),
         session.clone(),
@@ -509,23 +507,30 @@ struct Overflow;
 
 /// How much a connection may hold back (live messages waiting for a replay,
 /// or for the first `sync`) before it is closed with 1013: the same as its
-/// live queue, in messages and in bytes.
+/// live queue, in messages and in bytes (its own, and how far behind it may
+/// be while the node holds too many messages).
 #[derive(Debug, Clone, Copy)]
 struct HoldMax {
     messages: usize,
-    bytes: usize,
+    bytes: outbound::QueueBytes,
 }
 
 impl HoldMax {
     /// No bound (a closing connection writing what is left).
     const NONE: HoldMax = HoldMax {
         messages: usize::MAX,
-        bytes: usize::MAX,
+        bytes: outbound::QueueBytes {
+            per_session: usize::MAX,
+            node_messages: 0,
+        },
     };
 
     /// Whether `order` holds more than this.
     fn passed(self, order: &DeliveryOrder) -> bool {
-        order.held_len() > self.messages || order.held_bytes() > self.bytes
+        let held = order.held_bytes();
+        order.held_len() > self.messages
+            || held > self.bytes.per_session
+            || self.bytes.too_far_behind(held)
     }
 }
 

@@ -103,7 +103,7 @@ async fn a_client_whose_queue_holds_too_many_bytes_is_closed_with_1013() {
 #[tokio::test]
 async fn a_client_far_behind_is_closed_while_the_node_holds_too_many_messages() {
     // Each session may hold 16 MiB, but the node only ~2 MB of messages.
-    let mut t = BigBodies::start(&["--max-live-message-bytes", "2000000"], "too many").await;
+    let mut t = BigBodies::start(&["--max-outbound-message-bytes", "2000000"], "too many").await;
     let mut b = Client::connect(&t.node, &t.bob.token).await;
     b.ping_pong("open").await;
     // 4 MiB for Bob's queue: far less than his session's own limit.
