@@ -35,6 +35,7 @@ fn main() -> anyhow::Result<()> {
     let telemetry = telemetry::init(config.log_format, &config.node_name());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(blocking_threads())
         .build()?;
     let writers = writer_runtime(config.writer_threads)?;
     let result = runtime.block_on(server::run(config, writers.handle().clone()));
@@ -42,6 +43,16 @@ fn main() -> anyhow::Result<()> {
     drop(writers);
     telemetry.shutdown();
     result
+}
+
+/// The most threads of the blocking pool (tokio's default is 512). Blocking
+/// work is the embedded store's calls (a few at a time, see
+/// `parley_storage::embedded`) and password hashes (one per CPU at a time);
+/// each thread keeps its stack and, past a few, memory of its own in the
+/// allocator, and a burst of requests once started hundreds.
+fn blocking_threads() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (2 * cpus + 16).max(32)
 }
 
 /// The runtime of the socket writers, apart from the one that runs the

@@ -766,3 +766,38 @@ async fn memory_a_burst_left_free_goes_back_to_the_system() {
         now >> 20
     );
 }
+
+/// The node's threads now.
+fn threads(node: &Node) -> u64 {
+    let pid = node.pid().expect("node pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("Threads")
+}
+
+#[tokio::test]
+async fn a_burst_of_reads_does_not_start_a_thread_each() {
+    let dir = data_dir();
+    let node = Node::start_with(dir.path(), &["--api-rate-per-user", "0"]).await;
+    let alice = user(&node, "alice").await;
+    for i in 0..10 {
+        group(&node, &alice, &format!("room {i}"), &[]).await;
+    }
+    let before = threads(&node);
+    // 300 room lists at once, each a read per room.
+    let lists = (0..300).map(|_| call(&node, "GET", "/api/v1/rooms", Some(&alice.token), None));
+    for r in futures_util::future::join_all(lists).await {
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    // Idle blocking threads stay 10 s: what the burst started is still
+    // there. At most 32 on a machine of up to 8 CPUs.
+    let after = threads(&node);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    assert!(
+        after <= before + (2 * cpus + 16).max(32),
+        "the node went from {before} to {after} threads"
+    );
+}

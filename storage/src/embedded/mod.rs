@@ -44,6 +44,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rusqlite::{Connection, Transaction};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{StorageError, StorageResult};
 use pool::Pool;
@@ -60,6 +61,13 @@ pub struct EmbeddedStore {
     pool: Arc<Pool>,
     path: Arc<PathBuf>,
     commits: std::sync::mpsc::Sender<committer::Job>,
+    /// Calls let onto the blocking pool at once: as many reads as there are
+    /// reader connections, one write. Every call there is a thread of its
+    /// own until it ends, and more than the connections would only wait for
+    /// them inside: a burst of 500 room lists had started 500 threads, each
+    /// with its own stack and, past a few, memory the allocator kept.
+    reads: Arc<Semaphore>,
+    writes: Arc<Semaphore>,
 }
 
 impl fmt::Debug for EmbeddedStore {
@@ -99,6 +107,8 @@ impl EmbeddedStore {
             pool,
             path: Arc::new(path),
             commits,
+            reads: Arc::new(Semaphore::new(pool::READERS)),
+            writes: Arc::new(Semaphore::new(1)),
         })
     }
 
@@ -107,29 +117,44 @@ impl EmbeddedStore {
         &self.path
     }
 
-    /// Runs `f` on a reader connection on the blocking pool.
+    /// Runs `f` on a reader connection on the blocking pool, once one of
+    /// [`pool::READERS`] places there is free.
     async fn read<T, F>(&self, f: F) -> StorageResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StorageResult<T> + Send + 'static,
     {
+        let place = take_place(&self.reads).await?;
         let pool = Arc::clone(&self.pool);
-        tokio::task::spawn_blocking(move || pool.read(f))
-            .await
-            .map_err(join_error)?
+        let out = tokio::task::spawn_blocking(move || pool.read(f)).await;
+        drop(place);
+        out.map_err(join_error)?
     }
 
-    /// Runs `f` in one durable write transaction on the blocking pool.
+    /// Runs `f` in one durable write transaction on the blocking pool, one
+    /// such call at a time.
     async fn write<T, F>(&self, f: F) -> StorageResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> StorageResult<T> + Send + 'static,
     {
+        let place = take_place(&self.writes).await?;
         let pool = Arc::clone(&self.pool);
-        tokio::task::spawn_blocking(move || pool.write(f))
-            .await
-            .map_err(join_error)?
+        let out = tokio::task::spawn_blocking(move || pool.write(f)).await;
+        drop(place);
+        out.map_err(join_error)?
     }
+}
+
+/// Waits for a place on the blocking pool. It is given back once the
+/// call's result is in (its thread then free for the next call, where
+/// giving it back from the thread would start another), or when the caller
+/// stops waiting.
+async fn take_place(places: &Arc<Semaphore>) -> StorageResult<OwnedSemaphorePermit> {
+    Arc::clone(places)
+        .acquire_owned()
+        .await
+        .map_err(|_| StorageError::Internal("embedded store is closed".into()))
 }
 
 fn join_error(e: tokio::task::JoinError) -> StorageError {
