@@ -32,11 +32,12 @@ fn parse_range(s: &str) -> Result<IpNet, BadRange> {
         .map_err(|_| BadRange(s.to_string()))
 }
 
-/// The operator's trusted reverse proxies; none by default.
+/// A list of address ranges: the operator's trusted reverse proxies (none
+/// by default), or the addresses the per-address connection cap leaves out.
 #[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Vec<IpNet>);
+pub struct IpRanges(Vec<IpNet>);
 
-impl FromStr for TrustedProxies {
+impl FromStr for IpRanges {
     type Err = BadRange;
 
     /// A comma-separated list; empty means none.
@@ -45,16 +46,22 @@ impl FromStr for TrustedProxies {
             .filter(|part| !part.trim().is_empty())
             .map(parse_range)
             .collect::<Result<_, _>>()
-            .map(TrustedProxies)
+            .map(IpRanges)
     }
 }
 
-impl TrustedProxies {
-    /// The client address for a request from `peer` with `headers` (see the
-    /// module docs).
+impl IpRanges {
+    /// Whether `ip` is in one of the ranges (compared canonical: a
+    /// v4-mapped v6 address is v4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|r| r.contains(&ip))
+    }
+
+    /// The client address for a request from `peer` with `headers`, these
+    /// being the trusted proxies (see the module docs).
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        // Addresses are compared canonical: a v4-mapped v6 address is v4.
-        let is_trusted = |ip: IpAddr| self.0.iter().any(|r| r.contains(&ip));
+        let is_trusted = |ip: IpAddr| self.contains(ip);
         let peer = peer.to_canonical();
         if !is_trusted(peer) {
             return peer;
@@ -104,7 +111,7 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
-    fn trusted(list: &str) -> TrustedProxies {
+    fn trusted(list: &str) -> IpRanges {
         list.parse().unwrap()
     }
 
@@ -138,10 +145,10 @@ mod tests {
         assert!(trusts("127.0.0.1", "127.0.0.1") && !trusts("127.0.0.1", "127.0.0.2"));
         assert!(trusts("0.0.0.0/0", "8.8.8.8") && !trusts("0.0.0.0/0", "::1"));
         assert!(trusts("fd00::/8", "fd12::1") && !trusts("fd00::/8", "fe80::1"));
-        let list: TrustedProxies = " 10.0.0.0/8, ::1 ,".parse().unwrap();
+        let list: IpRanges = " 10.0.0.0/8, ::1 ,".parse().unwrap();
         assert_eq!(list.0.len(), 2);
-        assert!("".parse::<TrustedProxies>().unwrap().0.is_empty());
-        assert!("10.0.0.0/8,nope".parse::<TrustedProxies>().is_err());
+        assert!("".parse::<IpRanges>().unwrap().0.is_empty());
+        assert!("10.0.0.0/8,nope".parse::<IpRanges>().is_err());
         for bad in [
             "10.0.0.0/33",
             "fd00::/129",
@@ -162,7 +169,7 @@ mod tests {
             ip("198.51.100.1")
         );
         assert_eq!(
-            TrustedProxies::default().client_ip(ip("10.0.0.1"), &h),
+            IpRanges::default().client_ip(ip("10.0.0.1"), &h),
             ip("10.0.0.1")
         );
     }

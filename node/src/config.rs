@@ -190,7 +190,20 @@ pub struct Config {
     /// Reverse proxies whose `X-Forwarded-For` names the client, for the
     /// per-IP limits: addresses or ranges (`10.0.0.0/8`), comma-separated.
     #[arg(long, env = "PARLEY_TRUSTED_PROXIES", default_value = "")]
-    pub trusted_proxies: crate::client_ip::TrustedProxies,
+    pub trusted_proxies: crate::client_ip::IpRanges,
+    /// Most connections one client address (an IPv6 /64) may hold open at
+    /// once; past it a new one is answered 429 `rate_limited` and closed.
+    /// Trusted proxies and `--connection-cap-exempt` are not capped. 0 = no cap.
+    #[arg(long, env = "PARLEY_MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
+    pub max_connections_per_ip: usize,
+    /// Address ranges `--max-connections-per-ip` leaves out (loopback by
+    /// default: a proxy or a load test on the node's own machine).
+    #[arg(
+        long,
+        env = "PARLEY_CONNECTION_CAP_EXEMPT",
+        default_value = "127.0.0.0/8,::1"
+    )]
+    pub connection_cap_exempt: crate::client_ip::IpRanges,
     /// Refresh-token exchanges per client IP per minute (0 = unlimited).
     #[arg(long, env = "PARLEY_REFRESH_RATE_PER_IP", default_value_t = 120)]
     pub refresh_rate_per_ip: u32,

@@ -1,6 +1,6 @@
 //! Accepting and serving HTTP connections.
 //!
-//! This is `axum::serve` with two protections it lacks:
+//! This is `axum::serve` with three protections it lacks:
 //! - **a cap on open connections** (`--max-connections`). Every connection
 //!   holds a file descriptor; a flood of them (or clients that never leave)
 //!   would otherwise take the descriptors the node needs for its store, its
@@ -8,6 +8,9 @@
 //!   connections wait in the listen backlog until one closes. The permit of
 //!   a connection lives in its socket, so a WebSocket keeps its place after
 //!   the upgrade and frees it when the socket is closed.
+//! - **a cap per client address** (`--max-connections-per-ip`, see
+//!   [`crate::ip_cap`]): one address cannot take every place under the
+//!   first cap. A connection over it is answered 429 and closed at once.
 //! - **a request-head timeout** (`--http-header-timeout-secs`). A
 //!   connection that has not sent a complete request head within it is
 //!   closed: slow-header (slowloris) clients, and keep-alive connections
@@ -49,6 +52,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
+use crate::ip_cap::{Full, IpSlot, PerIpCap};
 use crate::linger;
 use crate::metrics::{inc, Metrics};
 use crate::parse_errors::JsonParseErrors;
@@ -78,10 +82,12 @@ pub const MAX_REQUEST_HEAD_BYTES: usize = 16 * 1024;
 const KEEPALIVE_PROBES: u32 = 3;
 
 /// How the listener protects the node.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// Most connections open at once.
     pub max_connections: usize,
+    /// Most connections one client address holds open at once.
+    pub per_ip: Arc<PerIpCap>,
     /// Longest wait for a complete request head (also the keep-alive idle limit).
     pub header_timeout: Duration,
     /// Silence after which a client connection is probed (TCP keepalive).
@@ -162,6 +168,15 @@ pub async fn serve(
             next = accept(&listener, &permits, &metrics, &mut last_warning) => next,
         };
         let (stream, permit, remote) = next;
+        let slot = match options.per_ip.take(remote.ip()) {
+            Ok(slot) => slot,
+            Err(Full) => {
+                inc(&metrics.connections_refused_per_ip);
+                drop(permit);
+                tokio::spawn(refuse(stream));
+                continue;
+            }
+        };
         // Chat frames are small and must leave at once: without TCP_NODELAY a
         // frame written while the previous one is unacknowledged waits for the
         // peer's delayed ACK (up to 40 ms on Linux), which is what a sender's
@@ -172,7 +187,7 @@ pub async fn serve(
         if let Err(e) = set_keepalive(&stream, options.keepalive) {
             tracing::debug!(error = %e, "could not set TCP keepalive");
         }
-        let io = Permitted::new(stream, permit, metrics.clone());
+        let io = Permitted::new(stream, permit, slot, metrics.clone());
         tokio::spawn(connection(
             io,
             remote,
@@ -197,6 +212,16 @@ pub async fn serve(
             "connections still open {SHUTDOWN_GRACE:?} after the shutdown began; closing them"
         );
     }
+}
+
+/// Answers a connection over its address's cap with 429 and closes it.
+async fn refuse(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let answer = crate::ip_cap::refusal();
+    // A client that reads nothing does not keep this task: the answer fits
+    // the socket's buffer, and the write is given a moment at most.
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&answer)).await;
+    linger::close(stream);
 }
 
 /// Longest a shutdown waits for open HTTP connections to finish.
@@ -303,15 +328,23 @@ struct Permitted {
     /// `Some` until dropped, when it goes to [`linger::close`].
     stream: Option<TcpStream>,
     _permit: OwnedSemaphorePermit,
+    /// Its place under its address's cap, when capped.
+    _slot: Option<IpSlot>,
     metrics: Arc<Metrics>,
 }
 
 impl Permitted {
-    fn new(stream: TcpStream, permit: OwnedSemaphorePermit, metrics: Arc<Metrics>) -> Self {
+    fn new(
+        stream: TcpStream,
+        permit: OwnedSemaphorePermit,
+        slot: Option<IpSlot>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         metrics.connections_open.fetch_add(1, Ordering::Relaxed);
         Permitted {
             stream: Some(stream),
             _permit: permit,
+            _slot: slot,
             metrics,
         }
     }

@@ -13,6 +13,7 @@ mod cluster_guard;
 mod cluster_tls;
 mod config;
 mod gateway;
+mod ip_cap;
 mod linger;
 mod listener;
 mod metrics;

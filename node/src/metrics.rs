@@ -39,6 +39,8 @@ pub struct Metrics {
     pub connections_open: AtomicU64,
     /// Times a connection had to wait because `--max-connections` were open.
     pub connections_limited: AtomicU64,
+    /// Connections refused because their address held `--max-connections-per-ip`.
+    pub connections_refused_per_ip: AtomicU64,
     /// WebSocket upgrades refused because the user held `--max-sessions-per-user`.
     pub ws_sessions_refused: AtomicU64,
     /// API requests refused because the user was over `--api-rate-per-user`.
@@ -62,7 +64,7 @@ impl Metrics {
         node: &str,
     ) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 16] = [
+        let counters: [(&str, &str, &AtomicU64); 17] = [
             (
                 "parley_http_requests_total",
                 "HTTP requests answered",
@@ -128,6 +130,11 @@ impl Metrics {
                 "parley_connections_limited_total",
                 "times a new connection waited because --max-connections were open",
                 &self.connections_limited,
+            ),
+            (
+                "parley_connections_refused_per_ip_total",
+                "connections answered 429 because their address held --max-connections-per-ip",
+                &self.connections_refused_per_ip,
             ),
             (
                 "parley_ws_sessions_refused_total",

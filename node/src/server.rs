@@ -105,6 +105,11 @@ pub async fn run(config: Config, writers: tokio::runtime::Handle) -> anyhow::Res
     let open_files = crate::listener::raise_open_file_limit();
     let options = crate::listener::ServeOptions {
         max_connections: crate::listener::connection_cap(config.max_connections, open_files),
+        per_ip: crate::ip_cap::PerIpCap::new(
+            config.max_connections_per_ip,
+            config.connection_cap_exempt.clone(),
+            config.trusted_proxies.clone(),
+        ),
         header_timeout: Duration::from_secs(config.http_header_timeout_secs),
         keepalive: Duration::from_secs(config.tcp_keepalive_secs),
     };

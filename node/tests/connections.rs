@@ -298,6 +298,56 @@ async fn past_the_cap_a_connection_waits_for_a_place_and_a_websocket_holds_one()
     assert!(limited >= 1, "the wait at the cap was not counted");
 }
 
+#[tokio::test]
+async fn one_address_holds_at_most_its_share_of_connections() {
+    let dir = data_dir();
+    // Loopback is left out by default; here it is capped like any address.
+    let node = Node::start_with(
+        dir.path(),
+        &[
+            "--max-connections-per-ip",
+            "3",
+            "--connection-cap-exempt",
+            "",
+        ],
+    )
+    .await;
+    settle(&node).await;
+    let idle = [raw(&node).await, raw(&node).await, raw(&node).await];
+    // The fourth is answered at once, not left waiting, and closed.
+    let mut fourth = raw(&node).await;
+    match next(&mut fourth, WAIT).await {
+        Next::Data(d) => {
+            assert!(d.starts_with("HTTP/1.1 429"), "{d}");
+            assert!(d.contains("retry-after: 10"), "{d}");
+            assert!(d.contains("rate_limited"), "{d}");
+        }
+        other => panic!("expected a 429 answer, got {other:?}"),
+    }
+    assert_eq!(next(&mut fourth, WAIT).await, Next::Closed);
+    // A place given back is a place to take.
+    drop(idle);
+    settle(&node).await;
+    let text = node.metrics_text().await;
+    assert_eq!(
+        metric_in(&text, "parley_connections_refused_per_ip_total"),
+        1
+    );
+    let mut ok = raw(&node).await;
+    ok.write_all(HEALTH).await.expect("write");
+    expect_health(&mut ok, WAIT).await;
+}
+
+#[tokio::test]
+async fn loopback_is_not_capped_per_address_by_default() {
+    let dir = data_dir();
+    let node = Node::start_with(dir.path(), &["--max-connections-per-ip", "1"]).await;
+    let _idle = [raw(&node).await, raw(&node).await];
+    let mut third = raw(&node).await;
+    third.write_all(HEALTH).await.expect("write");
+    expect_health(&mut third, WAIT).await;
+}
+
 /// Alice and Bob in a direct room, both connected, on a node that probes
 /// silent connections after 2 s (then every second: failed within about 5 s).
 struct Pair {
