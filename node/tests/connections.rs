@@ -17,6 +17,16 @@ async fn raw(node: &Node) -> TcpStream {
     TcpStream::connect(&node.addr).await.expect("tcp connect")
 }
 
+/// A raw TCP connection to the node from the local address `from`.
+async fn raw_from(node: &Node, from: std::net::IpAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::new(from, 0))
+        .expect("bind");
+    let to = node.addr.parse().expect("node address");
+    socket.connect(to).await.expect("tcp connect")
+}
+
 /// What a raw socket does next within `wait`.
 #[derive(Debug, PartialEq)]
 enum Next {
@@ -301,21 +311,26 @@ async fn past_the_cap_a_connection_waits_for_a_place_and_a_websocket_holds_one()
 #[tokio::test]
 async fn one_address_holds_at_most_its_share_of_connections() {
     let dir = data_dir();
-    // Loopback is left out by default; here it is capped like any address.
+    // Loopback is left out by default; here only 127.0.0.1 is (the test's
+    // own requests), and 127.0.0.2 is capped like any address.
     let node = Node::start_with(
         dir.path(),
         &[
             "--max-connections-per-ip",
             "3",
             "--connection-cap-exempt",
-            "",
+            "127.0.0.1",
         ],
     )
     .await;
-    settle(&node).await;
-    let idle = [raw(&node).await, raw(&node).await, raw(&node).await];
+    let capped = "127.0.0.2".parse().expect("address");
+    let idle = [
+        raw_from(&node, capped).await,
+        raw_from(&node, capped).await,
+        raw_from(&node, capped).await,
+    ];
     // The fourth is answered at once, not left waiting, and closed.
-    let mut fourth = raw(&node).await;
+    let mut fourth = raw_from(&node, capped).await;
     match next(&mut fourth, WAIT).await {
         Next::Data(d) => {
             assert!(d.starts_with("HTTP/1.1 429"), "{d}");
@@ -333,7 +348,7 @@ async fn one_address_holds_at_most_its_share_of_connections() {
         metric_in(&text, "parley_connections_refused_per_ip_total"),
         1
     );
-    let mut ok = raw(&node).await;
+    let mut ok = raw_from(&node, capped).await;
     ok.write_all(HEALTH).await.expect("write");
     expect_health(&mut ok, WAIT).await;
 }
