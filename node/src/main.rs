@@ -12,6 +12,7 @@ mod cluster;
 mod cluster_guard;
 mod cluster_tls;
 mod config;
+mod data_dir_lock;
 mod gateway;
 mod ip_cap;
 mod linger;

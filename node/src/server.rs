@@ -55,6 +55,8 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 /// run on `writers` (see `gateway`).
 pub async fn run(config: Config, writers: tokio::runtime::Handle) -> anyhow::Result<()> {
     let cluster_plan = crate::cluster::ClusterPlan::from_config(&config)?;
+    // Held until the node exits.
+    let _data_dir = crate::data_dir_lock::lock(&config.data_dir, cluster_plan.is_some())?;
     let store = open_store(&config).await?;
     let secret = secret::load_or_generate(config.jwt_secret.as_deref(), &config.data_dir)?;
     let node_name: Arc<str> = Arc::from(config.node_name());

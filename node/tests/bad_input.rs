@@ -1594,9 +1594,11 @@ async fn refresh(node: &Node, token: String) -> Answer {
 #[tokio::test]
 async fn refresh_attempts_per_ip_are_rate_limited_and_spend_nothing() {
     let dir = data_dir();
-    let node = Node::start_with(dir.path(), &["--refresh-rate-per-ip", "3"]).await;
-    // A second node on the same store, with its own limiter.
-    let other = start(dir.path()).await;
+    // Two nodes on one store (clusters of their own), each with its own limiter.
+    let node = start_cluster_of_one(dir.path(), "n1", &["--refresh-rate-per-ip", "3"]).await;
+    let f = flags();
+    let f: Vec<&str> = f.iter().map(String::as_str).collect();
+    let other = start_cluster_of_one(dir.path(), "n2", &f).await;
     let alice = user(&node, "alice").await;
     for i in 0..3 {
         let r = refresh(&node, format!("bogus-{i}")).await;

@@ -342,14 +342,14 @@ async fn clients_of_a_paused_node_miss_nothing() {
     traffic_through(Failure::Pause).await;
 }
 
-/// Two nodes that do not know each other (no clustering) share one store, so
+/// Two nodes that do not know each other (clusters of one) share one store, so
 /// both act as the owner of the same room at once. The conditional commit
 /// must still give every acked message its own seq, lose none and overwrite none.
 #[tokio::test]
 async fn two_owners_of_one_room_never_lose_or_reuse_a_seq() {
     let dir = data_dir();
-    let n1 = Node::start_with(dir.path(), &["--ws-rate", "0"]).await;
-    let n2 = Node::start_with(dir.path(), &["--ws-rate", "0"]).await;
+    let n1 = start_cluster_of_one(dir.path(), "n1", &["--ws-rate", "0"]).await;
+    let n2 = start_cluster_of_one(dir.path(), "n2", &["--ws-rate", "0"]).await;
     let owner = user(&n1, "owner").await;
     let mut members = Vec::new();
     for i in 0..4 {
@@ -477,15 +477,15 @@ async fn a_node_the_cluster_refuses_does_not_serve_alone() {
 
 /// A live delivery lost on the way is noticed by the receiving connection at
 /// the room's next message, and the missing seqs are replayed from storage
-/// before it, in order. Here the loss is forced: two nodes that are not
-/// clustered share one store, so each one's room actor fans out only to its
-/// own node's sessions (as a node whose view of the cluster is not complete
+/// before it, in order. Here the loss is forced: two nodes that are
+/// clusters of their own share one store, so each one's room actor fans out
+/// only to its own node's sessions (as a node whose view of the cluster is not complete
 /// yet would).
 #[tokio::test]
 async fn a_lost_live_delivery_is_replayed_when_the_next_message_shows_the_gap() {
     let dir = data_dir();
-    let n1 = Node::start(dir.path()).await;
-    let n2 = Node::start(dir.path()).await;
+    let n1 = start_cluster_of_one(dir.path(), "n1", &[]).await;
+    let n2 = start_cluster_of_one(dir.path(), "n2", &[]).await;
     let near = user(&n1, "near").await;
     let far = user(&n1, "far").await;
     let reader = user(&n1, "reader").await;
@@ -714,16 +714,16 @@ async fn a_room_change_waiting_on_a_node_that_left_is_answered_at_once() {
     assert!(waited > 0, "no room was owned by the paused node");
 }
 
-/// Two actors of one room (two owners around a handover; here two nodes
-/// sharing a store without clustering): a change through one starts from
+/// Two actors of one room (two owners around a handover; here two
+/// clusters of one sharing a store): a change through one starts from
 /// what the other stored meanwhile, so its `room` event shows the room as it
 /// is. Before, the event carried the name the actor had loaded, undoing a
 /// rename on every client that applies room snapshots.
 #[tokio::test]
 async fn a_room_change_starts_from_what_another_owner_stored() {
     let dir = data_dir();
-    let n1 = Node::start(dir.path()).await;
-    let n2 = Node::start(dir.path()).await;
+    let n1 = start_cluster_of_one(dir.path(), "n1", &[]).await;
+    let n2 = start_cluster_of_one(dir.path(), "n2", &[]).await;
     let owner = user(&n1, "owner").await;
     let newcomer = user(&n1, "newcomer").await;
     let room = room_id(&group(&n1, &owner, "before", &[]).await);

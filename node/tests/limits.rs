@@ -177,6 +177,49 @@ async fn a_misspelled_setting_in_the_toml_file_stops_the_node() {
     );
 }
 
+#[tokio::test]
+async fn a_second_node_on_the_same_data_directory_is_refused_unless_clustered() {
+    let dir = data_dir();
+    let node = Node::start(dir.path()).await;
+    // A second node that starts anyway runs until it is killed (on drop).
+    let second = |extra: &[&str]| {
+        let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_parley-node"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .kill_on_drop(true)
+            .output();
+        async move {
+            tokio::time::timeout(WAIT, run)
+                .await
+                .expect("the second node started")
+                .unwrap()
+        }
+    };
+    let clustered = [
+        "--cluster-listen",
+        "127.0.0.1:0",
+        "--cluster-secret",
+        "a-cluster-secret-for-tests-only-0123456789",
+    ];
+    for extra in [&[][..], &clustered[..]] {
+        let out = second(extra).await;
+        assert!(!out.status.success(), "{extra:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("another Parley node is using the data directory"),
+            "{extra:?}: {stderr}"
+        );
+    }
+    // The first one serves on.
+    let alice = user(&node, "alice").await;
+    Client::connect(&node, &alice.token)
+        .await
+        .ping_pong("still")
+        .await;
+}
+
 /// An upgraded socket, kept open while held.
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -373,7 +416,8 @@ async fn per_ip_limits_count_the_forwarded_client_only_behind_a_trusted_proxy() 
     assert_eq!(register_from(&behind, "203.0.113.7, 10.1.2.3").await, 429);
 
     // With no trusted proxy the header is ignored: one budget for the peer.
-    let direct = Node::start_with(dir.path(), &limit).await;
+    let other_dir = data_dir();
+    let direct = Node::start_with(other_dir.path(), &limit).await;
     assert_eq!(register_from(&direct, "203.0.113.1").await, 201);
     assert_eq!(register_from(&direct, "203.0.113.2").await, 201);
     assert_eq!(register_from(&direct, "203.0.113.3").await, 429);

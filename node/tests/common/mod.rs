@@ -963,6 +963,24 @@ pub fn refused(dir: &Path, args: &[&str]) -> String {
     stderr
 }
 
+/// Starts a node named `name` that is a cluster of its own (a cluster port,
+/// no seeds). Such nodes may share a data directory (its lock is shared by
+/// clustered nodes), and each runs every room it is asked about, as two
+/// owners would if a partition split a cluster.
+pub async fn start_cluster_of_one(dir: &Path, name: &str, extra: &[&str]) -> Node {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut args = vec![
+        "--node-name",
+        name,
+        "--cluster-listen",
+        &listen,
+        "--cluster-secret",
+        CLUSTER_SECRET,
+    ];
+    args.extend_from_slice(extra);
+    Node::start_with(dir, &args).await
+}
+
 /// Starts one clustered node named `name` on cluster port `port`, joining `seeds`.
 pub async fn start_cluster_node(
     dir: &Path,
