@@ -639,7 +639,8 @@ mod tests {
     fn replayed_messages_are_not_counted_as_live() {
         let before = message_bytes();
         let replayed = LiveMessage::replayed(Arc::from("r1"), 1, Arc::from("m".repeat(64 << 20)));
-        assert!(message_bytes() < before + (64 << 20));
+        // Other tests hold a few MiB at most, however their counts move.
+        assert!(message_bytes() < before + (32 << 20));
         drop(replayed);
     }
 
