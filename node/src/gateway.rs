@@ -427,18 +427,47 @@ const WRITE_BATCH: usize = 64;
 /// How long a closing connection may spend writing what is still queued.
 const FLUSH_BEFORE_CLOSE: Duration = Duration::from_secs(1);
 
+/// Why a writer can write to its socket no more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stuck {
+    /// The client took nothing for [`WRITE_TIMEOUT`]: a slow consumer.
+    Slow,
+    /// The socket failed (the client is gone).
+    Broken,
+}
+
+/// What a write or flush came to.
+type Written = Result<(), Stuck>;
+
+/// Waits for a write or flush, at most [`WRITE_TIMEOUT`].
+async fn in_time<E>(work: impl std::future::Future<Output = Result<(), E>>) -> Written {
+    match tokio::time::timeout(WRITE_TIMEOUT, work).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Stuck::Broken),
+        Err(_) => Err(Stuck::Slow),
+    }
+}
+
 /// Queues a frame in the socket's write buffer (written out by `flush`).
-async fn put(sink: &mut Sink, json: &str) -> bool {
-    let write = sink.feed(Message::Text(Utf8Bytes::from(json)));
-    matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
+async fn put(sink: &mut Sink, json: &str) -> Written {
+    in_time(sink.feed(Message::Text(Utf8Bytes::from(json)))).await
 }
 
 /// Writes everything queued in the socket's write buffer.
-async fn flush(sink: &mut Sink) -> bool {
-    matches!(
-        tokio::time::timeout(WRITE_TIMEOUT, sink.flush()).await,
-        Ok(Ok(()))
-    )
+async fn flush(sink: &mut Sink) -> Written {
+    in_time(sink.flush()).await
+}
+
+/// A writer that can write no more ends its connection: the reader sees
+/// the close and ends the session, and the socket is closed (no close
+/// frame can get through). Before, the writer just stopped, and a client
+/// that had stopped reading for 15 s kept a session that sent it nothing
+/// more, ever, and no close either.
+fn give_up(close: &outbound::CloseSignal, stuck: Stuck) {
+    if stuck == Stuck::Slow {
+        parley_actors::metrics::add(&parley_actors::metrics::METRICS.slow_consumer_closes, 1);
+    }
+    close.close(CLOSE_TRY_AGAIN);
 }
 
 /// The frames one queued item asks the writer to write.
@@ -487,17 +516,15 @@ where
 }
 
 /// Writes `frames` into the socket's write buffer; false if the socket is gone.
-async fn write(sink: &mut Sink, frames: Frames) -> bool {
+async fn write(sink: &mut Sink, frames: Frames) -> Written {
     match frames {
-        Frames::None => true,
+        Frames::None => Ok(()),
         Frames::One(json) => put(sink, &json).await,
         Frames::Many(all) => {
             for json in all {
-                if !put(sink, &json).await {
-                    return false;
-                }
+                put(sink, &json).await?;
             }
-            true
+            Ok(())
         }
     }
 }
@@ -645,11 +672,11 @@ async fn flush_queued(
         let Ok(frames) = next_item(shown, session, next, HoldMax::NONE) else {
             break;
         };
-        if !write(sink, frames).await {
+        if write(sink, frames).await.is_err() {
             break;
         }
     }
-    flush(sink).await;
+    let _ = flush(sink).await;
 }
 
 /// Closes the socket with `code`, first writing what is already queued
@@ -745,11 +772,11 @@ fn write_loop(
                     Step::Write(timer_frames(&mut shown, gate_deadline))
                 }
             };
-            let mut ok = match step {
+            let mut written = match step {
                 Step::Write(frames) => {
                     let write = pin!(write(&mut sink, frames));
                     match unless_overflow(write, close_wait.as_mut(), &mut asked).await {
-                        Ok(ok) => ok,
+                        Ok(written) => written,
                         Err(code) => break code,
                     }
                 }
@@ -757,30 +784,30 @@ fn write_loop(
             };
             // Write whatever else is ready too, then flush once.
             for _ in 0..WRITE_BATCH {
-                if !ok {
+                if written.is_err() {
                     break;
                 }
                 let Some(item) = rx.try_next_live() else {
                     break;
                 };
-                ok = match Step::after(live_item(&mut shown, &session, item, hold_max)) {
+                written = match Step::after(live_item(&mut shown, &session, item, hold_max)) {
                     Step::Write(frames) => {
                         let write = pin!(write(&mut sink, frames));
                         match unless_overflow(write, close_wait.as_mut(), &mut asked).await {
-                            Ok(ok) => ok,
+                            Ok(written) => written,
                             Err(code) => break 'writing code,
                         }
                     }
                     Step::Close(code) => break 'writing code,
                 };
             }
-            if !ok {
-                return;
+            if let Err(stuck) = written {
+                return give_up(&close_signal, stuck);
             }
             let flushing = pin!(flush(&mut sink));
             match unless_overflow(flushing, close_wait.as_mut(), &mut asked).await {
-                Ok(true) => {}
-                Ok(false) => return,
+                Ok(Ok(())) => {}
+                Ok(Err(stuck)) => return give_up(&close_signal, stuck),
                 Err(code) => break code,
             }
         };

@@ -115,6 +115,41 @@ async fn a_client_far_behind_is_closed_while_the_node_holds_too_many_messages() 
     assert_eq!(metric_in(&metrics, "parley_slow_consumer_closes_total"), 1);
 }
 
+/// A client that stops reading for longer than the writer waits on one
+/// write (15 s) is closed, not kept: it used to keep a session that sent it
+/// nothing more, ever, and no close either, so it never knew to reconnect.
+#[tokio::test]
+async fn a_client_that_takes_nothing_for_15_s_is_disconnected() {
+    use futures_util::StreamExt;
+    let mut t = BigBodies::start(&[], "stalled").await;
+    // Bob's socket has a small receive buffer, and he reads nothing for now.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("buffer");
+    let stream = socket
+        .connect(t.node.addr.parse().expect("address"))
+        .await
+        .expect("connect");
+    let url = format!("ws://{}/ws?token={}", t.node.addr, t.bob.token);
+    let (mut stalled, _) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .expect("upgrade");
+    // Far fewer bytes than his queue may hold, more than the kernel takes.
+    t.send_past_the_kernel(2 << 20).await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    // He reads again: what the kernel held, then the end of the connection.
+    let ended = tokio::time::timeout(WAIT, async {
+        while let Some(Ok(_)) = stalled.next().await {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stalled connection was neither served nor closed"
+    );
+    let metrics = t.node.metrics_text().await;
+    assert_eq!(metric_in(&metrics, "parley_slow_consumer_closes_total"), 1);
+    t.a.ping_pong("still-here").await;
+}
+
 /// A client that reads nothing keeps its writer waiting in a write (up to
 /// 15 s); its queue's overflow ends the session at once all the same, and
 /// is counted, without the client reading anything.
