@@ -204,7 +204,7 @@ impl Actor for Dispatcher {
                     .get(&user_id)
                     .and_then(|entries| entries.iter().find(|e| e.session_id == session_id))
                 {
-                    e.tx.push(Outbound::Frame(json));
+                    e.tx.push(Outbound::frame(json));
                     if let Some(key) = ack {
                         let _ = e.actor.cast(SessionMsg::Acked(key));
                     }

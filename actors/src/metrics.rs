@@ -102,8 +102,9 @@ pub struct Metrics {
     pub room_pending: AtomicI64,
     /// Frames waiting in session queues for their socket (gauge).
     pub outbound_queued: AtomicI64,
-    /// Bytes of live `message` events in memory, each counted once (gauge).
-    pub live_message_bytes: AtomicI64,
+    /// Bytes of live `message` events and large frames in memory, each
+    /// counted once (gauge).
+    pub live_event_bytes: AtomicI64,
     /// Bytes of `message` events socket writers hold back for a replay or
     /// a first `sync`, per connection (gauge).
     pub held_message_bytes: AtomicI64,
@@ -156,7 +157,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     peer_bytes_in: AtomicU64::new(0),
     room_pending: AtomicI64::new(0),
     outbound_queued: AtomicI64::new(0),
-    live_message_bytes: AtomicI64::new(0),
+    live_event_bytes: AtomicI64::new(0),
     held_message_bytes: AtomicI64::new(0),
     presence_waiting: AtomicI64::new(0),
     commit_batch: Histogram::new(SIZES),
@@ -262,9 +263,9 @@ impl Metrics {
                 &self.outbound_queued,
             ),
             (
-                "parley_live_message_bytes",
-                "bytes of live message events in memory (queued or being written), each counted once",
-                &self.live_message_bytes,
+                "parley_live_event_bytes",
+                "bytes of live message events and frames of 4 KiB or more in memory (queued or being written), each counted once",
+                &self.live_event_bytes,
             ),
             (
                 "parley_held_message_bytes",

@@ -35,7 +35,7 @@ pub struct LiveMessage {
     pub seq: u64,
     /// The serialized `message` event.
     pub json: Arc<str>,
-    /// Whether its bytes count in `parley_live_message_bytes` until it is dropped.
+    /// Whether its bytes count in `parley_live_event_bytes` until it is dropped.
     counted: bool,
 }
 
@@ -45,7 +45,7 @@ impl LiveMessage {
     /// holder lets it go, once however many sessions share it.
     pub fn live(room_id: Arc<str>, seq: u64, json: Arc<str>) -> Self {
         crate::metrics::METRICS
-            .live_message_bytes
+            .live_event_bytes
             .fetch_add(json.len() as i64, Ordering::Relaxed);
         LiveMessage {
             room_id,
@@ -71,17 +71,49 @@ impl Drop for LiveMessage {
     fn drop(&mut self) {
         if self.counted {
             crate::metrics::METRICS
-                .live_message_bytes
+                .live_event_bytes
                 .fetch_sub(self.json.len() as i64, Ordering::Relaxed);
         }
     }
 }
 
-/// Message bytes on their way to clients on the node now: live messages
-/// (see [`LiveMessage::live`]) and what socket writers hold back.
+/// A frame of at least [`LARGE_FRAME`] bytes (a `room` snapshot of a big
+/// room, sent on every change to every member): counted in the node's
+/// live-event bytes like a live message, once however many sessions share
+/// it, until the last holder lets it go.
+#[derive(Debug)]
+pub struct LargeFrame {
+    /// The serialized event.
+    pub json: Arc<str>,
+}
+
+/// The smallest frame counted as a [`LargeFrame`]; smaller ones (acks,
+/// receipts, presence, typing) are bounded by the queues' event counts.
+pub const LARGE_FRAME: usize = 4096;
+
+impl LargeFrame {
+    fn new(json: Arc<str>) -> Self {
+        crate::metrics::METRICS
+            .live_event_bytes
+            .fetch_add(json.len() as i64, Ordering::Relaxed);
+        LargeFrame { json }
+    }
+}
+
+impl Drop for LargeFrame {
+    fn drop(&mut self) {
+        crate::metrics::METRICS
+            .live_event_bytes
+            .fetch_sub(self.json.len() as i64, Ordering::Relaxed);
+    }
+}
+
+/// Event bytes on their way to clients on the node now: live messages
+/// (see [`LiveMessage::live`]), large frames ([`LargeFrame`]) and what
+/// socket writers hold back.
 pub fn message_bytes() -> usize {
     let metrics = &crate::metrics::METRICS;
-    let bytes = metrics.live_message_bytes.load(Ordering::Relaxed)
+    let bytes = metrics.live_event_bytes.load(Ordering::Relaxed)
         + metrics.held_message_bytes.load(Ordering::Relaxed);
     usize::try_from(bytes).unwrap_or(0)
 }
@@ -135,6 +167,8 @@ impl SyncStart {
 pub enum Outbound {
     /// A ready JSON text frame (any event but `message` and `typing`).
     Frame(Arc<str>),
+    /// The same, of at least [`LARGE_FRAME`] bytes (see [`Outbound::frame`]).
+    Large(Arc<LargeFrame>),
     /// A `typing` event; carries its room, typist and state so the writer
     /// can end an indicator its room never ends (see `typing_watch`).
     Typing(Arc<TypingNotice>),
@@ -310,10 +344,21 @@ impl LiveBytes {
 }
 
 impl Outbound {
+    /// A ready frame: a [`LargeFrame`] (counted node-wide) when it is at
+    /// least [`LARGE_FRAME`] bytes.
+    pub fn frame(json: Arc<str>) -> Outbound {
+        if json.len() >= LARGE_FRAME {
+            Outbound::Large(Arc::new(LargeFrame::new(json)))
+        } else {
+            Outbound::Frame(json)
+        }
+    }
+
     /// The bytes this item will write (what it counts in [`LiveBytes`]).
     pub fn bytes(&self) -> usize {
         match self {
             Outbound::Frame(json) => json.len(),
+            Outbound::Large(f) => f.json.len(),
             Outbound::Typing(t) => t.json.len(),
             Outbound::Message(m) => m.json.len(),
             Outbound::SyncStart(_) | Outbound::OpenGate | Outbound::Head(_) => 0,
@@ -526,7 +571,7 @@ impl OutboundTx {
 
     /// Queues a ready frame (see [`OutboundTx::push`]).
     pub fn frame(&self, json: impl Into<Arc<str>>) -> Push {
-        self.push(Outbound::Frame(json.into()))
+        self.push(Outbound::frame(json.into()))
     }
 
     /// Queues a sync item, waiting for space. Returns false when the session is gone.
@@ -633,6 +678,21 @@ mod tests {
         let bytes = tx.bytes.max;
         assert!(bytes.too_far_behind(BEHIND_FLOOR + 1) && !bytes.too_far_behind(BEHIND_FLOOR));
         drop(held);
+    }
+
+    #[test]
+    fn large_frames_are_counted_once_and_small_ones_stay_plain() {
+        let small = Outbound::frame(Arc::from("x".repeat(LARGE_FRAME - 1)));
+        assert!(matches!(small, Outbound::Frame(_)));
+        let large = Outbound::frame(Arc::from("x".repeat(4 * BEHIND_FLOOR)));
+        let Outbound::Large(shared) = &large else {
+            panic!("not counted: {large:?}");
+        };
+        let copies = [Arc::clone(shared), Arc::clone(shared)];
+        // Other tests hold a few MiB at most; this one is counted once.
+        assert!(message_bytes() >= 4 * BEHIND_FLOOR);
+        assert!(message_bytes() < 8 * BEHIND_FLOOR + (4 << 20));
+        drop((large, copies));
     }
 
     #[test]

@@ -156,7 +156,7 @@ impl Announcer {
                 last_seen: Some(to_rfc3339(at)),
             };
             let users: Arc<[Arc<str>]> = Arc::from(users);
-            let items = vec![Outbound::Frame(Arc::from(event.to_json()))];
+            let items = vec![Outbound::frame(Arc::from(event.to_json()))];
             match audience {
                 Audience::Everyone => {
                     deliver_everywhere(&self.cluster, &self.dispatcher, users, items, None, None)

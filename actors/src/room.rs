@@ -465,7 +465,7 @@ impl RoomState {
                 users.push(Arc::from(u));
             }
         }
-        self.deliver(Arc::from(users), vec![Outbound::Frame(json)], None);
+        self.deliver(Arc::from(users), vec![Outbound::frame(json)], None);
     }
 
     fn touch(&mut self) {
@@ -532,7 +532,7 @@ impl RoomState {
             } else {
                 Arc::from(vec![user])
             };
-            self.deliver(users, vec![Outbound::Frame(json)], None);
+            self.deliver(users, vec![Outbound::frame(json)], None);
         }
         to_store
     }

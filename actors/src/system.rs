@@ -276,7 +276,7 @@ impl ChatSystem {
             &self.inner.cluster,
             &self.inner.dispatcher,
             Arc::from(users),
-            vec![Outbound::Frame(Arc::from(event.to_json()))],
+            vec![Outbound::frame(Arc::from(event.to_json()))],
             None,
             None,
         );

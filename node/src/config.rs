@@ -244,10 +244,11 @@ pub struct Config {
     /// with 1013 (one event always fits, whatever its size).
     #[arg(long, env = "PARLEY_OUTBOUND_QUEUE_BYTES", default_value_t = 16 << 20)]
     pub outbound_queue_bytes: usize,
-    /// Bytes of messages the node may hold on their way to its sessions
-    /// (queued, each counted once however many sessions share it, and held
-    /// back by writers for replays); past it a session more than 1 MiB
-    /// behind is closed with 1013 at its next event. 0 = no limit.
+    /// Bytes of messages (and frames of 4 KiB or more) the node may hold on
+    /// their way to its sessions (queued, each counted once however many
+    /// sessions share it, and held back by writers for replays); past it a
+    /// session more than 1 MiB behind is closed with 1013 at its next
+    /// event. 0 = no limit.
     #[arg(long, env = "PARLEY_MAX_OUTBOUND_MESSAGE_BYTES", default_value_t = 256 << 20)]
     pub max_outbound_message_bytes: usize,
     /// Bytes of answers (history and room pages, `sync` pages) the node may

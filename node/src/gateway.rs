@@ -580,6 +580,7 @@ fn live_item(
     let Shown { order, typing } = shown;
     let frames = match item {
         Outbound::Frame(json) => Frames::One(json),
+        Outbound::Large(f) => Frames::One(f.json.clone()),
         Outbound::Typing(t) => {
             if typing.pass(&t.room_id, &t.user_id, t.active, Instant::now()) {
                 Frames::One(t.json.clone())

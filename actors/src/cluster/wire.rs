@@ -78,6 +78,7 @@ impl WireItem {
     pub fn from_outbound(item: &Outbound) -> Option<WireItem> {
         match item {
             Outbound::Frame(json) => Some(WireItem::Frame(json.to_string())),
+            Outbound::Large(f) => Some(WireItem::Frame(f.json.to_string())),
             Outbound::Message(m) => Some(WireItem::Message {
                 room_id: m.room_id.to_string(),
                 seq: m.seq,
@@ -99,7 +100,7 @@ impl WireItem {
     /// The local session event this wire event stands for.
     pub fn into_outbound(self) -> Outbound {
         match self {
-            WireItem::Frame(json) => Outbound::Frame(Arc::from(json)),
+            WireItem::Frame(json) => Outbound::frame(Arc::from(json)),
             WireItem::Message { room_id, seq, json } => Outbound::Message(Arc::new(
                 LiveMessage::live(Arc::from(room_id), seq, Arc::from(json)),
             )),
