@@ -733,16 +733,21 @@ async fn answers_clients_do_not_read_are_bounded_per_user_and_per_node() {
     syncing.close().await;
 }
 
-/// The node's peak resident memory so far, in bytes.
-fn peak_rss(node: &Node) -> u64 {
+/// The number in the node's `/proc/<pid>/status` line `field` (`VmRSS`,
+/// `Threads`...), without its unit.
+fn status_of(node: &Node, field: &str) -> u64 {
     let pid = node.pid().expect("node pid");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmHWM")
-        * 1024
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in the node's status"))
+}
+
+/// The node's peak resident memory so far, in bytes.
+fn peak_rss(node: &Node) -> u64 {
+    status_of(node, "VmHWM") * 1024
 }
 
 #[tokio::test]
@@ -775,14 +780,7 @@ async fn a_burst_of_failed_logins_hashes_a_few_at_a_time() {
 
 /// The node's resident memory now, in bytes.
 fn rss(node: &Node) -> u64 {
-    let pid = node.pid().expect("node pid");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmRSS")
-        * 1024
+    status_of(node, "VmRSS") * 1024
 }
 
 #[tokio::test]
@@ -848,13 +846,7 @@ async fn memory_a_burst_left_free_goes_back_to_the_system() {
 
 /// The node's threads now.
 fn threads(node: &Node) -> u64 {
-    let pid = node.pid().expect("node pid");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("Threads")
+    status_of(node, "Threads")
 }
 
 #[tokio::test]
