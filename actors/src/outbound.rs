@@ -41,7 +41,7 @@ pub struct LiveMessage {
 
 impl LiveMessage {
     /// A message just committed (or just arrived from its room's node):
-    /// its bytes count in the node's live-message bytes until the last
+    /// its bytes count in the node's live-event bytes until the last
     /// holder lets it go, once however many sessions share it.
     pub fn live(room_id: Arc<str>, seq: u64, json: Arc<str>) -> Self {
         crate::metrics::METRICS
