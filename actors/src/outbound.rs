@@ -25,6 +25,30 @@ use parley_protocol::ws::{ServerEvent, CLOSE_TRY_AGAIN};
 
 use crate::budget::Reservation;
 
+/// An event's bytes counted in `parley_live_event_bytes` from its creation
+/// until the last holder of the event lets it go (0: not counted).
+#[derive(Debug)]
+struct LiveBytesOf(usize);
+
+impl LiveBytesOf {
+    fn count(json: &str) -> Self {
+        crate::metrics::METRICS
+            .live_event_bytes
+            .fetch_add(json.len() as i64, Ordering::Relaxed);
+        LiveBytesOf(json.len())
+    }
+}
+
+impl Drop for LiveBytesOf {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            crate::metrics::METRICS
+                .live_event_bytes
+                .fetch_sub(self.0 as i64, Ordering::Relaxed);
+        }
+    }
+}
+
 /// A `message` event as queued for every recipient: one allocation shared
 /// by all of them.
 #[derive(Debug)]
@@ -35,8 +59,7 @@ pub struct LiveMessage {
     pub seq: u64,
     /// The serialized `message` event.
     pub json: Arc<str>,
-    /// Whether its bytes count in `parley_live_event_bytes` until it is dropped.
-    counted: bool,
+    _counted: LiveBytesOf,
 }
 
 impl LiveMessage {
@@ -44,14 +67,11 @@ impl LiveMessage {
     /// its bytes count in the node's live-event bytes until the last
     /// holder lets it go, once however many sessions share it.
     pub fn live(room_id: Arc<str>, seq: u64, json: Arc<str>) -> Self {
-        crate::metrics::METRICS
-            .live_event_bytes
-            .fetch_add(json.len() as i64, Ordering::Relaxed);
         LiveMessage {
             room_id,
             seq,
+            _counted: LiveBytesOf::count(&json),
             json,
-            counted: true,
         }
     }
 
@@ -62,17 +82,7 @@ impl LiveMessage {
             room_id,
             seq,
             json,
-            counted: false,
-        }
-    }
-}
-
-impl Drop for LiveMessage {
-    fn drop(&mut self) {
-        if self.counted {
-            crate::metrics::METRICS
-                .live_event_bytes
-                .fetch_sub(self.json.len() as i64, Ordering::Relaxed);
+            _counted: LiveBytesOf(0),
         }
     }
 }
@@ -85,6 +95,7 @@ impl Drop for LiveMessage {
 pub struct LargeFrame {
     /// The serialized event.
     pub json: Arc<str>,
+    _counted: LiveBytesOf,
 }
 
 /// The smallest frame counted as a [`LargeFrame`]; smaller ones (acks,
@@ -93,18 +104,10 @@ pub const LARGE_FRAME: usize = 4096;
 
 impl LargeFrame {
     fn new(json: Arc<str>) -> Self {
-        crate::metrics::METRICS
-            .live_event_bytes
-            .fetch_add(json.len() as i64, Ordering::Relaxed);
-        LargeFrame { json }
-    }
-}
-
-impl Drop for LargeFrame {
-    fn drop(&mut self) {
-        crate::metrics::METRICS
-            .live_event_bytes
-            .fetch_sub(self.json.len() as i64, Ordering::Relaxed);
+        LargeFrame {
+            _counted: LiveBytesOf::count(&json),
+            json,
+        }
     }
 }
 

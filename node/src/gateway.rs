@@ -515,7 +515,7 @@ where
     }
 }
 
-/// Writes `frames` into the socket's write buffer; false if the socket is gone.
+/// Writes `frames` into the socket's write buffer, or says why it could not.
 async fn write(sink: &mut Sink, frames: Frames) -> Written {
     match frames {
         Frames::None => Ok(()),

@@ -93,11 +93,12 @@ impl FromRequest<AppState> for RawBody {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (mut parts, body) = req.into_parts();
         let max = state.config.max_body_bytes;
-        if body.size_hint().lower() > max as u64 {
+        let hint = body.size_hint();
+        if hint.lower() > max as u64 {
             return Err(too_large());
         }
         let ClientIp(ip) = ClientIp::from_request_parts(&mut parts, state).await?;
-        let len = incoming_body::expected_len(&body.size_hint(), max);
+        let len = incoming_body::expected_len(&hint, max);
         let _reserved = incoming_body::reserve(state, ip, len).await?;
         let req = Request::from_parts(parts, body);
         within_deadline(req, async |req| {

@@ -12,7 +12,7 @@
 //! socket's read buffer.
 //!
 //! Over the address's share the request is 429 `rate_limited`; over the
-//! node's, it waits up to [`NODE_WAIT`] for room (real bodies arrive in
+//! node's, it waits up to 5 s for room (real bodies arrive in
 //! moments) and is then 503 `unavailable`; both with `Retry-After`.
 //!
 //! Bodies up to [`FREE_BODY_BYTES`] (logins, registrations, tokens, most
@@ -23,23 +23,22 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::body::SizeHint;
-use parley_actors::budget::{OverBudget, Reservation};
-use parley_protocol::ErrorCode;
+use parley_actors::budget::Reservation;
 
 use crate::api::error::ApiError;
+use crate::api::reserve::{self, Refusals};
 use crate::state::AppState;
 
 /// The largest body that reserves nothing (see the module docs).
 pub const FREE_BODY_BYTES: u64 = 4 * 1024;
 
-/// The longest a body waits for the node's limit to have room.
-const NODE_WAIT: Duration = Duration::from_secs(5);
-
-/// Seconds a refused client is asked to wait before sending again.
-const RETRY_AFTER_SECS: u64 = 1;
+/// What a client over the body budget is told.
+const BODIES: Refusals = Refusals {
+    share: "too many request bodies arriving from your address at once",
+    node: "the node is receiving too many request bodies, try again",
+};
 
 /// The bytes a body may take: what its head says (`Content-Length`, or
 /// none at all), or the most a body may be when it is chunked (a stated
@@ -60,35 +59,9 @@ pub async fn reserve(
         return Ok(None);
     }
     let holder: Arc<str> = Arc::from(ip.to_string());
-    match state.bodies.try_reserve(&holder, bytes) {
-        Ok(r) => Ok(Some(r)),
-        Err(OverBudget::Share) => Err(refusal(OverBudget::Share)),
-        Err(OverBudget::Node) => {
-            tokio::time::timeout(NODE_WAIT, state.bodies.reserve(&holder, bytes))
-                .await
-                .map(Some)
-                .map_err(|_| refusal(OverBudget::Node))
-        }
-    }
-}
-
-/// The contract's error for a body over the limits.
-fn refusal(over: OverBudget) -> ApiError {
-    let (code, message) = match over {
-        OverBudget::Share => (
-            ErrorCode::RateLimited,
-            "too many request bodies arriving from your address at once",
-        ),
-        OverBudget::Node => (
-            ErrorCode::Unavailable,
-            "the node is receiving too many request bodies, try again",
-        ),
-    };
-    ApiError {
-        code,
-        message: message.to_string(),
-        retry_after: Some(RETRY_AFTER_SECS),
-    }
+    reserve::reserve(&state.bodies, &holder, bytes, BODIES)
+        .await
+        .map(Some)
 }
 
 #[cfg(test)]

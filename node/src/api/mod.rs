@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod incoming_body;
 pub mod ops;
+pub mod reserve;
 pub mod rooms;
 pub mod unsent_answer;
 pub mod users;

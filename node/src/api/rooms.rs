@@ -24,7 +24,7 @@ use parley_storage::{HistoryRange, MemberRecord, RoomRecord, UserRecord};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Body, Path, Query};
-use super::unsent_answer;
+use super::{reserve, unsent_answer};
 use crate::auth::extract::AuthUser;
 use crate::state::AppState;
 
@@ -193,7 +193,7 @@ pub async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<Re
         let json = serde_json::to_vec(&room).map_err(ApiError::internal)?;
         reserved
             .try_grow(json.len() as u64 + 1)
-            .map_err(unsent_answer::refusal)?;
+            .map_err(|over| reserve::refusal(over, unsent_answer::UNREAD))?;
         rooms.push((room.room.room_id, json.into()));
     }
     // Newest rooms first (ids are time-ordered).

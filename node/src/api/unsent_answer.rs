@@ -8,7 +8,7 @@
 //! that gives them back once its last chunk is out (or the connection is
 //! dropped). So a request refused for the budget has not built its answer
 //! first. Over the user's share the answer is 429 `rate_limited`; over the
-//! node's, a request waits up to [`NODE_WAIT`] for room (answers being
+//! node's, a request waits up to 5 s for room (answers being
 //! built settle within moments) and is then 503 `unavailable`; both with
 //! `Retry-After`.
 
@@ -16,7 +16,6 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue};
@@ -24,10 +23,10 @@ use axum::response::{IntoResponse, Response};
 use hyper::body::{Frame, SizeHint};
 use serde::Serialize;
 
-use parley_actors::budget::{OverBudget, Reservation};
-use parley_protocol::ErrorCode;
+use parley_actors::budget::Reservation;
 
 use crate::api::error::{ApiError, ApiResult};
+use crate::api::reserve::{self, Refusals};
 use crate::state::AppState;
 
 /// The most of an answer handed to the connection at once: the body keeps
@@ -35,23 +34,15 @@ use crate::state::AppState;
 /// chunks only as its write buffer drains.
 const CHUNK: usize = 64 * 1024;
 
-/// Seconds a refused client is asked to wait before asking again.
-const RETRY_AFTER_SECS: u64 = 1;
-
-/// The longest a request waits for the node's budget to have room.
-const NODE_WAIT: Duration = Duration::from_secs(5);
+/// What a client over the unsent budget is told.
+pub const UNREAD: Refusals = Refusals {
+    share: "too much unread: read earlier answers first",
+    node: "the node is holding too many unread answers, try again",
+};
 
 /// Reserves `bytes` for an answer to `user_id` that is about to be built.
 pub async fn reserve(state: &AppState, user_id: &str, bytes: u64) -> ApiResult<Reservation> {
-    let budget = state.system.unsent();
-    let user: Arc<str> = Arc::from(user_id);
-    match budget.try_reserve(&user, bytes) {
-        Ok(r) => Ok(r),
-        Err(OverBudget::Share) => Err(refusal(OverBudget::Share)),
-        Err(OverBudget::Node) => tokio::time::timeout(NODE_WAIT, budget.reserve(&user, bytes))
-            .await
-            .map_err(|_| refusal(OverBudget::Node)),
-    }
+    reserve::reserve(state.system.unsent(), &Arc::from(user_id), bytes, UNREAD).await
 }
 
 /// `value` as a JSON answer whose bytes are reserved for `user_id` until
@@ -82,25 +73,6 @@ pub fn reserved_answer(mut reserved: Reservation, parts: Vec<Bytes>) -> Response
         HeaderValue::from_static("application/json"),
     );
     resp
-}
-
-/// The contract's error for an answer over the budget.
-pub fn refusal(over: OverBudget) -> ApiError {
-    let (code, message) = match over {
-        OverBudget::Share => (
-            ErrorCode::RateLimited,
-            "too much unread: read earlier answers first",
-        ),
-        OverBudget::Node => (
-            ErrorCode::Unavailable,
-            "the node is holding too many unread answers, try again",
-        ),
-    };
-    ApiError {
-        code,
-        message: message.to_string(),
-        retry_after: Some(RETRY_AFTER_SECS),
-    }
 }
 
 /// A body that holds its bytes' reservation until they are all handed out.
