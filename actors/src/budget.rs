@@ -157,6 +157,13 @@ impl Reservation {
         Ok(())
     }
 
+    /// Takes over `other`'s bytes (reserved in the same budget for the
+    /// same holder): one reservation that gives both back when dropped.
+    pub fn absorb(&mut self, mut other: Reservation) {
+        debug_assert!(Arc::ptr_eq(&self.budget, &other.budget) && self.holder == other.holder);
+        self.bytes += std::mem::take(&mut other.bytes);
+    }
+
     /// Settles an estimate reserved up front to the `bytes` it turned out
     /// to take (at most the estimate: it is not checked).
     pub fn settle(&mut self, bytes: u64) {
@@ -246,6 +253,17 @@ mod tests {
         r.settle(25);
         assert_eq!((r.bytes(), budget.held()), (25, 25));
         budget.try_reserve(&alice, 75).unwrap();
+        drop(r);
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[test]
+    fn an_absorbed_reservation_is_given_back_with_the_one_that_took_it() {
+        let budget = ByteBudget::new(0, 100);
+        let alice = holder("alice");
+        let mut r = budget.try_reserve(&alice, 30).unwrap();
+        r.absorb(budget.try_reserve(&alice, 50).unwrap());
+        assert_eq!((r.bytes(), budget.held()), (80, 80));
         drop(r);
         assert_eq!(budget.held(), 0);
     }

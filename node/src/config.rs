@@ -225,6 +225,23 @@ pub struct Config {
     /// Largest WebSocket frame in bytes; larger closes with 1009.
     #[arg(long, env = "PARLEY_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
     pub max_frame_bytes: usize,
+    /// Seconds a WebSocket message (or control frame) may take from its
+    /// first byte to its last; past it the connection closes with 1008.
+    #[arg(long, env = "PARLEY_WS_MESSAGE_TIMEOUT_SECS", default_value_t = 20)]
+    pub ws_message_timeout_secs: u64,
+    /// Bytes of WebSocket messages over 4 KiB the node may hold while they
+    /// arrive (each counts the size its headers state); past it such a
+    /// socket is not read until there is room, and closes with 1013 if none
+    /// is made within the message timeout. 0 = no limit.
+    #[arg(long, env = "PARLEY_MAX_UNFINISHED_MESSAGE_BYTES", default_value_t = 64 << 20)]
+    pub max_unfinished_message_bytes: u64,
+    /// The same per user. 0 = no limit.
+    #[arg(
+        long,
+        env = "PARLEY_MAX_UNFINISHED_MESSAGE_BYTES_PER_USER",
+        default_value_t = 1 << 20
+    )]
+    pub max_unfinished_message_bytes_per_user: u64,
     /// Largest HTTP request body in bytes; larger answers 413.
     #[arg(long, env = "PARLEY_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,

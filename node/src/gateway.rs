@@ -1,7 +1,9 @@
 //! The WebSocket gateway at `/ws`.
 //!
-//! Authenticates before the upgrade (401 otherwise), then runs two tasks per
-//! connection around the session actor:
+//! Authenticates before the upgrade (401 otherwise), completes the handshake
+//! itself ([`crate::ws_handshake`]) with the socket under a
+//! [`MessageWatch`] (messages left unfinished: 1008, or 1013 with no room
+//! for them), then runs two tasks per connection around the session actor:
 //! - the reader: size check (1009), rate limit (`rate_limited`, then 1008 if
 //!   the flood goes on), parse (`invalid_json`/`unknown_type`/
 //!   `invalid_request`), and hands valid frames to the session actor;
@@ -17,8 +19,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -39,14 +39,23 @@ use parley_protocol::ws::{
 };
 use parley_protocol::ErrorCode;
 use ractor::ActorRef;
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tungstenite::{Message, Utf8Bytes};
 
 use crate::api::error::ApiError;
 use crate::auth::extract::bearer;
 use crate::auth::tokens::Claims;
+use crate::message_watch::{MessageWatch, Unfinished};
 use crate::metrics::inc;
 use crate::ratelimit::ConnectionLimit;
 use crate::session_cap::SessionSlot;
 use crate::state::AppState;
+use crate::ws_handshake::{Handshake, NotAWebSocket, UpgradedIo};
+
+/// A client's WebSocket, its unfinished messages watched.
+type WebSocket = WebSocketStream<MessageWatch<UpgradedIo>>;
 
 /// The most the socket writer may have written and not yet flushed.
 const MAX_WRITE_BUFFER: usize = 1024 * 1024;
@@ -59,7 +68,7 @@ pub async fn upgrade(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<Handshake, NotAWebSocket>,
 ) -> Response {
     let token = params
         .get("token")
@@ -85,7 +94,7 @@ pub async fn upgrade(
     }
     let ws = match ws {
         Ok(ws) => ws,
-        Err(e) => return ApiError::invalid(e.body_text()).into_response(),
+        Err(e) => return e.into_response(),
     };
     // Held for the session's whole life; given back when `run` ends (or
     // when the upgrade never completes and the callback is dropped).
@@ -104,21 +113,29 @@ pub async fn upgrade(
     // The library refuses a frame whose header says it is over the limit,
     // and a fragmented message once its parts pass it, before buffering
     // more (1009 either way): an unfinished message never costs more than
-    // the limit (it held up to 1 MiB per connection, with no time limit).
-    ws.max_frame_size(limit)
-        .max_message_size(limit)
+    // the limit. The watch bounds how long it may take, and what all
+    // large unfinished messages hold together (see `message_watch`).
+    let config = WebSocketConfig::default()
+        .max_frame_size(Some(limit))
+        .max_message_size(Some(limit))
         .read_buffer_size(1024)
         .write_buffer_size(4 * 1024)
-        .max_write_buffer_size(MAX_WRITE_BUFFER)
-        .on_upgrade(move |socket| async move {
-            // Set up in the upgrade's task, then serve from a task of its
-            // own that holds only what the connection needs for its whole
-            // life: the upgrade's task also carries axum's and the set-up's
-            // state (2.5 KiB), which every idle connection would keep.
-            if let Some((connection, span)) = open(state, socket, claims, slot).await {
-                tokio::spawn(connection.serve(span));
-            }
-        })
+        .max_write_buffer_size(MAX_WRITE_BUFFER);
+    ws.accept(move |io| async move {
+        let watched = MessageWatch::new(
+            io,
+            state.message_rules.clone(),
+            Arc::from(claims.sub.as_str()),
+        );
+        let socket = WebSocketStream::from_raw_socket(watched, Role::Server, Some(config)).await;
+        // Set up in the upgrade's task, then serve from a task of its own
+        // that holds only what the connection needs for its whole life: the
+        // upgrade's task also carries the set-up's state, which every idle
+        // connection would keep.
+        if let Some((connection, span)) = open(state, socket, claims, slot).await {
+            tokio::spawn(connection.serve(span));
+        }
+    })
 }
 
 /// Seconds from now until `exp` (seconds since the epoch); 0 if past.
@@ -295,6 +312,11 @@ async fn read_loop(
             Some(Ok(Message::Close(_))) => return,
             Some(Ok(_)) => continue, // ping/pong are answered by the library
             Some(Err(e)) => {
+                if let tungstenite::Error::Io(io) = &e {
+                    if Unfinished::of(io).is_some() {
+                        inc(&state.metrics.ws_unfinished_closes);
+                    }
+                }
                 match close_code_for(e) {
                     Some(CLOSE_TOO_LARGE) => {
                         inc(&state.metrics.ws_too_large_closes);
@@ -378,9 +400,13 @@ fn refuse(tx: &OutboundTx, r#ref: Option<String>, code: ErrorCode, message: impl
 
 /// The close code (RFC 6455, 7.4.1) for a frame the WebSocket library
 /// refused; `None` when the peer is gone and there is no one to tell.
-fn close_code_for(e: axum::Error) -> Option<u16> {
+fn close_code_for(e: tungstenite::Error) -> Option<u16> {
     use tungstenite::error::{Error, ProtocolError};
-    match e.into_inner().downcast_ref::<Error>()? {
+    match e {
+        Error::Io(e) => match Unfinished::of(&e)? {
+            Unfinished::Stalled => Some(CLOSE_POLICY),
+            Unfinished::NoRoom => Some(CLOSE_TRY_AGAIN),
+        },
         Error::Capacity(_) => Some(CLOSE_TOO_LARGE),
         Error::Utf8(_) => Some(CLOSE_INVALID_DATA),
         Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
@@ -403,8 +429,8 @@ async fn close(sink: &mut Sink, code: u16) {
         _ => "",
     };
     let frame = CloseFrame {
-        code,
-        reason: Utf8Bytes::from(reason),
+        code: CloseCode::from(code),
+        reason: Utf8Bytes::from_static(reason),
     };
     let _ = tokio::time::timeout(
         Duration::from_secs(2),

@@ -17,6 +17,7 @@ mod gateway;
 mod ip_cap;
 mod linger;
 mod listener;
+mod message_watch;
 mod metrics;
 mod parse_errors;
 mod ratelimit;
@@ -25,6 +26,8 @@ mod session_cap;
 mod state;
 mod telemetry;
 mod web;
+mod ws_frames;
+mod ws_handshake;
 
 use std::time::Duration;
 

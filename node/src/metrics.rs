@@ -29,6 +29,9 @@ pub struct Metrics {
     /// Connections closed for breaking the WebSocket protocol (1002) or
     /// sending a text frame that is not UTF-8 (1007).
     pub ws_protocol_error_closes: AtomicU64,
+    /// Connections closed for a message left unfinished past the time
+    /// limit (1008) or with no room for it in time (1013).
+    pub ws_unfinished_closes: AtomicU64,
     /// Logins, registrations and token refreshes refused by rate limits.
     pub auth_rate_limited: AtomicU64,
     /// Successful logins.
@@ -47,6 +50,15 @@ pub struct Metrics {
     pub api_rate_limited: AtomicU64,
 }
 
+/// Bytes reserved for what clients are still sending.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Arriving {
+    /// HTTP request bodies.
+    pub bodies: u64,
+    /// WebSocket messages over 4 KiB.
+    pub messages: u64,
+}
+
 /// Adds one to a counter.
 pub fn inc(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
@@ -54,17 +66,11 @@ pub fn inc(c: &AtomicU64) {
 
 impl Metrics {
     /// Renders every metric in Prometheus text format, with the actors'
-    /// `stats`, the cluster's live `members` and the `incoming_body_bytes`
-    /// reserved for request bodies arriving.
-    pub fn render(
-        &self,
-        stats: Stats,
-        members: usize,
-        incoming_body_bytes: u64,
-        node: &str,
-    ) -> String {
+    /// `stats`, the cluster's live `members` and the bytes reserved for
+    /// what clients are still sending.
+    pub fn render(&self, stats: Stats, members: usize, arriving: Arriving, node: &str) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 17] = [
+        let counters: [(&str, &str, &AtomicU64); 18] = [
             (
                 "parley_http_requests_total",
                 "HTTP requests answered",
@@ -102,7 +108,7 @@ impl Metrics {
             ),
             (
                 "parley_ws_flood_closes_total",
-                "connections closed with 1008",
+                "connections closed with 1008 for flooding",
                 &self.ws_flood_closes,
             ),
             (
@@ -114,6 +120,11 @@ impl Metrics {
                 "parley_ws_protocol_error_closes_total",
                 "connections closed with 1002 or 1007 (broken WebSocket framing, text that is not UTF-8)",
                 &self.ws_protocol_error_closes,
+            ),
+            (
+                "parley_ws_unfinished_closes_total",
+                "connections closed for a message left unfinished past --ws-message-timeout-secs (1008), or with no room for it within that time (1013)",
+                &self.ws_unfinished_closes,
             ),
             (
                 "parley_auth_rate_limited_total",
@@ -189,7 +200,12 @@ impl Metrics {
             (
                 "parley_incoming_body_bytes",
                 "bytes reserved for HTTP request bodies still arriving",
-                incoming_body_bytes as usize,
+                arriving.bodies as usize,
+            ),
+            (
+                "parley_unfinished_message_bytes",
+                "bytes reserved for WebSocket messages over 4 KiB still arriving",
+                arriving.messages as usize,
             ),
         ];
         for (name, help, v) in gauges {

@@ -17,6 +17,7 @@ use parley_storage::Store;
 use crate::auth::password::PasswordHasher;
 use crate::auth::{secret, tokens::TokenKeys};
 use crate::config::{Config, StorageKind};
+use crate::message_watch::MessageRules;
 use crate::metrics::Metrics;
 use crate::ratelimit::KeyedLimit;
 use crate::state::{AppState, Limits};
@@ -94,6 +95,14 @@ pub async fn run(config: Config, writers: tokio::runtime::Handle) -> anyhow::Res
             config.max_incoming_body_bytes,
             config.max_incoming_body_bytes_per_ip,
         ),
+        message_rules: Arc::new(MessageRules {
+            timeout: Duration::from_secs(config.ws_message_timeout_secs.max(1)),
+            budget: ByteBudget::new(
+                config.max_unfinished_message_bytes,
+                config.max_unfinished_message_bytes_per_user,
+            ),
+            max_message: config.max_frame_bytes as u64,
+        }),
     };
     // Keyed rate limiters keep an entry per key; prune them now and then.
     tokio::spawn(async move {

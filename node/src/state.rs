@@ -10,6 +10,7 @@ use parley_storage::Store;
 use crate::auth::password::PasswordHasher;
 use crate::auth::tokens::TokenKeys;
 use crate::config::Config;
+use crate::message_watch::MessageRules;
 use crate::metrics::Metrics;
 use crate::ratelimit::KeyedLimit;
 use crate::session_cap::SessionCap;
@@ -71,4 +72,6 @@ pub struct AppState {
     /// Bytes of request bodies arriving, per client address and for the
     /// node (see `api::incoming_body`).
     pub bodies: Arc<ByteBudget>,
+    /// Bounds on WebSocket messages clients leave unfinished (see `message_watch`).
+    pub message_rules: Arc<MessageRules>,
 }

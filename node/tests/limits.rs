@@ -872,3 +872,135 @@ async fn a_burst_of_reads_does_not_start_a_thread_each() {
         "the node went from {before} to {after} threads"
     );
 }
+
+/// Polls `/metrics` until `name` satisfies `ok`; returns the last value.
+async fn metric_until(node: &Node, name: &str, ok: impl Fn(u64) -> bool) -> u64 {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let v = metric_in(&node.metrics_text().await, name);
+        if ok(v) || std::time::Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A client that sends all of a 60 KB frame but its end and stops is closed
+/// with 1008 once `--ws-message-timeout-secs` have passed since its first
+/// byte, and what it held is given back; a session between messages has no
+/// time limit, and a message that comes in pieces within the limit is served.
+#[tokio::test]
+async fn a_message_left_unfinished_ends_its_connection_after_the_time_limit() {
+    use common::raw_ws::{padded_ping, text_header, RawWs};
+    let dir = data_dir();
+    let node = Node::start_with(dir.path(), &["--ws-message-timeout-secs", "2"]).await;
+    let alice = user(&node, "alice").await;
+    let mut idle = Client::connect(&node, &alice.token).await;
+
+    let mut stalled = RawWs::connect(&node, &alice.token).await;
+    stalled.write(&text_header(60_000)).await;
+    stalled.write(&[b'x'; 59_999]).await;
+    let held = metric_until(&node, "parley_unfinished_message_bytes", |v| v > 0).await;
+    assert_eq!(held, 60_000, "the message's stated size is reserved");
+    let started = std::time::Instant::now();
+    assert_eq!(stalled.close_code(WAIT).await, Some(1008));
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "closed after the limit, not at once ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(
+        metric_until(&node, "parley_unfinished_message_bytes", |v| v == 0).await,
+        0
+    );
+    let text = node.metrics_text().await;
+    assert_eq!(metric_in(&text, "parley_ws_unfinished_closes_total"), 1);
+
+    // Idle past the limit, between messages: still served.
+    idle.ping_pong("after the limit").await;
+
+    // 10 KB in four pieces over ~1.2 s: within the limit.
+    let mut slow = RawWs::connect(&node, &alice.token).await;
+    let frame = padded_ping("slow", 10_000);
+    for piece in frame.chunks(frame.len() / 4 + 1) {
+        slow.write(piece).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(
+        slow.answered("slow", WAIT).await,
+        "a slow but whole message is served"
+    );
+}
+
+/// Large unfinished messages share `--max-unfinished-message-bytes`: over
+/// it, a socket with a large message is not read until room is made, while
+/// small messages go on as usual; a user's share holds the user's own
+/// sessions back the same way, not other users'.
+#[tokio::test]
+async fn large_unfinished_messages_wait_for_room_in_the_node_and_the_users_share() {
+    use common::raw_ws::{padded_ping, text_header, RawWs};
+    let dir = data_dir();
+    let node = Node::start_with(
+        dir.path(),
+        &[
+            "--max-unfinished-message-bytes",
+            "150000",
+            "--max-unfinished-message-bytes-per-user",
+            "100000",
+        ],
+    )
+    .await;
+    let alice = user(&node, "alice").await;
+    let bob = user(&node, "bob").await;
+    let carol = user(&node, "carol").await;
+    let quiet = Duration::from_millis(1500);
+
+    // Alice holds 60 KB unfinished: her own next large message waits
+    // (share), Bob's does not.
+    let mut alice_stalled = RawWs::connect(&node, &alice.token).await;
+    alice_stalled.write(&text_header(60_000)).await;
+    alice_stalled.write(&[b'x'; 1_000]).await;
+    metric_until(&node, "parley_unfinished_message_bytes", |v| v == 60_000).await;
+    let mut alice_big = RawWs::connect(&node, &alice.token).await;
+    alice_big.write(&padded_ping("alice-big", 50_000)).await;
+    assert!(
+        !alice_big.answered("alice-big", quiet).await,
+        "over Alice's share"
+    );
+    let mut bob_big = RawWs::connect(&node, &bob.token).await;
+    bob_big.write(&padded_ping("bob-big", 50_000)).await;
+    assert!(
+        bob_big.answered("bob-big", WAIT).await,
+        "Bob has his own share"
+    );
+
+    // Bob holds 60 KB too (120 KB in all): Carol's large message waits for
+    // the node, her small ones do not.
+    let mut bob_stalled = RawWs::connect(&node, &bob.token).await;
+    bob_stalled.write(&text_header(60_000)).await;
+    metric_until(&node, "parley_unfinished_message_bytes", |v| v == 120_000).await;
+    let mut carol_big = RawWs::connect(&node, &carol.token).await;
+    carol_big.write(&padded_ping("carol-big", 50_000)).await;
+    assert!(
+        !carol_big.answered("carol-big", quiet).await,
+        "over the node"
+    );
+    Client::connect(&node, &carol.token)
+        .await
+        .ping_pong("small goes on")
+        .await;
+
+    // Bob's message ends (it is not JSON: an error answers it): Carol's goes.
+    bob_stalled.write(&[b'x'; 60_000]).await;
+    assert!(carol_big.answered("carol-big", WAIT).await, "room made");
+    // Alice's ends: her waiting one goes.
+    alice_stalled.write(&[b'x'; 59_000]).await;
+    assert!(
+        alice_big.answered("alice-big", WAIT).await,
+        "room made in her share"
+    );
+    assert_eq!(
+        metric_until(&node, "parley_unfinished_message_bytes", |v| v == 0).await,
+        0
+    );
+}

@@ -8,6 +8,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
 
+use crate::metrics::Arriving;
 use crate::state::AppState;
 
 /// `GET /health`: 200 while the process runs.
@@ -72,7 +73,10 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         state.metrics.render(
             stats,
             state.system.cluster().view().members.len(),
-            state.bodies.held(),
+            Arriving {
+                bodies: state.bodies.held(),
+                messages: state.message_rules.budget.held(),
+            },
             &state.node_name,
         ),
     )

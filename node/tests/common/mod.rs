@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod raw_ws;
 pub mod traffic;
 
 use std::path::{Path, PathBuf};
