@@ -15,11 +15,17 @@
 //! One reservation is always allowed when its holder (or the node) holds
 //! nothing, however large, so a limit set below one answer never stops a
 //! client for good.
+//!
+//! Reservations that wait for room queue here, oldest first; bytes given
+//! back go to the waiters they make room for, and only those are woken.
+//! (Waking every waiter on every release made each release cost a task
+//! wake-up per waiter: thousands of sockets waiting for room turned every
+//! finished message into milliseconds of CPU.)
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Notify;
+use tokio::sync::oneshot;
 
 /// Which limit a reservation would break.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -38,13 +44,38 @@ pub struct ByteBudget {
     node_max: u64,
     share_max: u64,
     held: Mutex<Held>,
-    released: Notify,
 }
 
 #[derive(Debug, Default)]
 struct Held {
     node: u64,
     holders: HashMap<Arc<str>, u64>,
+    /// Reservations waiting for room, oldest first.
+    waiting: VecDeque<Waiter>,
+    /// The id the next waiter gets.
+    next_waiter: u64,
+}
+
+/// A reservation waiting for room.
+#[derive(Debug)]
+struct Waiter {
+    id: u64,
+    holder: Arc<str>,
+    bytes: u64,
+    /// Told once the bytes are counted for it.
+    granted: oneshot::Sender<()>,
+}
+
+/// A place in the queue of waiters; leaves it (or gives back what it was
+/// granted and never took up) when dropped.
+struct Queued {
+    budget: Arc<ByteBudget>,
+    id: u64,
+    holder: Arc<str>,
+    bytes: u64,
+    granted: oneshot::Receiver<()>,
+    /// The grant was taken up as a [`Reservation`].
+    taken: bool,
 }
 
 /// Bytes held for one holder; given back on drop.
@@ -62,7 +93,6 @@ impl ByteBudget {
             node_max,
             share_max,
             held: Mutex::new(Held::default()),
-            released: Notify::new(),
         })
     }
 
@@ -98,31 +128,97 @@ impl ByteBudget {
     /// have made room.
     pub async fn reserve(self: &Arc<Self>, holder: &Arc<str>, bytes: u64) -> Reservation {
         loop {
-            // Registered before trying, so a release in between is not missed.
-            let released = self.released.notified();
-            tokio::pin!(released);
-            released.as_mut().enable();
-            if let Ok(r) = self.try_reserve(holder, bytes) {
-                return r;
+            let mut queued = match self.reserve_or_queue(holder, bytes) {
+                Ok(r) => return r,
+                Err(q) => q,
+            };
+            // The sender stays queued until it grants or this wait ends, so
+            // the channel only closes unanswered if something went badly
+            // wrong: then queue again.
+            if (&mut queued.granted).await.is_ok() {
+                queued.taken = true;
+                return Reservation {
+                    budget: self.clone(),
+                    holder: holder.clone(),
+                    bytes,
+                };
             }
-            released.await;
         }
     }
 
+    /// Reserves at once, or queues a waiter (checked under one lock, so a
+    /// release in between is not missed).
+    fn reserve_or_queue(
+        self: &Arc<Self>,
+        holder: &Arc<str>,
+        bytes: u64,
+    ) -> Result<Reservation, Queued> {
+        let mut held = self.lock();
+        if self.take(&mut held, holder, bytes).is_ok() {
+            return Ok(Reservation {
+                budget: self.clone(),
+                holder: holder.clone(),
+                bytes,
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = held.next_waiter;
+        held.next_waiter += 1;
+        held.waiting.push_back(Waiter {
+            id,
+            holder: holder.clone(),
+            bytes,
+            granted: tx,
+        });
+        Err(Queued {
+            budget: self.clone(),
+            id,
+            holder: holder.clone(),
+            bytes,
+            granted: rx,
+            taken: false,
+        })
+    }
+
     /// Counts `bytes` of `holder` out (forgetting a holder left with none)
-    /// and wakes those waiting for room.
+    /// and hands the room to the waiters it makes room for.
     fn give_back(&self, holder: &Arc<str>, bytes: u64) {
-        {
-            let mut held = self.lock();
-            held.node = held.node.saturating_sub(bytes);
-            if let Some(by_holder) = held.holders.get_mut(holder) {
-                *by_holder = by_holder.saturating_sub(bytes);
-                if *by_holder == 0 {
-                    held.holders.remove(holder);
+        let mut held = self.lock();
+        Self::count_out(&mut held, holder, bytes);
+        self.grant_waiting(&mut held);
+    }
+
+    /// Counts `bytes` of `holder` out of `held`.
+    fn count_out(held: &mut Held, holder: &Arc<str>, bytes: u64) {
+        held.node = held.node.saturating_sub(bytes);
+        if let Some(by_holder) = held.holders.get_mut(holder) {
+            *by_holder = by_holder.saturating_sub(bytes);
+            if *by_holder == 0 {
+                held.holders.remove(holder);
+            }
+        }
+    }
+
+    /// Grants every waiter that now fits, oldest first, and wakes only those.
+    fn grant_waiting(&self, held: &mut Held) {
+        let mut i = 0;
+        while i < held.waiting.len() {
+            let (holder, bytes) = {
+                let w = &held.waiting[i];
+                (w.holder.clone(), w.bytes)
+            };
+            if self.take(held, &holder, bytes).is_err() {
+                i += 1;
+                continue;
+            }
+            if let Some(w) = held.waiting.remove(i) {
+                if w.granted.send(()).is_err() {
+                    // Its wait is gone (it leaves the queue under this lock
+                    // first, so this does not happen; undone all the same).
+                    Self::count_out(held, &holder, bytes);
                 }
             }
         }
-        self.released.notify_waiters();
     }
 
     /// Bytes reserved on this node now.
@@ -171,6 +267,24 @@ impl Reservation {
         if less > 0 {
             self.budget.give_back(&self.holder, less);
             self.bytes -= less;
+        }
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        if self.taken {
+            return;
+        }
+        let mut held = self.budget.lock();
+        if let Some(i) = held.waiting.iter().position(|w| w.id == self.id) {
+            held.waiting.remove(i);
+            return;
+        }
+        // Granted (under the lock, before this) but never taken up.
+        if self.granted.try_recv().is_ok() {
+            ByteBudget::count_out(&mut held, &self.holder, self.bytes);
+            self.budget.grant_waiting(&mut held);
         }
     }
 }
@@ -266,6 +380,74 @@ mod tests {
         assert_eq!((r.bytes(), budget.held()), (80, 80));
         drop(r);
         assert_eq!(budget.held(), 0);
+    }
+
+    /// Counts the times it is woken.
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_release_wakes_only_the_waiters_it_makes_room_for() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        let budget = ByteBudget::new(100, 0);
+        let first = budget.try_reserve(&holder("alice"), 100).unwrap();
+        let wakes = Arc::new(Wakes(Default::default()));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let big: Vec<_> = (0..100)
+            .map(|i| {
+                let (budget, who) = (budget.clone(), holder(&format!("big{i}")));
+                let mut wait = Box::pin(async move { budget.reserve(&who, 60).await });
+                assert!(wait.as_mut().poll(&mut cx).is_pending());
+                wait
+            })
+            .collect();
+        let (b, who) = (budget.clone(), holder("small"));
+        let mut small = Box::pin(async move { b.reserve(&who, 10).await });
+        assert!(small.as_mut().poll(&mut cx).is_pending());
+        let mut first = first;
+        first.settle(50);
+        assert_eq!(
+            wakes.0.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "50 bytes free: room for the small waiter, none of the big ones"
+        );
+        let Poll::Ready(r) = small.as_mut().poll(&mut cx) else {
+            panic!("the small waiter was granted");
+        };
+        assert_eq!((r.bytes(), budget.held()), (10, 60));
+        drop(big);
+        assert!(
+            budget.lock().waiting.is_empty(),
+            "dropped waits leave the queue"
+        );
+    }
+
+    #[test]
+    fn a_grant_never_taken_up_is_given_back() {
+        use std::future::Future;
+        use std::task::{Context, Waker};
+        let budget = ByteBudget::new(100, 0);
+        let first = budget.try_reserve(&holder("alice"), 100).unwrap();
+        let waker = Waker::from(Arc::new(Wakes(Default::default())));
+        let mut cx = Context::from_waker(&waker);
+        let (b, bob) = (budget.clone(), holder("bob"));
+        let mut wait = Box::pin(async move { b.reserve(&bob, 70).await });
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        drop(first);
+        assert_eq!(budget.held(), 70, "granted to the waiter");
+        drop(wait);
+        assert_eq!(
+            budget.held(),
+            0,
+            "given back by the wait that never took it"
+        );
     }
 
     #[tokio::test]
