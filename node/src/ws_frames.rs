@@ -50,10 +50,17 @@ impl FrameTracker {
                 }
                 continue;
             }
-            self.header[usize::from(self.have)] = bytes[0];
+            let Some((&byte, rest)) = bytes.split_first() else {
+                break;
+            };
+            bytes = rest;
+            // `have` stays below the header's length (at most 14): the
+            // header is taken as complete the moment it reaches it.
+            if let Some(slot) = self.header.get_mut(usize::from(self.have)) {
+                *slot = byte;
+            }
             self.have += 1;
-            bytes = &bytes[1..];
-            if usize::from(self.have) == self.header_len() {
+            if usize::from(self.have) >= self.header_len() {
                 self.begin_payload();
             }
         }
