@@ -239,6 +239,60 @@ mod tests {
         assert_eq!(t.message_bytes(), 9_000);
     }
 
+    /// Random streams of whole messages (fragmented or not, pings between
+    /// fragments and messages, every header length), fed in random cuts:
+    /// after each cut the tracker says unfinished exactly when the cut is
+    /// not at a point where a message (and any control frame) has ended.
+    #[test]
+    fn random_streams_cut_anywhere_agree_with_where_messages_end() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..200 {
+            let mut stream = Vec::new();
+            // Offsets at which nothing is unfinished.
+            let mut rest_points = vec![0];
+            for _ in 0..next(6) + 1 {
+                let parts = next(3) + 1;
+                for p in 0..parts {
+                    if next(3) == 0 {
+                        stream.extend(frame(PING, true, next(126) as usize));
+                        if p == 0 {
+                            // Between messages: nothing unfinished after it.
+                            rest_points.push(stream.len());
+                        }
+                    }
+                    let len = [0, 1, 125, 126, 4_097, 65_535, 65_536][next(7) as usize];
+                    let opcode = if p == 0 { TEXT } else { CONTINUATION };
+                    stream.extend(frame(opcode, p + 1 == parts, len));
+                }
+                rest_points.push(stream.len());
+                if next(2) == 0 {
+                    stream.extend(frame(PING, true, next(126) as usize));
+                    rest_points.push(stream.len());
+                }
+            }
+            let mut t = FrameTracker::default();
+            let mut at = 0;
+            while at < stream.len() {
+                let cut = (at + 1 + next(3_000) as usize).min(stream.len());
+                t.feed(&stream[at..cut]);
+                at = cut;
+                assert_eq!(
+                    t.unfinished(),
+                    !rest_points.contains(&at),
+                    "at byte {at} of {}",
+                    stream.len()
+                );
+            }
+            assert!(!t.unfinished());
+        }
+    }
+
     #[test]
     fn unmasked_frames_are_followed_too() {
         let mut t = FrameTracker::default();
