@@ -254,13 +254,15 @@ mod tests {
         };
         for _ in 0..200 {
             let mut stream = Vec::new();
-            // Offsets at which nothing is unfinished.
+            // Offsets at which nothing is unfinished, and where frames end.
             let mut rest_points = vec![0];
+            let mut frame_ends = Vec::new();
             for _ in 0..next(6) + 1 {
                 let parts = next(3) + 1;
                 for p in 0..parts {
                     if next(3) == 0 {
                         stream.extend(frame(PING, true, next(126) as usize));
+                        frame_ends.push(stream.len());
                         if p == 0 {
                             // Between messages: nothing unfinished after it.
                             rest_points.push(stream.len());
@@ -269,17 +271,25 @@ mod tests {
                     let len = [0, 1, 125, 126, 4_097, 65_535, 65_536][next(7) as usize];
                     let opcode = if p == 0 { TEXT } else { CONTINUATION };
                     stream.extend(frame(opcode, p + 1 == parts, len));
+                    frame_ends.push(stream.len());
                 }
                 rest_points.push(stream.len());
                 if next(2) == 0 {
                     stream.extend(frame(PING, true, next(126) as usize));
+                    frame_ends.push(stream.len());
                     rest_points.push(stream.len());
                 }
             }
             let mut t = FrameTracker::default();
             let mut at = 0;
             while at < stream.len() {
-                let cut = (at + 1 + next(3_000) as usize).min(stream.len());
+                // Half the cuts fall where a frame ends, where only the
+                // message (not the frame) can be unfinished.
+                let next_end = frame_ends.iter().find(|&&e| e > at).copied();
+                let cut = match next_end {
+                    Some(end) if next(2) == 0 => end,
+                    _ => (at + 1 + next(3_000) as usize).min(stream.len()),
+                };
                 t.feed(&stream[at..cut]);
                 at = cut;
                 assert_eq!(
