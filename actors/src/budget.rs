@@ -62,6 +62,8 @@ struct Waiter {
     id: u64,
     holder: Arc<str>,
     bytes: u64,
+    /// The bytes of the reservation these would grow (see [`ByteBudget::take`]).
+    own: u64,
     /// Told once the bytes are counted for it.
     granted: oneshot::Sender<()>,
 }
@@ -102,7 +104,7 @@ impl ByteBudget {
         holder: &Arc<str>,
         bytes: u64,
     ) -> Result<Reservation, OverBudget> {
-        self.take(&mut self.lock(), holder, bytes)?;
+        self.take(&mut self.lock(), holder, bytes, 0)?;
         Ok(Reservation {
             budget: self.clone(),
             holder: holder.clone(),
@@ -110,13 +112,23 @@ impl ByteBudget {
         })
     }
 
-    /// Counts `bytes` more for `holder` in `held`, or says which limit that breaks.
-    fn take(&self, held: &mut Held, holder: &Arc<str>, bytes: u64) -> Result<(), OverBudget> {
+    /// Counts `bytes` more for `holder` in `held`, or says which limit that
+    /// breaks. `own` of what the holder (and the node) holds is the
+    /// reservation these bytes would grow, judged with them as one: it goes
+    /// whatever its size if nothing else is held.
+    fn take(
+        &self,
+        held: &mut Held,
+        holder: &Arc<str>,
+        bytes: u64,
+        own: u64,
+    ) -> Result<(), OverBudget> {
         let by_holder = held.holders.get(holder).copied().unwrap_or(0);
-        if over(self.share_max, by_holder, bytes) {
+        let whole = own.saturating_add(bytes);
+        if over(self.share_max, by_holder.saturating_sub(own), whole) {
             return Err(OverBudget::Share);
         }
-        if over(self.node_max, held.node, bytes) {
+        if over(self.node_max, held.node.saturating_sub(own), whole) {
             return Err(OverBudget::Node);
         }
         held.node += bytes;
@@ -127,8 +139,19 @@ impl ByteBudget {
     /// Reserves `bytes` for `holder`, waiting until earlier reservations
     /// have made room.
     pub async fn reserve(self: &Arc<Self>, holder: &Arc<str>, bytes: u64) -> Reservation {
+        self.reserve_beside(holder, bytes, 0).await
+    }
+
+    /// [`ByteBudget::reserve`], judged together with a reservation of `own`
+    /// bytes of the same holder that these would grow.
+    async fn reserve_beside(
+        self: &Arc<Self>,
+        holder: &Arc<str>,
+        bytes: u64,
+        own: u64,
+    ) -> Reservation {
         loop {
-            let mut queued = match self.reserve_or_queue(holder, bytes) {
+            let mut queued = match self.reserve_or_queue(holder, bytes, own) {
                 Ok(r) => return r,
                 Err(q) => q,
             };
@@ -152,9 +175,10 @@ impl ByteBudget {
         self: &Arc<Self>,
         holder: &Arc<str>,
         bytes: u64,
+        own: u64,
     ) -> Result<Reservation, Queued> {
         let mut held = self.lock();
-        if self.take(&mut held, holder, bytes).is_ok() {
+        if self.take(&mut held, holder, bytes, own).is_ok() {
             return Ok(Reservation {
                 budget: self.clone(),
                 holder: holder.clone(),
@@ -168,6 +192,7 @@ impl ByteBudget {
             id,
             holder: holder.clone(),
             bytes,
+            own,
             granted: tx,
         });
         Err(Queued {
@@ -203,11 +228,11 @@ impl ByteBudget {
     fn grant_waiting(&self, held: &mut Held) {
         let mut i = 0;
         while i < held.waiting.len() {
-            let (holder, bytes) = {
+            let (holder, bytes, own) = {
                 let w = &held.waiting[i];
-                (w.holder.clone(), w.bytes)
+                (w.holder.clone(), w.bytes, w.own)
             };
-            if self.take(held, &holder, bytes).is_err() {
+            if self.take(held, &holder, bytes, own).is_err() {
                 i += 1;
                 continue;
             }
@@ -248,9 +273,21 @@ impl Reservation {
     /// Reserves `more` bytes on top, or says which limit that breaks.
     pub fn try_grow(&mut self, more: u64) -> Result<(), OverBudget> {
         self.budget
-            .take(&mut self.budget.lock(), &self.holder, more)?;
+            .take(&mut self.budget.lock(), &self.holder, more, 0)?;
         self.bytes += more;
         Ok(())
+    }
+
+    /// Waits until `more` bytes fit beside this reservation, judged with
+    /// it as one (so a reservation alone goes whatever it grows to, as it
+    /// would have had it been made whole at once); the bytes come as a
+    /// reservation of their own, for [`Reservation::absorb`].
+    pub fn grow_later(
+        &self,
+        more: u64,
+    ) -> impl std::future::Future<Output = Reservation> + Send + 'static {
+        let (budget, holder, own) = (self.budget.clone(), self.holder.clone(), self.bytes);
+        async move { budget.reserve_beside(&holder, more, own).await }
     }
 
     /// Takes over `other`'s bytes (reserved in the same budget for the
@@ -448,6 +485,36 @@ mod tests {
             0,
             "given back by the wait that never took it"
         );
+    }
+
+    #[tokio::test]
+    async fn growing_later_counts_the_reservation_it_grows_as_its_own() {
+        let budget = ByteBudget::new(0, 100);
+        let alice = holder("alice");
+        let mut r = budget.try_reserve(&alice, 60).unwrap();
+        assert_eq!(r.try_grow(60).unwrap_err(), OverBudget::Share);
+        let more = tokio::time::timeout(Duration::from_secs(5), r.grow_later(60))
+            .await
+            .expect("alone, it grows past the share at once");
+        r.absorb(more);
+        assert_eq!((r.bytes(), budget.held()), (120, 120));
+        drop(r);
+        // Beside another of Alice's, it waits for room.
+        let mut a = budget.try_reserve(&alice, 50).unwrap();
+        let b = budget.try_reserve(&alice, 40).unwrap();
+        let later = a.grow_later(20);
+        tokio::pin!(later);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), later.as_mut())
+                .await
+                .is_err(),
+            "50 + 20 beside 40 is over 100"
+        );
+        drop(b);
+        a.absorb(later.await);
+        assert_eq!(a.bytes(), 70);
+        drop(a);
+        assert_eq!(budget.held(), 0);
     }
 
     #[tokio::test]

@@ -312,22 +312,20 @@ async fn read_loop(
             Some(Ok(Message::Close(_))) => return,
             Some(Ok(_)) => continue, // ping/pong are answered by the library
             Some(Err(e)) => {
-                if let tungstenite::Error::Io(io) = &e {
-                    if Unfinished::of(io).is_some() {
-                        inc(&state.metrics.ws_unfinished_closes);
-                    }
-                }
-                match close_code_for(e) {
-                    Some(CLOSE_TOO_LARGE) => {
-                        inc(&state.metrics.ws_too_large_closes);
-                        tx.close(CLOSE_TOO_LARGE);
-                    }
-                    Some(code) => {
-                        inc(&state.metrics.ws_protocol_error_closes);
-                        tx.close(code);
-                    }
-                    None => {}
-                }
+                let unfinished =
+                    matches!(&e, tungstenite::Error::Io(io) if Unfinished::of(io).is_some());
+                let Some(code) = close_code_for(e) else {
+                    return;
+                };
+                let counter = if unfinished {
+                    &state.metrics.ws_unfinished_closes
+                } else if code == CLOSE_TOO_LARGE {
+                    &state.metrics.ws_too_large_closes
+                } else {
+                    &state.metrics.ws_protocol_error_closes
+                };
+                inc(counter);
+                tx.close(code);
                 return;
             }
         };

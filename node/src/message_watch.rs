@@ -85,6 +85,8 @@ pub struct MessageWatch<T> {
     waiting: Option<RoomWait>,
     /// When the unfinished message in progress runs out of time.
     deadline: Option<Pin<Box<Sleep>>>,
+    /// The tracker's count of rests when the clock was last set.
+    rests: u64,
 }
 
 impl<T> MessageWatch<T> {
@@ -98,17 +100,23 @@ impl<T> MessageWatch<T> {
             held: None,
             waiting: None,
             deadline: None,
+            rests: 0,
         }
     }
 
     /// After new bytes: starts or stops the clock, and reserves what the
     /// message in progress now states (or gives back what it no longer needs).
     fn settle(&mut self) {
-        match (self.frames.unfinished(), self.deadline.is_some()) {
-            (true, false) => {
-                self.deadline = Some(Box::pin(tokio::time::sleep(self.rules.timeout)));
-            }
-            (false, true) => self.deadline = None,
+        // What is unfinished now began after the last rest: a client whose
+        // every read ends partway into its next message still gets the
+        // whole time for each message.
+        let began = self.frames.rests() != self.rests;
+        self.rests = self.frames.rests();
+        let deadline = tokio::time::Instant::now() + self.rules.timeout;
+        match (self.frames.unfinished(), self.deadline.as_mut()) {
+            (true, None) => self.deadline = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            (true, Some(d)) if began => d.as_mut().reset(deadline),
+            (false, Some(_)) => self.deadline = None,
             _ => {}
         }
         let stated = self.frames.message_bytes().min(self.rules.max_message);
@@ -138,8 +146,15 @@ impl<T> MessageWatch<T> {
             },
         };
         if !taken {
-            let (budget, user) = (self.rules.budget.clone(), self.user.clone());
-            self.waiting = Some(Box::pin(async move { budget.reserve(&user, more).await }));
+            self.waiting = Some(match self.held.as_ref() {
+                // Judged with what the message already holds: a message
+                // alone gets through in fragments as it would whole.
+                Some(r) => Box::pin(r.grow_later(more)),
+                None => {
+                    let (budget, user) = (self.rules.budget.clone(), self.user.clone());
+                    Box::pin(async move { budget.reserve(&user, more).await })
+                }
+            });
         }
     }
 
@@ -301,6 +316,29 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_time_limit_starts_again_with_each_message() {
+        let budget = ByteBudget::new(0, 0);
+        let (mut watch, mut client) = watched(&budget, "alice", Duration::from_secs(20));
+        let message = [0x81, 0x85, 1, 2, 3, 4, b'a', b'b', b'c', b'd', b'e'];
+        let mut buf = [0u8; 64];
+        client.write_all(&message[..8]).await.unwrap();
+        watch.read_exact(&mut buf[..8]).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        // The end of the first message and the start of the next, in one read.
+        let mut straddle = message[8..].to_vec();
+        straddle.extend_from_slice(&message[..8]);
+        client.write_all(&straddle).await.unwrap();
+        watch.read_exact(&mut buf[..straddle.len()]).await.unwrap();
+        let waited = tokio::time::timeout(Duration::from_secs(19), watch.read(&mut buf)).await;
+        assert!(
+            waited.is_err(),
+            "34 s after the first message began, 19 s after the second did: still open ({waited:?})"
+        );
+        client.write_all(&message[8..]).await.unwrap();
+        watch.read_exact(&mut buf[..3]).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_connection_between_messages_has_no_time_limit() {
         let budget = ByteBudget::new(0, 0);
         let (mut watch, mut client) = watched(&budget, "alice", Duration::from_secs(20));
@@ -342,6 +380,37 @@ mod tests {
             "read once room is made"
         );
         assert_eq!(budget.held(), 70_000);
+    }
+
+    /// A masked frame of `len` payload bytes with a 16-bit length.
+    fn medium_frame(first_byte: u8, len: u16) -> Vec<u8> {
+        let mut f = vec![first_byte, 0x80 | 126];
+        f.extend_from_slice(&len.to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0, 0]);
+        f.extend(std::iter::repeat_n(b'x', usize::from(len)));
+        f
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_alone_goes_through_in_fragments_as_it_would_whole() {
+        // A share smaller than the message: one reservation alone goes.
+        let budget = ByteBudget::new(0, 32 * 1024);
+        let (mut watch, mut client) = watched(&budget, "alice", Duration::from_secs(20));
+        let first = medium_frame(0x01, 20_000); // text, not final
+        let last = medium_frame(0x80, 20_000); // continuation, final
+        let mut buf = vec![0u8; 50_000];
+        client.write_all(&first).await.unwrap();
+        watch.read_exact(&mut buf[..first.len()]).await.unwrap();
+        assert_eq!(budget.held(), 20_000);
+        // Its header first, read alone: the message now states 40,000.
+        client.write_all(&last[..8]).await.unwrap();
+        watch.read_exact(&mut buf[..8]).await.unwrap();
+        client.write_all(&last[8..]).await.unwrap();
+        watch
+            .read_exact(&mut buf[..last.len() - 8])
+            .await
+            .expect("the second fragment is read, not left waiting on the first");
+        assert_eq!(budget.held(), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -96,7 +96,8 @@ pub async fn run(config: Config, writers: tokio::runtime::Handle) -> anyhow::Res
             config.max_incoming_body_bytes_per_ip,
         ),
         message_rules: Arc::new(MessageRules {
-            timeout: Duration::from_secs(config.ws_message_timeout_secs.max(1)),
+            // At most a year: deadlines are added to the clock, which must not overflow.
+            timeout: Duration::from_secs(config.ws_message_timeout_secs.clamp(1, 365 * 86_400)),
             budget: ByteBudget::new(
                 config.max_unfinished_message_bytes,
                 config.max_unfinished_message_bytes_per_user,

@@ -33,6 +33,9 @@ pub struct FrameTracker {
     in_message: bool,
     /// Payload bytes of that message, as its frames' headers state them.
     message_bytes: u64,
+    /// Times the stream came to rest (a message or a control frame between
+    /// messages ended), so far.
+    rests: u64,
 }
 
 impl FrameTracker {
@@ -124,6 +127,12 @@ impl FrameTracker {
         }
     }
 
+    /// Times the stream has come to rest so far: when it has changed, what
+    /// is unfinished now began after the last look.
+    pub fn rests(&self) -> u64 {
+        self.rests
+    }
+
     /// The current frame's last byte is in.
     fn end_frame(&mut self) {
         if self.ends_message {
@@ -133,6 +142,9 @@ impl FrameTracker {
         self.have = 0;
         self.in_payload = false;
         self.ends_message = false;
+        if !self.in_message {
+            self.rests += 1;
+        }
     }
 }
 
@@ -185,6 +197,22 @@ mod tests {
             t.feed(&f[cut..]);
             assert!(!t.unfinished(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn each_rest_is_counted_even_when_the_next_message_has_begun() {
+        let mut stream = frame(TEXT, true, 10);
+        stream.extend(frame(PING, true, 0));
+        let next = frame(TEXT, false, 300);
+        stream.extend_from_slice(&next[..20]);
+        let mut t = FrameTracker::default();
+        t.feed(&stream);
+        assert!(t.unfinished());
+        assert_eq!(t.rests(), 2, "the message and the ping after it");
+        t.feed(&next[20..]);
+        assert_eq!(t.rests(), 2, "a fragment does not end its message");
+        t.feed(&frame(CONTINUATION, true, 1));
+        assert_eq!(t.rests(), 3);
     }
 
     #[test]

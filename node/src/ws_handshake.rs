@@ -11,7 +11,7 @@ use axum::http::header::{
     CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
@@ -21,6 +21,9 @@ use crate::api::error::ApiError;
 /// Why a request cannot become a WebSocket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NotAWebSocket {
+    /// Not a GET (axum routes HEAD to GET handlers too).
+    #[error("a WebSocket upgrade must be a GET request")]
+    Method,
     /// `Connection` does not list `upgrade`.
     #[error("Connection header did not include 'upgrade'")]
     Connection,
@@ -52,6 +55,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Handshake {
     type Rejection = NotAWebSocket;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        if parts.method != Method::GET {
+            return Err(NotAWebSocket::Method);
+        }
         let headers = &parts.headers;
         if !lists(headers, CONNECTION, "upgrade") {
             return Err(NotAWebSocket::Connection);

@@ -1755,3 +1755,80 @@ async fn node_survives_the_whole_suite_with_data_intact() {
         failures.join("\n")
     );
 }
+
+/// The status line's code a raw request of `head` (without the blank line
+/// that ends it) is answered with.
+async fn raw_status(node: &Node, head: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = tokio::net::TcpStream::connect(node.addr.as_str())
+        .await
+        .expect("connect");
+    raw.write_all(format!("{head}\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !seen.windows(2).any(|w| w == b"\r\n") {
+        match tokio::time::timeout(WAIT, raw.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&buf[..n]),
+            _ => panic!("no answer to {head:?}"),
+        }
+    }
+    let line = String::from_utf8_lossy(&seen).to_string();
+    line.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not a status line: {line:?}"))
+}
+
+/// With a valid token, a request that cannot become a WebSocket is 400
+/// `invalid_request` (not a HEAD answered 101 and a session started), and
+/// the header forms RFC 6455 allows are accepted.
+#[tokio::test]
+async fn requests_that_cannot_become_websockets_are_refused_with_400() {
+    let dir = data_dir();
+    let node = start(dir.path()).await;
+    let alice = user(&node, "alice").await;
+    let path = format!("/ws?token={}", alice.token);
+    let r = call(&node, "GET", &path, None, None).await;
+    assert_error(&r, 400, "invalid_request");
+    let head = |method: &str, extra: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}",
+            node.addr
+        )
+    };
+    let good = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13";
+    assert_eq!(raw_status(&node, &head("GET", good)).await, 101);
+    assert_eq!(raw_status(&node, &head("HEAD", good)).await, 400, "HEAD");
+    for (what, extra) in [
+        (
+            "version 8",
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 8",
+        ),
+        (
+            "no Connection",
+            "Upgrade: websocket\r\nSec-WebSocket-Version: 13",
+        ),
+        (
+            "Upgrade: h2c",
+            "Upgrade: h2c\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13",
+        ),
+    ] {
+        assert_eq!(raw_status(&node, &head("GET", extra)).await, 400, "{what}");
+    }
+    for (what, extra) in [
+        (
+            "Connection listing more than upgrade",
+            "upgrade: WebSocket\r\nconnection: keep-alive, Upgrade\r\nsec-websocket-version: 13",
+        ),
+        (
+            "two Connection headers",
+            "Upgrade: websocket\r\nConnection: keep-alive\r\nConnection: upgrade\r\nSec-WebSocket-Version: 13",
+        ),
+    ] {
+        assert_eq!(raw_status(&node, &head("GET", extra)).await, 101, "{what}");
+    }
+    let key_missing = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{good}", node.addr);
+    assert_eq!(raw_status(&node, &key_missing).await, 400, "no key");
+}

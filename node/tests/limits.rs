@@ -915,6 +915,11 @@ async fn a_message_left_unfinished_ends_its_connection_after_the_time_limit() {
     );
     let text = node.metrics_text().await;
     assert_eq!(metric_in(&text, "parley_ws_unfinished_closes_total"), 1);
+    assert_eq!(
+        metric_in(&text, "parley_ws_protocol_error_closes_total"),
+        0,
+        "counted once, as unfinished"
+    );
 
     // Idle past the limit, between messages: still served.
     idle.ping_pong("after the limit").await;
