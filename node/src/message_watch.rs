@@ -112,10 +112,10 @@ impl<T> MessageWatch<T> {
         // whole time for each message.
         let began = self.frames.rests() != self.rests;
         self.rests = self.frames.rests();
-        let deadline = tokio::time::Instant::now() + self.rules.timeout;
+        let timeout = self.rules.timeout;
         match (self.frames.unfinished(), self.deadline.as_mut()) {
-            (true, None) => self.deadline = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            (true, Some(d)) if began => d.as_mut().reset(deadline),
+            (true, None) => self.deadline = Some(Box::pin(tokio::time::sleep(timeout))),
+            (true, Some(d)) if began => d.as_mut().reset(tokio::time::Instant::now() + timeout),
             (false, Some(_)) => self.deadline = None,
             _ => {}
         }
