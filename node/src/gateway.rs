@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::pin::{pin, Pin};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,7 +48,7 @@ use crate::api::error::ApiError;
 use crate::auth::extract::bearer;
 use crate::auth::tokens::Claims;
 use crate::message_watch::{MessageWatch, Unfinished};
-use crate::metrics::inc;
+use crate::metrics::{inc, Metrics};
 use crate::ratelimit::ConnectionLimit;
 use crate::session_cap::SessionSlot;
 use crate::state::AppState;
@@ -312,20 +312,10 @@ async fn read_loop(
             Some(Ok(Message::Close(_))) => return,
             Some(Ok(_)) => continue, // ping/pong are answered by the library
             Some(Err(e)) => {
-                let unfinished =
-                    matches!(&e, tungstenite::Error::Io(io) if Unfinished::of(io).is_some());
-                let Some(code) = close_code_for(e) else {
-                    return;
-                };
-                let counter = if unfinished {
-                    &state.metrics.ws_unfinished_closes
-                } else if code == CLOSE_TOO_LARGE {
-                    &state.metrics.ws_too_large_closes
-                } else {
-                    &state.metrics.ws_protocol_error_closes
-                };
-                inc(counter);
-                tx.close(code);
+                if let Some((code, counter)) = close_for(e, &state.metrics) {
+                    inc(counter);
+                    tx.close(code);
+                }
                 return;
             }
         };
@@ -397,18 +387,20 @@ fn refuse(tx: &OutboundTx, r#ref: Option<String>, code: ErrorCode, message: impl
 }
 
 /// The close code (RFC 6455, 7.4.1) for a frame the WebSocket library
-/// refused; `None` when the peer is gone and there is no one to tell.
-fn close_code_for(e: tungstenite::Error) -> Option<u16> {
+/// refused or a message the watch gave up on, and the counter of such
+/// closes; `None` when the peer is gone and there is no one to tell.
+fn close_for(e: tungstenite::Error, metrics: &Metrics) -> Option<(u16, &AtomicU64)> {
     use tungstenite::error::{Error, ProtocolError};
+    let protocol = &metrics.ws_protocol_error_closes;
     match e {
         Error::Io(e) => match Unfinished::of(&e)? {
-            Unfinished::Stalled => Some(CLOSE_POLICY),
-            Unfinished::NoRoom => Some(CLOSE_TRY_AGAIN),
+            Unfinished::Stalled => Some((CLOSE_POLICY, &metrics.ws_unfinished_closes)),
+            Unfinished::NoRoom => Some((CLOSE_TRY_AGAIN, &metrics.ws_unfinished_closes)),
         },
-        Error::Capacity(_) => Some(CLOSE_TOO_LARGE),
-        Error::Utf8(_) => Some(CLOSE_INVALID_DATA),
+        Error::Capacity(_) => Some((CLOSE_TOO_LARGE, &metrics.ws_too_large_closes)),
+        Error::Utf8(_) => Some((CLOSE_INVALID_DATA, protocol)),
         Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
-        Error::Protocol(_) => Some(CLOSE_PROTOCOL_ERROR),
+        Error::Protocol(_) => Some((CLOSE_PROTOCOL_ERROR, protocol)),
         _ => None,
     }
 }
