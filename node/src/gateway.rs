@@ -49,7 +49,7 @@ use crate::auth::extract::bearer;
 use crate::auth::tokens::Claims;
 use crate::message_watch::{MessageWatch, Unfinished};
 use crate::metrics::{inc, Metrics};
-use crate::ratelimit::ConnectionLimit;
+use crate::ratelimit::{Admit, ConnectionLimit};
 use crate::session_cap::SessionSlot;
 use crate::state::AppState;
 use crate::ws_handshake::{Handshake, NotAWebSocket, UpgradedIo};
@@ -276,8 +276,11 @@ async fn read_loop(
     user_id: &str,
     exp: u64,
 ) {
-    let limit = ConnectionLimit::new(state.config.ws_rate, state.config.ws_burst);
-    let mut refused_in_a_row = 0u32;
+    let mut limit = ConnectionLimit::new(
+        state.config.ws_rate,
+        state.config.ws_burst,
+        state.config.ws_flood_close_after,
+    );
     // The session lives as long as its token; `auth` frames extend it
     // (never shorten it: a still-valid older token changes nothing).
     let mut session_exp = exp;
@@ -310,7 +313,16 @@ async fn read_loop(
                 continue;
             }
             Some(Ok(Message::Close(_))) => return,
-            Some(Ok(_)) => continue, // ping/pong are answered by the library
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                // The library answers pings itself, a pong each: they count
+                // against the rate like text frames, so a flood of them ends
+                // the same way (no error frame for them: they have no `ref`).
+                if admit(&mut limit, state, tx) == Admit::Flood {
+                    return;
+                }
+                continue;
+            }
+            Some(Ok(Message::Frame(_))) => continue, // raw frames are never read
             Some(Err(e)) => {
                 if let Some((code, counter)) = close_for(e, &state.metrics) {
                     inc(counter);
@@ -325,23 +337,19 @@ async fn read_loop(
             tx.close(CLOSE_TOO_LARGE);
             return;
         }
-        if !limit.allow() {
-            inc(&state.metrics.ws_rate_limited);
-            refused_in_a_row += 1;
-            if refused_in_a_row >= state.config.ws_flood_close_after.max(1) {
-                inc(&state.metrics.ws_flood_closes);
-                tx.close(CLOSE_POLICY);
-                return;
+        match admit(&mut limit, state, tx) {
+            Admit::Yes => {}
+            Admit::Refused => {
+                refuse(
+                    tx,
+                    peek_ref(&text),
+                    ErrorCode::RateLimited,
+                    "too many frames, slow down",
+                );
+                continue;
             }
-            refuse(
-                tx,
-                peek_ref(&text),
-                ErrorCode::RateLimited,
-                "too many frames, slow down",
-            );
-            continue;
+            Admit::Flood => return,
         }
-        refused_in_a_row = 0;
         match parse_client_frame(&text) {
             Ok(ClientFrame {
                 r#ref,
@@ -377,6 +385,22 @@ async fn read_loop(
             }
         }
     }
+}
+
+/// Counts a frame against the connection's rate: a refusal is counted in
+/// `parley_ws_rate_limited_total`; a flood closes the connection with 1008.
+fn admit(limit: &mut ConnectionLimit, state: &AppState, tx: &OutboundTx) -> Admit {
+    let verdict = limit.admit();
+    match verdict {
+        Admit::Yes => {}
+        Admit::Refused => inc(&state.metrics.ws_rate_limited),
+        Admit::Flood => {
+            inc(&state.metrics.ws_rate_limited);
+            inc(&state.metrics.ws_flood_closes);
+            tx.close(CLOSE_POLICY);
+        }
+    }
+    verdict
 }
 
 /// Answers a frame the gateway refuses with an `error`, counted by code in

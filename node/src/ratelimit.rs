@@ -57,22 +57,49 @@ impl KeyedLimit {
     }
 }
 
-/// A per-connection frame rate.
+/// A per-connection frame rate, and the flood it ends in.
 pub struct ConnectionLimit {
     limiter: Option<DefaultDirectRateLimiter>,
+    /// Frames refused since the last one admitted.
+    refused_in_a_row: u32,
+    /// Refusals in a row that make a flood.
+    flood_after: u32,
+}
+
+/// What the limit makes of one more frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Within the rate.
+    Yes,
+    /// Over the rate: refuse it.
+    Refused,
+    /// Over the rate, `flood_after` times in a row: end the connection.
+    Flood,
 }
 
 impl ConnectionLimit {
-    /// `per_second` frames per second with `burst` extra; 0 = unlimited.
-    pub fn new(per_second: u32, burst: u32) -> Self {
+    /// `per_second` frames per second with `burst` extra (0 = unlimited);
+    /// a flood after `flood_after` refusals in a row (at least 1).
+    pub fn new(per_second: u32, burst: u32, flood_after: u32) -> Self {
         ConnectionLimit {
             limiter: per_second_quota(per_second, burst).map(RateLimiter::direct),
+            refused_in_a_row: 0,
+            flood_after: flood_after.max(1),
         }
     }
 
-    /// Counts one frame; false when over the limit.
-    pub fn allow(&self) -> bool {
-        self.limiter.as_ref().is_none_or(|l| l.check().is_ok())
+    /// Counts one frame.
+    pub fn admit(&mut self) -> Admit {
+        if self.limiter.as_ref().is_none_or(|l| l.check().is_ok()) {
+            self.refused_in_a_row = 0;
+            return Admit::Yes;
+        }
+        self.refused_in_a_row += 1;
+        if self.refused_in_a_row >= self.flood_after {
+            Admit::Flood
+        } else {
+            Admit::Refused
+        }
     }
 }
 
@@ -131,10 +158,16 @@ mod tests {
     }
 
     #[test]
-    fn connection_limit_bursts_then_refuses() {
-        let l = ConnectionLimit::new(1, 3);
-        assert!(l.allow() && l.allow() && l.allow());
-        assert!(!l.allow());
-        assert!(ConnectionLimit::new(0, 0).allow());
+    fn connection_limit_bursts_then_refuses_then_calls_it_a_flood() {
+        let mut l = ConnectionLimit::new(1, 3, 2);
+        for _ in 0..3 {
+            assert_eq!(l.admit(), Admit::Yes);
+        }
+        assert_eq!(l.admit(), Admit::Refused);
+        assert_eq!(l.admit(), Admit::Flood);
+        let mut off = ConnectionLimit::new(0, 0, 1);
+        for _ in 0..1000 {
+            assert_eq!(off.admit(), Admit::Yes);
+        }
     }
 }

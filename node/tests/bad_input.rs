@@ -1328,6 +1328,37 @@ async fn ws_floods_are_rate_limited_then_closed_with_1008() {
     ws_flood(&node, 5, 20).await;
 }
 
+/// WebSocket ping and pong control frames count against the frame rate
+/// too (the library answers every ping with a pong): a few are fine, a
+/// flood of them is closed with 1008 like a flood of text frames.
+#[tokio::test]
+async fn ws_control_frame_floods_are_closed_with_1008() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::Bytes;
+    let dir = data_dir();
+    let node = start_with_ws_limits(dir.path(), 5, 5, 20).await;
+    let alice = user(&node, "alice").await;
+    let mut ws = Client::connect(&node, &alice.token).await;
+    for _ in 0..3 {
+        ws.send_frame(Frame::ping(Bytes::from_static(b"hi"))).await;
+    }
+    ws.ping_pong("a few pings are fine").await;
+
+    let mut flood = Client::connect(&node, &alice.token).await;
+    for i in 0..200 {
+        let frame = if i % 2 == 0 {
+            Frame::ping(Bytes::from_static(b"x"))
+        } else {
+            Frame::pong(Bytes::from_static(b"x"))
+        };
+        flood.send_frame(frame).await;
+    }
+    assert_eq!(flood.expect_close().await, Some(1008));
+    let metrics = node.metrics_text().await;
+    assert_eq!(metric_in(&metrics, "parley_ws_flood_closes_total"), 1);
+    ws.ping_pong("the other session goes on").await;
+}
+
 /// A flood closed with 1008 loses nothing that was within the budget: the
 /// `send`s before the limit are committed, once each and in order (they
 /// were dropped with the session before).
