@@ -219,7 +219,8 @@ pub struct Config {
     /// WebSocket frames a connection may send at once above its rate.
     #[arg(long, env = "PARLEY_WS_BURST", default_value_t = 100)]
     pub ws_burst: u32,
-    /// Rate-limited frames in a row after which the connection is closed with 1008.
+    /// Rate-limited frames (less one for each frame accepted since) after
+    /// which the connection is closed with 1008.
     #[arg(long, env = "PARLEY_WS_FLOOD_CLOSE_AFTER", default_value_t = 50)]
     pub ws_flood_close_after: u32,
     /// Largest WebSocket frame in bytes; larger closes with 1009.

@@ -60,9 +60,9 @@ impl KeyedLimit {
 /// A per-connection frame rate, and the flood it ends in.
 pub struct ConnectionLimit {
     limiter: Option<DefaultDirectRateLimiter>,
-    /// Frames refused since the last one admitted.
-    refused_in_a_row: u32,
-    /// Refusals in a row that make a flood.
+    /// Frames refused, less one for each admitted since (never below 0).
+    refused: u32,
+    /// The count of refusals that makes a flood.
     flood_after: u32,
 }
 
@@ -73,17 +73,21 @@ pub enum Admit {
     Yes,
     /// Over the rate: refuse it.
     Refused,
-    /// Over the rate, `flood_after` times in a row: end the connection.
+    /// Over the rate, with refusals outnumbering admissions by
+    /// `flood_after`: end the connection.
     Flood,
 }
 
 impl ConnectionLimit {
     /// `per_second` frames per second with `burst` extra (0 = unlimited);
-    /// a flood after `flood_after` refusals in a row (at least 1).
+    /// a flood once refusals outnumber admissions by `flood_after` (at
+    /// least 1). Each admitted frame takes back one refusal, not all: a
+    /// client that keeps sending far over the rate, spread out so that a
+    /// frame gets through now and then, is a flood too.
     pub fn new(per_second: u32, burst: u32, flood_after: u32) -> Self {
         ConnectionLimit {
             limiter: per_second_quota(per_second, burst).map(RateLimiter::direct),
-            refused_in_a_row: 0,
+            refused: 0,
             flood_after: flood_after.max(1),
         }
     }
@@ -91,11 +95,11 @@ impl ConnectionLimit {
     /// Counts one frame.
     pub fn admit(&mut self) -> Admit {
         if self.limiter.as_ref().is_none_or(|l| l.check().is_ok()) {
-            self.refused_in_a_row = 0;
+            self.refused = self.refused.saturating_sub(1);
             return Admit::Yes;
         }
-        self.refused_in_a_row += 1;
-        if self.refused_in_a_row >= self.flood_after {
+        self.refused += 1;
+        if self.refused >= self.flood_after {
             Admit::Flood
         } else {
             Admit::Refused

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 const NO_SUCH_ID: &str = "01900000-0000-7000-8000-000000000000";
 
 /// WebSocket rate limits of the nodes here: a burst large enough for every
-/// part's frames, a flood closes after 20 refused frames in a row.
+/// part's frames, a flood closes once refusals outnumber accepted frames by 20.
 const RATE: u32 = 5;
 const BURST: u32 = 30;
 const CLOSE_AFTER: u32 = 20;
@@ -1326,6 +1326,41 @@ async fn ws_floods_are_rate_limited_then_closed_with_1008() {
     let dir = data_dir();
     let node = start_with_ws_limits(dir.path(), 5, 5, 20).await;
     ws_flood(&node, 5, 20).await;
+}
+
+/// A flood paced so that a frame gets through now and then (50 frames a
+/// second against a rate of 5: about nine refused for each accepted) is
+/// closed with 1008 too: an accepted frame takes back one refusal, not all.
+#[tokio::test]
+async fn a_paced_flood_is_closed_with_1008() {
+    let dir = data_dir();
+    let node = start_with_ws_limits(dir.path(), 5, 5, 20).await;
+    let alice = user(&node, "alice").await;
+    let mut ws = Client::connect(&node, &alice.token).await;
+    let started = std::time::Instant::now();
+    let mut i = 0;
+    let code = 'flood: loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a paced flood of {i} frames was never closed"
+        );
+        if !ws
+            .try_send_text(&format!(r#"{{"type":"ping","ref":"p{i}"}}"#))
+            .await
+        {
+            break ws.expect_close().await;
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        loop {
+            match ws.read(Duration::from_millis(1)).await {
+                Read::Frame(_) => {}
+                Read::Closed(c) => break 'flood c,
+                Read::Timeout => break,
+            }
+        }
+    };
+    assert_eq!(code, Some(1008));
 }
 
 /// WebSocket ping and pong control frames count against the frame rate
