@@ -141,6 +141,47 @@ const CODES: [ErrorCode; 11] = [
     ErrorCode::UnknownType,
 ];
 
+/// Bytes counted in one of the node-wide byte gauges (`METRICS`'
+/// `live_event_bytes`, `held_message_bytes`) for as long as this is held,
+/// following its changes; counted out when dropped.
+#[derive(Debug)]
+pub struct GaugedBytes {
+    gauge: &'static AtomicI64,
+    bytes: usize,
+}
+
+impl GaugedBytes {
+    /// Counts `bytes` in `gauge`.
+    pub fn new(gauge: &'static AtomicI64, bytes: usize) -> Self {
+        gauge.fetch_add(bytes as i64, Ordering::Relaxed);
+        GaugedBytes { gauge, bytes }
+    }
+
+    /// The bytes counted.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Counts `more` bytes in.
+    pub fn add(&mut self, more: usize) {
+        self.bytes += more;
+        self.gauge.fetch_add(more as i64, Ordering::Relaxed);
+    }
+
+    /// Counts `less` bytes out (at most those counted).
+    pub fn sub(&mut self, less: usize) {
+        let less = less.min(self.bytes);
+        self.bytes -= less;
+        self.gauge.fetch_sub(less as i64, Ordering::Relaxed);
+    }
+}
+
+impl Drop for GaugedBytes {
+    fn drop(&mut self) {
+        self.gauge.fetch_sub(self.bytes as i64, Ordering::Relaxed);
+    }
+}
+
 /// The process's metrics.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     messages_committed: AtomicU64::new(0),

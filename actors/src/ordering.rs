@@ -20,10 +20,9 @@
 //!   found nothing new (storage does not have the seqs: no endless loop).
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::metrics::METRICS;
+use crate::metrics::{GaugedBytes, METRICS};
 
 /// What to do with a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,29 +98,12 @@ pub struct DeliveryOrder {
 /// A connection's held-back bytes, also counted node-wide in
 /// `parley_held_message_bytes` (and counted out when the connection's
 /// state is dropped).
-#[derive(Debug, Default)]
-struct HeldBytes(usize);
+#[derive(Debug)]
+struct HeldBytes(GaugedBytes);
 
-impl HeldBytes {
-    fn add(&mut self, bytes: usize) {
-        self.0 += bytes;
-        METRICS
-            .held_message_bytes
-            .fetch_add(bytes as i64, Ordering::Relaxed);
-    }
-
-    fn sub(&mut self, bytes: usize) {
-        self.0 -= bytes;
-        METRICS
-            .held_message_bytes
-            .fetch_sub(bytes as i64, Ordering::Relaxed);
-    }
-}
-
-impl Drop for HeldBytes {
-    fn drop(&mut self) {
-        let left = self.0;
-        self.sub(left);
+impl Default for HeldBytes {
+    fn default() -> Self {
+        HeldBytes(GaugedBytes::new(&METRICS.held_message_bytes, 0))
     }
 }
 
@@ -151,6 +133,7 @@ impl DeliveryOrder {
             return Vec::new();
         };
         self.held_bytes
+            .0
             .sub(bytes_of(waiting.iter().map(|(_, _, json)| json)));
         waiting
             .into_iter()
@@ -190,7 +173,7 @@ impl DeliveryOrder {
             match self.held.get_mut(&room) {
                 Some(h) => h.msgs.push((seq, json)),
                 None => {
-                    self.held_bytes.sub(json.len());
+                    self.held_bytes.0.sub(json.len());
                     if self.admit(&room, seq) == Verdict::Write {
                         now.push(json);
                     }
@@ -208,19 +191,19 @@ impl DeliveryOrder {
 
     /// Bytes of the live messages currently held.
     pub fn held_bytes(&self) -> usize {
-        self.held_bytes.0
+        self.held_bytes.0.bytes()
     }
 
     /// Decides about a live message.
     pub fn live(&mut self, room: &Arc<str>, seq: u64, json: &Arc<str>) -> Verdict {
         if let Some(g) = self.gate.as_mut() {
             g.push((room.clone(), seq, json.clone()));
-            self.held_bytes.add(json.len());
+            self.held_bytes.0.add(json.len());
             return Verdict::Held;
         }
         if let Some(h) = self.held.get_mut(room) {
             h.msgs.push((seq, json.clone()));
-            self.held_bytes.add(json.len());
+            self.held_bytes.0.add(json.len());
             return Verdict::Held;
         }
         // One lookup on the hot path: the gap check and the admission share it.
@@ -229,7 +212,7 @@ impl DeliveryOrder {
         };
         match spans.top() {
             Some(top) if seq > top.saturating_add(1) => {
-                self.held_bytes.add(json.len());
+                self.held_bytes.0.add(json.len());
                 self.held.insert(
                     room.clone(),
                     Held::repair(top, vec![(seq, json.clone())], 0),
@@ -282,6 +265,7 @@ impl DeliveryOrder {
             return Released::default();
         };
         self.held_bytes
+            .0
             .sub(bytes_of(held.msgs.iter().map(|(_, json)| json)));
         let top = spans.top().unwrap_or(after);
         let fruitless = held.repair && top <= held.top_at_hold;
@@ -321,6 +305,7 @@ impl DeliveryOrder {
         frames: Vec<Arc<str>>,
     ) -> Released {
         self.held_bytes
+            .0
             .add(bytes_of(msgs.iter().map(|(_, json)| json)));
         self.held
             .insert(room.clone(), Held::repair(top, msgs, head));
@@ -337,6 +322,7 @@ impl DeliveryOrder {
             return Vec::new();
         };
         self.held_bytes
+            .0
             .sub(bytes_of(held.msgs.iter().map(|(_, json)| json)));
         let mut msgs = held.msgs;
         msgs.sort_by_key(|(seq, _)| *seq);
@@ -613,6 +599,7 @@ mod tests {
 
     #[test]
     fn held_bytes_count_node_wide_while_held() {
+        use std::sync::atomic::Ordering;
         let node_wide = || METRICS.held_message_bytes.load(Ordering::Relaxed);
         let mut o = DeliveryOrder::gated();
         let big: Arc<str> = Arc::from("m".repeat(1 << 20));

@@ -24,29 +24,12 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use parley_protocol::ws::{ServerEvent, CLOSE_TRY_AGAIN};
 
 use crate::budget::Reservation;
+use crate::metrics::GaugedBytes;
 
 /// An event's bytes counted in `parley_live_event_bytes` from its creation
-/// until the last holder of the event lets it go (0: not counted).
-#[derive(Debug)]
-struct LiveBytesOf(usize);
-
-impl LiveBytesOf {
-    fn count(json: &str) -> Self {
-        crate::metrics::METRICS
-            .live_event_bytes
-            .fetch_add(json.len() as i64, Ordering::Relaxed);
-        LiveBytesOf(json.len())
-    }
-}
-
-impl Drop for LiveBytesOf {
-    fn drop(&mut self) {
-        if self.0 > 0 {
-            crate::metrics::METRICS
-                .live_event_bytes
-                .fetch_sub(self.0 as i64, Ordering::Relaxed);
-        }
-    }
+/// until the last holder of the event lets it go.
+fn live_bytes_of(json: &str) -> GaugedBytes {
+    GaugedBytes::new(&crate::metrics::METRICS.live_event_bytes, json.len())
 }
 
 /// A `message` event as queued for every recipient: one allocation shared
@@ -59,7 +42,7 @@ pub struct LiveMessage {
     pub seq: u64,
     /// The serialized `message` event.
     pub json: Arc<str>,
-    _counted: LiveBytesOf,
+    _counted: GaugedBytes,
 }
 
 impl LiveMessage {
@@ -70,7 +53,7 @@ impl LiveMessage {
         LiveMessage {
             room_id,
             seq,
-            _counted: LiveBytesOf::count(&json),
+            _counted: live_bytes_of(&json),
             json,
         }
     }
@@ -82,7 +65,7 @@ impl LiveMessage {
             room_id,
             seq,
             json,
-            _counted: LiveBytesOf(0),
+            _counted: GaugedBytes::new(&crate::metrics::METRICS.live_event_bytes, 0),
         }
     }
 }
@@ -95,7 +78,7 @@ impl LiveMessage {
 pub struct LargeFrame {
     /// The serialized event.
     pub json: Arc<str>,
-    _counted: LiveBytesOf,
+    _counted: GaugedBytes,
 }
 
 /// The smallest frame counted as a [`LargeFrame`]; smaller ones (acks,
@@ -105,7 +88,7 @@ pub const LARGE_FRAME: usize = 4096;
 impl LargeFrame {
     fn new(json: Arc<str>) -> Self {
         LargeFrame {
-            _counted: LiveBytesOf::count(&json),
+            _counted: live_bytes_of(&json),
             json,
         }
     }
